@@ -1,0 +1,1 @@
+"""The assistant: the engine as LangChain parts, guideline retrieval, cited answers, the notice."""

@@ -1,0 +1,58 @@
+"""Configuration in one place: paths, the default model and index, generation defaults.
+
+Everything else receives a :class:`Settings` (or the values it holds); nothing below the
+``assistant`` package reads the environment.  Environment variables:
+
+``GUIDELINES_HOME``   where models and indexes live (default ``~/.cache/guidelines-assistant``)
+``GUIDELINES_INDEX``  the index folder the assistant and the page use (default: the sample index)
+``GUIDELINES_MODEL``  a model preset name or a GGUF path (default ``smollm2-135m``)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_MODEL = "smollm2-135m"
+SAMPLE_INDEX_NAME = "sample"
+
+
+def _default_home() -> Path:
+    return Path.home() / ".cache" / "guidelines-assistant"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the assistant, its CLI and its page need to know, resolved once."""
+
+    home: Path = field(default_factory=_default_home)
+    index_dir: Path | None = None  # None: the sample index under ``home``
+    model: str = DEFAULT_MODEL  # a preset name (see assistant.models) or a GGUF path
+    k: int = 4  # passages retrieved per question
+    temperature: float = 0.0
+    max_tokens: int = 384
+    n_ctx: int = 4096  # context the engine allocates (capped by the model's own)
+    seed: int = 0
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def index(self) -> Path:
+        return self.index_dir if self.index_dir is not None else self.home / "indexes" / SAMPLE_INDEX_NAME
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from the environment (``os.environ`` by default), then ``overrides``."""
+        env = dict(os.environ) if env is None else env
+        settings = cls()
+        if env.get("GUIDELINES_HOME"):
+            settings = replace(settings, home=Path(env["GUIDELINES_HOME"]).expanduser())
+        if env.get("GUIDELINES_INDEX"):
+            settings = replace(settings, index_dir=Path(env["GUIDELINES_INDEX"]).expanduser())
+        if env.get("GUIDELINES_MODEL"):
+            settings = replace(settings, model=env["GUIDELINES_MODEL"])
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return replace(settings, **clean)  # type: ignore[arg-type]

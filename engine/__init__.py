@@ -1,0 +1,1 @@
+"""Our GGUF inference engine for Llama-architecture models (numpy + numba only)."""

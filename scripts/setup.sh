@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Shared set-up for scripts/demo.sh and scripts/test.sh: a project virtualenv with the CPU build
+# of torch, the project installed in it, and the default model fetched (reused on later runs).
+# Usage: source scripts/setup.sh [extras]   (extras: "test" for the test dependencies)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${GUIDELINES_VENV:-$ROOT/.venv}"
+EXTRAS="${1:-}"
+PY="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "== creating virtualenv $VENV"
+    "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+
+# torch: always the CPU build. Where a CPU wheel lies in pip's find-links (as on our build
+# machines) take it without touching any index; elsewhere take it from PyTorch's CPU index.
+# TORCH_SPEC / TORCH_INDEX_URL override both.
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
+    echo "== installing $TORCH_SPEC (CPU build)"
+    "$VPY" -m pip install -q --no-index "$TORCH_SPEC" 2>/dev/null \
+        || "$VPY" -m pip install -q "$TORCH_SPEC" \
+            --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+fi
+
+echo "== installing the project${EXTRAS:+ [$EXTRAS]}"
+if [ -n "$EXTRAS" ]; then
+    "$VPY" -m pip install -q -e "$ROOT[$EXTRAS]"
+else
+    "$VPY" -m pip install -q -e "$ROOT"
+fi
+
+echo "== default model"
+"$VPY" -m assistant fetch-model

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# One command for the tests: install with the test extras, fetch the default model, run pytest.
+# Extra arguments go to pytest (e.g. scripts/test.sh -m "not slow").
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/setup.sh" test
+cd "$ROOT"
+"$VPY" -m ruff check .
+exec "$VPY" -m pytest "$@"
