@@ -103,12 +103,11 @@ class BpeModel:
         self.token_to_id = vocab.token_to_id
         self.family = vocab.pre_tokenizer.family
         self.ignore_merges = vocab.pre_tokenizer.ignore_merges
-        ranks: dict[tuple[str, str], int] = {}
-        for i, merge in enumerate(vocab.merges):
-            pos = merge.find(" ", 1)  # llama.cpp splits at the first space after position 0
-            if pos > 0:
-                ranks.setdefault((merge[:pos], merge[pos + 1 :]), i)
-        self.ranks = ranks
+        # Rank of each merge "left right", keyed by that string; the first of duplicates wins.
+        # llama.cpp keys (left, right) split at the first space after position 0; byte-level
+        # symbols never hold a space, so looking up left + " " + right finds the same merges.
+        merges = vocab.merges
+        self.ranks = dict(zip(reversed(merges), range(len(merges) - 1, -1, -1), strict=True))
         self._cache: dict[str, tuple[int, ...]] = {}
         _compiled(self.family)
 
@@ -135,7 +134,7 @@ class BpeModel:
         while len(symbols) > 1:
             best_rank, best_i = -1, -1
             for i in range(len(symbols) - 1):
-                r = ranks.get((symbols[i], symbols[i + 1]))
+                r = ranks.get(symbols[i] + " " + symbols[i + 1])
                 if r is not None and (best_i < 0 or r < best_rank):
                     best_rank, best_i = r, i
             if best_i < 0:
