@@ -242,3 +242,63 @@ def test_unsupported_tokenizer_model(tmp_path):
     c = GGUFCraft().add("tokenizer.ggml.model", "bert").add("tokenizer.ggml.tokens", ["a"])
     with pytest.raises(GGUFError, match="bert"):
         Tokenizer.from_file(c.write(tmp_path / "b.gguf"))
+
+
+# ---------------------------------------------------------------------------------------
+# the fast paths give the same ids as the plain algorithms
+# ---------------------------------------------------------------------------------------
+
+
+def _random_texts(n: int, seed: int) -> list[str]:
+    alphabet = [*"aZé ß\t\n  '\"stmdlrve.,!?-()0123456789", "\u00a0", "\u3000", "🦙", "日",
+                "\u0301", "\u0661", "\x00", "▁", "<s>", "Ġ"]  # fmt: skip
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(alphabet, rng.integers(1, 40))) for _ in range(n)]
+
+
+def test_spm_word_split_equals_whole_text_merge():
+    from engine.tokenizer_spm import SPACE
+
+    model = spm()._model
+    assert model.split_words  # no Llama-2 token has ▁ after another character
+    corpus = shared_path("data", "guidelines-sample.jsonl").read_text(encoding="utf-8")
+    texts = [json.loads(line)["clean_text"][:3000] for line in corpus.splitlines()[:20]]
+    for t in texts + _random_texts(500, 1):
+        escaped = (" " + t).replace(" ", SPACE)
+        assert model.encode(escaped) == list(model._merge(escaped)), repr(t)
+
+
+def test_bpe_long_piece_merge_equals_short_merge(smollm2):
+    from engine.tokenizer_bpe import _merge_long, _merge_short, byte_encode
+
+    ranks = smollm2._model.ranks
+    rng = np.random.default_rng(2)
+    words = [
+        "".join(rng.choice(list("abcdeghilmnorstuéü日"), rng.integers(2, 80))) for _ in range(500)
+    ]
+    for w in words:
+        assert _merge_long(byte_encode(w), ranks) == _merge_short(byte_encode(w), ranks), w
+    assert len(smollm2.encode("x" * 20000)) > 0  # one long piece: no quadratic blow-up
+
+
+def test_smollm2_agrees_with_hf_tokenizers(smollm2, default_model_path):
+    """An independent byte-level BPE (Hugging Face ``tokenizers``, SmolLM2's own pre-tokenizer:
+    single digits, then GPT-2 byte-level) on the sample corpus and random text."""
+    hf = pytest.importorskip("tokenizers")
+    with GGUFFile.open(default_model_path) as g:
+        tokens, merges = g.metadata["tokenizer.ggml.tokens"], g.metadata["tokenizer.ggml.merges"]
+    ref = hf.Tokenizer(
+        hf.models.BPE(
+            {t: i for i, t in enumerate(tokens)}, [tuple(m.split(" ", 1)) for m in merges]
+        )
+    )
+    ref.pre_tokenizer = hf.pre_tokenizers.Sequence(
+        [
+            hf.pre_tokenizers.Digits(individual_digits=True),
+            hf.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    corpus = shared_path("data", "guidelines-sample.jsonl").read_text(encoding="utf-8")
+    texts = [json.loads(line)["clean_text"] for line in corpus.splitlines()[:40]]
+    for t in texts + _random_texts(2000, 3):
+        assert smollm2.encode(t, add_bos=False) == ref.encode(t, add_special_tokens=False).ids, t
