@@ -611,6 +611,8 @@ class GGUFFile:
 
 def _check_shard(path: Path, parsed: _Parsed, index: int, count: int) -> None:
     md = parsed.metadata
+    if count == 1 and Keys.SPLIT_COUNT not in md:
+        return  # a whole model that is merely named NAME-00001-of-00001.gguf
     if md.get(Keys.SPLIT_COUNT) != count or md.get(Keys.SPLIT_NO) != index:
         raise SplitError(
             path,
