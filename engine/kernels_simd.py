@@ -8,7 +8,7 @@ which LLVM lowers to the target's instructions (on x86 AVX2: ``vpmaddwd``, ``vcv
 ``vcvtph2ps``).  Three value types travel between them inside numba code:
 
 * ``u8x32``  — 32 unsigned weight values (0..255) of one 32-value group;
-* ``i32x16`` — pairwise sums of 32 int products (lane i = products 2i and 2i+1);
+* ``i32x8``  — sums of 32 int products in groups of 4 (lane i = products 4i..4i+3);
 * ``f32x8``  — a float accumulator, summed horizontally once per output (``vsum``).
 
 The kernels of ``kernels_legacy.py`` and ``kernels_kquants.py`` are written with them.
@@ -19,6 +19,7 @@ from __future__ import annotations
 from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import types
+from numba.core import config
 from numba.extending import intrinsic, models, register_model
 
 _I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
@@ -31,11 +32,11 @@ class _VectorType(types.Type):
 
 
 u8x32 = _VectorType("u8x32")
-i32x16 = _VectorType("i32x16")
+i32x8 = _VectorType("i32x8")
 f32x8 = _VectorType("f32x8")
 _LLVM_TYPES = {
     "u8x32": ir.VectorType(_I8, 32),
-    "i32x16": ir.VectorType(_I32, 16),
+    "i32x8": ir.VectorType(_I32, 8),
     "f32x8": ir.VectorType(_F32, 8),
 }
 
@@ -55,6 +56,11 @@ def _has_native_f16() -> bool:
 
 
 NATIVE_F16 = _has_native_f16()
+# x86 AVX2: products through vpmaddubsw/vpmaddwd as ggml does (generic IR otherwise).
+# Only when compiling for this host's CPU (numba's NUMBA_CPU_NAME unset).
+AVX2 = config.CPU_NAME is None and "+avx2" in llvm_binding.get_host_cpu_features().flatten().split(
+    ","
+)
 
 
 def _const_vec(elem, values):
@@ -200,39 +206,55 @@ def vor_shl(typingctx, a, b, k):
     return u8x32(a, b, types.intp), codegen
 
 
-def _pairwise(builder, a16, b16):
-    """<32 x i16> × <32 x i16> → <16 x i32> pairwise sums (the ``pmaddwd`` pattern)."""
+def _x86_call(builder, name, ret, args):
+    fn = builder.module.declare_intrinsic(name, fnty=ir.FunctionType(ret, [a.type for a in args]))
+    return builder.call(fn, args)
+
+
+def _quad_sums(builder, u, s):
+    """Unsigned bytes ``u`` · signed bytes ``s`` (<32 x i8> each) → <8 x i32>, lane i the sum
+    of products 4i..4i+3.  Exact while |u·s| pairs fit int16 (weights ≤ 127 unsigned)."""
+    if AVX2:
+        pairs = _x86_call(builder, "llvm.x86.avx2.pmadd.ub.sw", ir.VectorType(_I16, 16), [u, s])
+        ones = _const_vec(_I16, [1] * 16)
+        return _x86_call(builder, "llvm.x86.avx2.pmadd.wd", ir.VectorType(_I32, 8), [pairs, ones])
     v32 = ir.VectorType(_I32, 32)
-    p = builder.mul(builder.sext(a16, v32), builder.sext(b16, v32))
-    even = _shuffle(builder, p, p, list(range(0, 32, 2)))
-    odd = _shuffle(builder, p, p, list(range(1, 32, 2)))
-    return builder.add(even, odd)
+    p = builder.mul(builder.zext(u, v32), builder.sext(s, v32))
+    quads = [_shuffle(builder, p, p, list(range(k, 32, 4))) for k in range(4)]
+    return builder.add(builder.add(quads[0], quads[1]), builder.add(quads[2], quads[3]))
 
 
 @intrinsic
 def vdot(typingctx, q, x, xo):
-    """Unsigned weights ``q`` · int8 ``x[xo:xo+32]`` → pairwise int32 sums."""
+    """Unsigned weights ``q`` (0..127) · int8 ``x[xo:xo+32]`` → sums of 4 products."""
 
     def codegen(context, builder, signature, args):
         xv = _load(context, builder, signature.args[1], args[1], args[2], ir.VectorType(_I8, 32))
-        v16 = ir.VectorType(_I16, 32)
-        return _pairwise(builder, builder.zext(args[0], v16), builder.sext(xv, v16))
+        return _quad_sums(builder, args[0], xv)
 
-    return i32x16(q, x, types.intp), codegen
+    return i32x8(q, x, types.intp), codegen
 
 
 @intrinsic
 def vdot_s8(typingctx, row, o, x, xo):
-    """Signed weight bytes ``row[o:o+32]`` · int8 ``x[xo:xo+32]`` → pairwise int32 sums."""
+    """Signed weight bytes ``row[o:o+32]`` · int8 ``x[xo:xo+32]`` → sums of 4 products.
+
+    As ggml does: |w| (unsigned) times x carrying the sign of w."""
 
     def codegen(context, builder, signature, args):
         v8 = ir.VectorType(_I8, 32)
         wv = _load(context, builder, signature.args[0], args[0], args[1], v8)
         xv = _load(context, builder, signature.args[2], args[2], args[3], v8)
-        v16 = ir.VectorType(_I16, 32)
-        return _pairwise(builder, builder.sext(wv, v16), builder.sext(xv, v16))
+        if AVX2:
+            absw = _x86_call(builder, "llvm.abs.v32i8", v8, [wv, ir.Constant(ir.IntType(1), 0)])
+            signed_x = _x86_call(builder, "llvm.x86.avx2.psign.b", v8, [xv, wv])
+            return _quad_sums(builder, absw, signed_x)
+        v32 = ir.VectorType(_I32, 32)
+        p = builder.mul(builder.sext(wv, v32), builder.sext(xv, v32))
+        quads = [_shuffle(builder, p, p, list(range(k, 32, 4))) for k in range(4)]
+        return builder.add(builder.add(quads[0], quads[1]), builder.add(quads[2], quads[3]))
 
-    return i32x16(row, types.intp, x, types.intp), codegen
+    return i32x8(row, types.intp, x, types.intp), codegen
 
 
 @intrinsic
@@ -240,23 +262,20 @@ def vscale2(typingctx, v, s0, s1):
     """Multiply the sums of values 0..15 by ``s0`` and of values 16..31 by ``s1``."""
 
     def codegen(context, builder, signature, args):
-        a = _splat(builder, builder.trunc(args[1], _I32), 8)
-        b = _splat(builder, builder.trunc(args[2], _I32), 8)
-        return builder.mul(args[0], _shuffle(builder, a, b, list(range(16))))
+        a = _splat(builder, builder.trunc(args[1], _I32), 4)
+        b = _splat(builder, builder.trunc(args[2], _I32), 4)
+        return builder.mul(args[0], _shuffle(builder, a, b, list(range(8))))
 
-    return i32x16(v, types.intp, types.intp), codegen
+    return i32x8(v, types.intp, types.intp), codegen
 
 
 @intrinsic
 def vfma(typingctx, acc, v, scale):
-    """acc + float(v) * scale (the 16 pairwise sums folded to 8 lanes first)."""
+    """acc + float(v) * scale."""
 
     def codegen(context, builder, signature, args):
         a, s, sc = args
-        s8 = builder.add(
-            _shuffle(builder, s, s, list(range(8))), _shuffle(builder, s, s, list(range(8, 16)))
-        )
-        f = builder.sitofp(s8, _LLVM_TYPES["f32x8"])
+        f = builder.sitofp(s, _LLVM_TYPES["f32x8"])
         return builder.fadd(a, builder.fmul(f, _splat(builder, sc, 8)))
 
     return f32x8(acc, v, types.float32), codegen
