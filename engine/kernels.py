@@ -33,7 +33,7 @@ F32 = np.float32
 TILE_ROWS = 4  # weight rows decoded together by the float path (register tile 4 x 2 tokens)
 # From this many tokens on, products decode each weight row once to float32 and reuse it for
 # all tokens (prompt batches); below it, 8-bit activations and integer dots (generation).
-FLOAT_PATH_MIN_TOKENS = 8
+FLOAT_PATH_MIN_TOKENS = 6  # measured crossover (python -m engine.bench_kernels --crossover)
 ACT_BLOCK = 32  # activation values per 8-bit block (one scale each)
 # Types whose products use 8-bit activations and integer dot products (the rest: float path).
 INT_DOT_TYPES = frozenset(
