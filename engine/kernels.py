@@ -189,6 +189,10 @@ class QuantMatrix:
             )
         if not data.flags.c_contiguous:
             data = np.ascontiguousarray(data)
+        # Always a read-only view: weights are never written, and the kernels then see one
+        # array type (memory maps are read-only) and compile once.
+        data = data.view()
+        data.flags.writeable = False
         self.data = data
         self.ggml_type = ggml_type
         self.code = int(ggml_type)
