@@ -4,6 +4,20 @@ A weight matrix stays as the bytes of its GGUF tensor (uint8, ``(n_out, row_byte
 a view of the memory map); products decode each block on the fly inside numba kernels and
 never build a float copy of the matrix.  ``QuantMatrix.matmul(x)`` computes ``x @ W.T``;
 ``QuantMatrix.rows(ids)`` dequantizes only the requested rows (the token embedding).
+
+Two paths, chosen by the number of activation rows (tokens):
+
+* fewer than ``FLOAT_PATH_MIN_TOKENS`` (generation): the activations are quantized once to
+  8-bit blocks of 32 and every weight row is streamed once, with integer dot products per
+  block (``kernels_legacy.py``, ``kernels_kquants.py``), as llama.cpp does;
+* from ``FLOAT_PATH_MIN_TOKENS`` on (prompt batches): a tile of 4 weight rows is decoded once
+  to float32 (exactly, ``kernels_decode.py``) and multiplied with every token in a 4 × 2
+  register tile; float32 activations, so this path is more accurate than llama.cpp's.
+
+Both parallelise over output rows (``prange``).  numba's on-disk cache (``cache=True``)
+keys each kernel on the file that defines it only: after editing ``kernels_simd.py``,
+``kernels_decode.py``, ``kernels_legacy.py`` or ``kernels_kquants.py`` in a checkout, delete
+``engine/__pycache__/*.nb[ic]`` (an install replaces every file, which refreshes the cache).
 """
 
 from __future__ import annotations
@@ -189,6 +203,10 @@ class QuantMatrix:
             )
         if not data.flags.c_contiguous:
             data = np.ascontiguousarray(data)
+        # Always a read-only view: weights are never written, and the kernels then see one
+        # array type (memory maps are read-only) and compile once.
+        data = data.view()
+        data.flags.writeable = False
         self.data = data
         self.ggml_type = ggml_type
         self.code = int(ggml_type)
