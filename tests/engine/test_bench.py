@@ -83,17 +83,28 @@ gen = m.generate(prompt, max_tokens=n, temperature=0, ignore_eos=True, stream=Tr
 text = "".join(gen)
 kv = KVCache(m.config, gen.n_prompt_tokens + n).nbytes
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"peak": peak, "kv": kv, "n": gen.n_generated_tokens}))
+from numba.core.registry import CPUDispatcher
+import engine.kernels, engine.llama
+kernels = [f for mod in (engine.kernels, engine.llama) for f in vars(mod).values()
+           if isinstance(f, CPUDispatcher)]
+compiled = sum(sum(f.stats.cache_misses.values()) for f in kernels)
+print(json.dumps({"peak": peak, "kv": kv, "n": gen.n_generated_tokens, "compiled": compiled}))
 """
 
 
 def test_peak_rss_while_generating(default_model_path: Path) -> None:
-    """Weights stay quantized on the memory map: no float copy of the model appears."""
+    """Weights stay quantized on the memory map: no float copy of the model appears.
+
+    Measured in a process that loads its kernels from numba's cache: compiling (once per
+    machine, or after the sources change) takes LLVM memory that generating does not."""
     run = [sys.executable, "-c", MEMORY_PROBE, str(default_model_path)]
-    subprocess.run([*run, "2"], cwd=ROOT, check=True, capture_output=True, timeout=900)  # compile
-    out = subprocess.run([*run, "48"], cwd=ROOT, check=True, capture_output=True, text=True,
-                         timeout=900)  # fmt: skip
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    for _ in range(3):
+        out = subprocess.run([*run, "48"], cwd=ROOT, check=True, capture_output=True, text=True,
+                             timeout=900)  # fmt: skip
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        if r["compiled"] == 0:
+            break
+    assert r["compiled"] == 0, "every run compiled kernels: numba's cache is not being written"
     assert r["n"] == 48
     limit = default_model_path.stat().st_size + r["kv"] + 300 * 2**20
     assert r["peak"] <= limit, (r["peak"] / 2**20, limit / 2**20)
