@@ -73,7 +73,7 @@ def test_run_bad_model_is_a_clear_error(tmp_path: Path) -> None:
 
 
 MEMORY_PROBE = """
-import json, resource, sys
+import json, sys
 import engine
 from engine.llama import KVCache
 m = engine.load(sys.argv[1])
@@ -82,7 +82,8 @@ n = int(sys.argv[2])
 gen = m.generate(prompt, max_tokens=n, temperature=0, ignore_eos=True, stream=True)
 text = "".join(gen)
 kv = KVCache(m.config, gen.n_prompt_tokens + n).nbytes
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+from engine.bench import peak_rss_mb
+peak = peak_rss_mb() * 2**20  # this process's own peak (VmHWM), not the forking parent's
 from numba.core.registry import CPUDispatcher
 import engine.kernels, engine.llama
 kernels = [f for mod in (engine.kernels, engine.llama) for f in vars(mod).values()
