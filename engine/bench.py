@@ -86,6 +86,7 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
     ) + (model.gguf.tensors["token_embd.weight"].n_bytes if model.config.tied_output else 0)
     result = {
         "engine": "ours",
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "model": str(model.path),
         "quantization": model.quantization,
         "threads": args.threads,
