@@ -18,6 +18,7 @@ from engine.config import LlamaConfig
 from engine.errors import ContextOverflow
 from engine.generation import Generation
 from engine.gguf import GGUFFile
+from engine.kernels import set_threads
 from engine.llama import DEFAULT_BATCH, KVCache, LlamaWeights, Workspace, prefill
 from engine.sampling import Sampler, SamplingParams
 from engine.tokenizer import Tokenizer
@@ -78,13 +79,14 @@ class Model:
     # -- compute -----------------------------------------------------------------------------
 
     def _weights(self) -> LlamaWeights:
-        """The weight views, built on first use (kernels compile on the first forward)."""
+        """The weight views, built on first use (kernels compile on the first forward).
+
+        Also applies ``n_threads`` to the calling thread (numba's thread count is per thread,
+        and a shared Model is called from several)."""
+        if self.n_threads:
+            set_threads(int(self.n_threads))
         with self._weights_lock:
             if self._weights_cache is None:
-                if self.n_threads:
-                    from engine.kernels import set_threads
-
-                    set_threads(int(self.n_threads))
                 self._weights_cache = LlamaWeights.from_gguf(self.gguf, self.config)
             return self._weights_cache
 
