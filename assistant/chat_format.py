@@ -109,14 +109,15 @@ def chat_format_for(model: Any) -> ChatFormat:
 
 
 def _special_text(model: Any, which: str) -> str:
-    """The text of the model's BOS/EOS token, or ``""`` when the tokenizer does not say."""
+    """The text of the model's BOS/EOS token, or ``""`` when the model does not say."""
     tokenizer = getattr(model, "tokenizer", None)
-    token_id = getattr(tokenizer, f"{which}_id", None)
-    if token_id is None:
-        token_id = getattr(tokenizer, f"{which}_token_id", None)
+    holders = (tokenizer, getattr(tokenizer, "vocab", None))
+    token_id = next((getattr(h, f"{which}_id", None) for h in holders
+                     if getattr(h, f"{which}_id", None) is not None), None)
     if token_id is None:
         return ""
-    try:
-        return str(tokenizer.id_to_piece(token_id)) if hasattr(tokenizer, "id_to_piece") else ""
-    except Exception:
-        return ""
+    for holder in holders:
+        tokens = getattr(holder, "tokens", None)
+        if tokens is not None and 0 <= token_id < len(tokens):
+            return str(tokens[token_id])
+    return ""

@@ -67,7 +67,8 @@ class SentenceTransformerEmbeddings(BaseModel, Embeddings):
     @property
     def dimension(self) -> int:
         model = self.client
-        get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        get = (getattr(model, "get_embedding_dimension", None)
+               or model.get_sentence_embedding_dimension)
         return int(get())
 
     def _encode(self, texts: list[str]) -> list[list[float]]:

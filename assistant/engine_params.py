@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from assistant.chat_format import ChatFormat, chat_format_for
-from assistant.config import DEFAULT_MODEL, Settings
+from assistant.config import Settings
 from assistant.engine_runtime import get_engine_model
 
 _DEFAULTS = Settings()
@@ -28,8 +28,9 @@ SAMPLING_KEYS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat
 class EngineParams(BaseModel):
     """The model to run and how to sample from it."""
 
-    model: str = Field(default=DEFAULT_MODEL)
-    """A preset name (``smollm2-135m``, ``meditron-7b``, ...) or the path of a GGUF file."""
+    model: str = Field(default_factory=lambda: Settings.from_env().model)
+    """A preset name (``smollm2-135m``, ``meditron-7b``, ...) or a GGUF path; default: the
+    ``GUIDELINES_MODEL`` environment variable, else ``smollm2-135m``."""
     models_dir: str | None = None
     """Where presets live; default: ``Settings.from_env().models_dir``."""
     max_tokens: int = _DEFAULTS.max_tokens
@@ -70,8 +71,10 @@ class EngineParams(BaseModel):
         return Path(self.engine_model.path).name
 
     def engine_token_ids(self, text: str) -> list[int]:
-        """Token ids as generation sees a string prompt (BOS, control tokens parsed)."""
-        return list(self.engine_model.tokenize(text, add_bos=True, special=True))
+        """Token ids as generation sees a prompt string (GGUF's BOS, control tokens parsed)."""
+        model = self.engine_model
+        add_bos = bool(getattr(model.config, "add_bos", True))
+        return list(model.tokenize(text, add_bos=add_bos, special=True))
 
     def sampling(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
         """The engine's ``generate`` arguments: fields, overridden by per-call kwargs."""

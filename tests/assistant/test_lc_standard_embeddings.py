@@ -1,4 +1,4 @@
-"""LangChain's standard embeddings suites on the real sentence-transformers model (bundled MiniLM)."""
+"""LangChain's standard embeddings suites on real sentence-transformers (the bundled MiniLM)."""
 
 from __future__ import annotations
 
