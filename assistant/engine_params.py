@@ -38,7 +38,8 @@ class EngineParams(BaseModel):
     top_k: int = 40
     top_p: float = 0.95
     min_p: float = 0.05
-    repeat_penalty: float = 1.1
+    repeat_penalty: float = 1.0
+    """1.0 = off (llama.cpp's default): answers may quote passages and repeat citations."""
     repeat_last_n: int = 64
     seed: int | None = _DEFAULTS.seed
     stop: list[str] | None = None
