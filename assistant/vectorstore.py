@@ -10,8 +10,8 @@ Two ways in:
 Scores are cosine similarities (the store normalises vectors); relevance scores clip
 them to [0, 1].  Search takes ``k``, ``sources=[...]`` (corpus sources) and ``filter={key:
 value}`` (exact metadata match, or a callable on the metadata); MMR re-ranks ``fetch_k``
-candidates.  Documents come back with ``id`` = the stored id and the metadata as stored.  Async variants are LangChain's (the
-sync call in an executor).
+candidates.  Documents come back with ``id`` = the stored id and the metadata as stored.
+Async variants are LangChain's (the sync call in an executor).
 """
 
 from __future__ import annotations
