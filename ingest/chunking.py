@@ -211,7 +211,7 @@ class Chunker:
         for section in parse_sections(text):
             context, ctx_ids = self._context(title, section.headings)
             budget = self.settings.max_tokens - self.counter.n_special - len(ctx_ids)
-            units = _split_long(section.units, budget, count, starts, ends)
+            units = _split_long(text, section.units, budget, count, starts, ends)
             heading = CONTEXT_SEPARATOR.join(section.headings)
             for a, b in _pack(units, budget, self.settings.overlap_tokens, count):
                 body = ids[bisect.bisect_left(starts, a) : bisect.bisect_right(ends, b)]
@@ -223,8 +223,12 @@ class Chunker:
         return chunks
 
 
-def _split_long(units: list[_Unit], budget: int, count, starts, ends) -> list[_Unit]:
-    """Cut units longer than the budget at token boundaries (white space preferred)."""
+def _split_long(text: str, units: list[_Unit], budget: int, count, starts, ends) -> list[_Unit]:
+    """Cut units longer than the budget into pieces of at most ``budget`` tokens.
+
+    A piece ends where white space follows if it can, else between a word and a punctuation mark,
+    and only inside a word (a URL, a long code) when the budget leaves no other choice.
+    """
     out: list[_Unit] = []
     for u in units:
         if count(u.start, u.end) <= budget:
@@ -232,14 +236,29 @@ def _split_long(units: list[_Unit], budget: int, count, starts, ends) -> list[_U
             continue
         i0 = bisect.bisect_left(starts, u.start)
         i1 = bisect.bisect_right(ends, u.end)
-        strength = u.strength
-        for j in range(i0, i1, budget):
+        j, strength = i0, u.strength
+        while j < i1:
             k = min(j + budget, i1)
-            a = u.start if j == i0 else int(starts[j])
-            b = u.end if k == i1 else int(ends[k - 1])
+            if k < i1:
+                k = _best_cut(text, starts, ends, j, k)
+            a = u.start if j == i0 else starts[j]
+            b = u.end if k == i1 else ends[k - 1]
             out.append(_Unit(a, b, strength))
-            strength = PIECE
+            j, strength = k, PIECE
     return out
+
+
+def _best_cut(text: str, starts, ends, j: int, k: int) -> int:
+    """The latest token index in (j + (k-j)//2, k] to cut before: white space, else a word edge."""
+    low = j + max(1, (k - j) // 2)
+    for good in (
+        lambda m: starts[m] > ends[m - 1],
+        lambda m: not (text[ends[m - 1] - 1].isalnum() and text[starts[m]].isalnum()),
+    ):
+        for m in range(k, low - 1, -1):
+            if good(m):
+                return m
+    return k
 
 
 def _pack(units: list[_Unit], budget: int, overlap: int, count) -> list[tuple[int, int]]:

@@ -610,8 +610,8 @@ class IndexStore:
             for start in range(0, len(ids), 500):
                 part = [str(i) for i in ids[start : start + 500]]
                 q = (
-                    f"SELECT chunk_id, vector FROM chunks WHERE {VISIBLE_AT} AND "
-                    f"chunk_id IN ({','.join('?' * len(part))})"
+                    f"SELECT chunk_id, {_vector_sql(self.dim)} FROM chunks WHERE {VISIBLE_AT} "
+                    f"AND chunk_id IN ({','.join('?' * len(part))})"
                 )
                 found.update(conn.execute(q, [gen, gen, *part]).fetchall())
         missing = [i for i in ids if str(i) not in found]
@@ -671,7 +671,7 @@ class IndexStore:
                 np.int64,
             )
             rows = conn.execute(
-                f"SELECT rid, source, list_no, vector FROM chunks WHERE {VISIBLE} "
+                f"SELECT rid, source, list_no, {_vector_sql(dim)} FROM chunks WHERE {VISIBLE} "
                 "AND gen_added > :old ORDER BY rid",
                 {"g": gen, "old": old.generation},
             ).fetchall()
@@ -680,14 +680,14 @@ class IndexStore:
             return old.advance(
                 gen, removed, [r[0] for r in rows], vecs, [r[1] for r in rows], lists, centroids
             )
+        n = conn.execute(f"SELECT count(*) FROM chunks WHERE {VISIBLE}", {"g": gen}).fetchone()[0]
+        if n != man["counts"]["chunks"]:
+            raise VectorDataError(f"{n} vectors, the manifest says {man['counts']['chunks']}")
         rows = conn.execute(
-            f"SELECT rid, source, list_no, vector FROM chunks WHERE {VISIBLE} ORDER BY rid",
+            f"SELECT rid, source, list_no, {_vector_sql(dim)} FROM chunks WHERE {VISIBLE} "
+            "ORDER BY rid",
             {"g": gen},
         ).fetchall()
-        if len(rows) != man["counts"]["chunks"]:
-            raise VectorDataError(
-                f"{len(rows)} vectors, the manifest says {man['counts']['chunks']}"
-            )
         blobs = [r[3] for r in rows]
         vecs = decode_vectors(blobs, dim)
         want = man.get("checksums", {}).get("vectors_sha256")
@@ -749,6 +749,12 @@ class IndexStore:
             self._writer.close()
             self._writer = None
         self._unlock()
+
+
+def _vector_sql(dim: int) -> str:
+    """The vector column, or its byte length when that is wrong (a bad row is never loaded)."""
+    nbytes = int(dim) * 4
+    return f"CASE WHEN length(vector) = {nbytes} THEN vector ELSE length(vector) END"
 
 
 def _opt_str(value: Any) -> str | None:

@@ -36,7 +36,7 @@ def decode_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
     want = dim * FLOAT_BYTES
     for i, blob in enumerate(blobs):
         if not isinstance(blob, bytes) or len(blob) != want:
-            size = len(blob) if isinstance(blob, bytes) else type(blob).__name__
+            size = len(blob) if isinstance(blob, bytes) else blob
             raise VectorDataError(f"vector #{i} has {size} bytes, expected {want} (dim {dim})")
     out = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim)  # (n, dim)
     if not np.isfinite(out).all():

@@ -87,3 +87,37 @@ def test_matmul_zero_tokens_and_bad_shapes() -> None:
         kernels.QuantMatrix(m.data, GGMLType.IQ2_XXS, 64)
     with pytest.raises(IndexError):
         m.rows([4])
+
+
+@pytest.mark.parametrize("ggml_type", sorted(kernels.INT_DOT_TYPES), ids=lambda t: t.name)
+def test_int_path_equals_its_own_scheme(ggml_type: GGMLType) -> None:
+    """With 8-bit activations the products are exact integer sums: the kernel equals
+    dequantize(W) @ (the same 8-bit activations), up to float32 accumulation."""
+    m = random_matrix(ggml_type, 23, blocks_per_row(ggml_type), seed=7 + int(ggml_type))
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, m.n_in)).astype(np.float32)
+    xq = np.empty((2, m.n_in), np.int8)
+    xd = np.empty((2, m.n_in // 32), np.float32)
+    xs = np.empty((2, m.n_in // 16), np.float32)
+    kernels.quantize_activations(x, xq, xd, xs)
+    x8 = (xq.reshape(2, -1, 32) * xd[..., None].astype(np.float64)).reshape(2, -1)
+    assert np.abs(x8 - x).max() <= np.abs(x).max() / 254 * 1.0001
+    np.testing.assert_allclose(
+        xs, (xq.reshape(2, -1, 16).sum(-1) * np.repeat(xd, 2, axis=1)), rtol=1e-6
+    )
+    w = quants.dequantize(m.data, ggml_type).astype(np.float64)
+    got = np.empty((2, m.n_out), np.float32)
+    kernels.matmul_int(m.code, m.data, xq, xd, xs, got)
+    slack = 2e-6 * (np.abs(x8) @ np.abs(w).T) + 1e-6
+    assert (np.abs(got - x8 @ w.T) <= slack).all()
+
+
+def test_read_only_weights_and_one_specialisation() -> None:
+    """Writable and read-only weights (a memory map) run the same compiled kernel."""
+    m = random_matrix(GGMLType.Q4_1, 5, 2, seed=3)
+    writable = m.data.copy()
+    m2 = kernels.QuantMatrix(writable, GGMLType.Q4_1, 64)
+    assert not m2.data.flags.writeable and writable.flags.writeable
+    x = np.ones((1, 64), np.float32)
+    np.testing.assert_array_equal(m.matmul(x), m2.matmul(x))
+    assert len(kernels.matmul_int.signatures) == 1
