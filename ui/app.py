@@ -225,7 +225,7 @@ def render(services: Services, settings: Settings) -> None:
 
 
 def main() -> None:
-    from ui.backend import AssistantServices
+    from ui.services import AssistantServices
 
     settings = Settings.from_env()
     render(AssistantServices(settings), settings)

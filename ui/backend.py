@@ -57,6 +57,7 @@ class SourceView:
     heading: str
     passage: str
     doc_id: str = ""
+    cited_in_text: bool = True  # False: the answer cites no number; it was given this passage
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,8 @@ def render_sources(sources: tuple[SourceView, ...], refused: bool) -> None:
             label += f" — {source.heading}"
         with st.expander(label):
             st.text(source.passage)
+    if not any(s.cited_in_text for s in sources):
+        st.caption("The answer cites no passage by number; these are the passages it was given.")
 
 
 def render_notice(notice: str) -> None:
