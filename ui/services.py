@@ -42,10 +42,9 @@ def _build_fix(index: Path) -> str:
 class AssistantServices:
     """The real services: the engine model, the guideline index and the cited RAG chain."""
 
-    name = "assistant"
-
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.name = f"assistant:{settings.models_dir}"  # a preset resolves within models_dir
 
     def presets(self) -> Mapping[str, str]:
         return {name: preset.description for name, preset in PRESETS.items()}
