@@ -1,9 +1,17 @@
-"""``python -m assistant``: set-up helpers (``fetch-model``, ``paths``); ``ask`` joins later."""
+"""``python -m assistant``: ``ask`` a question; set-up helpers ``fetch-model`` and ``paths``.
+
+``ask "question"`` streams the answer, then its sources and the advisory notice; ``--json``
+prints one JSON object instead (answer, citations, passages, notice, usage, timings).  Every
+output, errors included, carries the notice.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 from assistant.config import DEFAULT_MODEL, Settings
 from assistant.models import PRESETS, ModelError, fetch_model
@@ -34,6 +42,57 @@ def _cmd_paths(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _ask_settings(args: argparse.Namespace, settings: Settings) -> Settings:
+    overrides = {"model": args.model, "max_tokens": args.max_tokens,
+                 "temperature": args.temperature, "k": args.k, "seed": args.seed}
+    if args.index:
+        overrides["index_dir"] = Path(args.index).expanduser()
+    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _fail(message: str, question: str, as_json: bool) -> int:
+    from assistant.answer import AnswerError
+
+    error = AnswerError(message, question)
+    if as_json:
+        print(json.dumps(error.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(f"error: {error}", file=sys.stderr)
+    return 1
+
+
+def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from assistant.answer import AnswerError
+    from assistant.chain import build_chain, stream_tail
+
+    settings = _ask_settings(args, settings)
+    question = args.question
+    if not settings.index.is_dir():
+        return _fail(f"no index at {settings.index}. Build one with: python -m ingest build "
+                     f"(see python -m ingest --help), or pass --index DIR", question, args.json)
+    try:
+        chain = build_chain(settings)
+        extra = {"sources": args.source} if args.source else {}
+        stream = chain.stream_answer({"question": question, **extra})
+        for piece in stream:
+            if not args.json:
+                print(piece, end="", flush=True)
+        answer = stream.answer
+    except AnswerError as e:
+        if not args.json:
+            print()
+        return _fail(e.message, question, args.json)
+    except ModelError as e:
+        return _fail(str(e), question, args.json)
+    except KeyboardInterrupt:
+        return _fail("interrupted", question, args.json)
+    if args.json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(stream_tail(answer))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m assistant", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     for key in ("home", "index", "models", "sample_corpus"):
         paths.add_argument(f"--{key.replace('_', '-')}", action="store_true", dest=key)
     paths.set_defaults(func=_cmd_paths)
+
+    ask = sub.add_parser("ask", help="answer a question from the guideline index, with citations")
+    ask.add_argument("question")
+    ask.add_argument("--index", metavar="DIR",
+                     help="index folder (default: GUIDELINES_INDEX or the sample index)")
+    ask.add_argument("--model", metavar="PATH_OR_PRESET",
+                     help=f"GGUF path or preset ({', '.join(PRESETS)})")
+    ask.add_argument("--max-tokens", type=int, metavar="N", help="answer length limit in tokens")
+    ask.add_argument("--temperature", type=float, metavar="T", help="0 = greedy (default)")
+    ask.add_argument("--k", type=int, metavar="N", help="passages to retrieve")
+    ask.add_argument("--seed", type=int, help="sampling seed")
+    ask.add_argument("--source", action="append", metavar="SOURCE",
+                     help="only this corpus source (repeatable), e.g. --source cdc")
+    ask.add_argument("--json", action="store_true", help="print one JSON object")
+    ask.set_defaults(func=_cmd_ask)
     return parser
 
 

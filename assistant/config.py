@@ -30,6 +30,7 @@ class Settings:
     index_dir: Path | None = None  # None: the sample index under ``home``
     model: str = DEFAULT_MODEL  # a preset name (see assistant.models) or a GGUF path
     k: int = 4  # passages retrieved per question
+    min_similarity: float = 0.2  # query-passage cosine similarity below which nothing is relevant
     temperature: float = 0.0
     max_tokens: int = 384
     n_ctx: int = 4096  # context the engine allocates (capped by the model's own)
@@ -41,7 +42,9 @@ class Settings:
 
     @property
     def index(self) -> Path:
-        return self.index_dir if self.index_dir is not None else self.home / "indexes" / SAMPLE_INDEX_NAME
+        if self.index_dir is not None:
+            return self.index_dir
+        return self.home / "indexes" / SAMPLE_INDEX_NAME
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -1,0 +1,265 @@
+"""The cited RAG chain: question → retrieve → fit passages → prompt → model → :class:`Answer`.
+
+``RAGChain`` is a LangChain ``Runnable``:
+
+* ``invoke(question)`` returns an :class:`Answer` (text, citations resolved to id / title /
+  source / url, the passages used, usage, timings and the advisory notice);
+* ``stream(question)`` yields the answer's text pieces and, when the stream ends, one last
+  piece holding the sources and the notice;
+* ``stream_answer(question)`` gives the pieces and, once exhausted, the full ``Answer`` (the
+  CLI and the page use it).
+
+When the retriever returns nothing (its score threshold removed every passage) the chain
+answers with a refusal and does not call the model.  Any failure is raised as
+:class:`AnswerError`, whose message ends with the notice.  The model may be our ``EngineLLM``
+(a ChatML string prompt) or any LangChain chat model (system + user messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForChainRun
+from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel
+from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.outputs import LLMResult
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import patch_config
+
+from assistant.answer import REFUSAL_TEXT, Answer, AnswerError, Passage, resolve_citations
+from assistant.chat_format import ChatFormat
+from assistant.notice import ADVISORY_NOTICE
+from assistant.prompts import SYSTEM_PROMPT, FittedPrompt, fit_passages, rag_messages
+
+DEFAULT_CONTEXT = 2048  # for a model that does not say its context length
+
+
+class _GenerationCapture(BaseCallbackHandler):
+    """Keeps the model's last result: finish reason, token counts and engine timings."""
+
+    def __init__(self) -> None:
+        self.info: dict[str, Any] = {}
+
+    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+        first = response.generations[0] if response.generations else []
+        gen = first[0] if first else None
+        info: dict[str, Any] = dict(getattr(gen, "generation_info", None) or {})
+        message = getattr(gen, "message", None)
+        if message is not None:  # a chat model: usage and metadata live on the message
+            info.update(getattr(message, "response_metadata", {}) or {})
+            usage = getattr(message, "usage_metadata", None)
+            if usage:
+                info.setdefault("n_prompt_tokens", usage.get("input_tokens"))
+                info.setdefault("n_generated_tokens", usage.get("output_tokens"))
+        self.info = info
+
+
+def _question_of(value: Any) -> tuple[str, dict[str, Any]]:
+    """``"q"`` or ``{"question": q, "sources": [...], "k": n}`` → (q, retriever kwargs)."""
+    if isinstance(value, str):
+        question, extra = value, {}
+    elif isinstance(value, dict) and isinstance(value.get("question"), str):
+        question = value["question"]
+        extra = {k: value[k] for k in ("sources", "k") if value.get(k) is not None}
+    else:
+        raise AnswerError("expected a question string or {'question': str}, "
+                          f"got {type(value).__name__}")
+    if not question.strip():
+        raise AnswerError("the question is empty")
+    return question, extra
+
+
+class RAGChain(Runnable[Any, Answer]):
+    """Cited answers from retrieved guideline passages (see the module docstring)."""
+
+    def __init__(self, retriever: BaseRetriever, llm: BaseLanguageModel, *,
+                 max_tokens: int | None = None, n_ctx: int | None = None,
+                 system_prompt: str = SYSTEM_PROMPT) -> None:
+        self.retriever = retriever
+        self.llm = llm
+        if max_tokens is None:
+            max_tokens = int(getattr(llm, "max_tokens", None) or 256)
+        self.max_tokens = max_tokens
+        self.n_ctx = n_ctx
+        self.system_prompt = system_prompt
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    @property
+    def chat_format(self) -> ChatFormat:
+        return getattr(self.llm, "chat_format", None) or ChatFormat()
+
+    def context_length(self) -> int:
+        model_ctx = getattr(self.llm, "context_length", None)
+        ctx = model_ctx if isinstance(model_ctx, int) and model_ctx > 0 else DEFAULT_CONTEXT
+        return min(ctx, self.n_ctx) if self.n_ctx else ctx
+
+    def retrieve(self, question: str, config: RunnableConfig | None = None,
+                 **kwargs: Any) -> list[Document]:
+        return self.retriever.invoke(question, config, **kwargs)
+
+    def fit(self, question: str, docs: list[Document]) -> FittedPrompt:
+        fmt = self.chat_format
+
+        def render(q: str, ps: Any) -> str:
+            return fmt.render(rag_messages(q, ps, self.system_prompt))
+
+        return fit_passages(question, docs, self.llm.get_num_tokens, self.context_length(),
+                            self.max_tokens, render)
+
+    def model_input(self, question: str, passages: list[Document]) -> Any:
+        messages = rag_messages(question, passages, self.system_prompt)
+        if isinstance(self.llm, BaseChatModel):
+            return [SystemMessage(messages[0][1]), HumanMessage(messages[1][1])]
+        return self.chat_format.render(messages)
+
+    def _llm_kwargs(self) -> dict[str, Any]:
+        if isinstance(self.llm, BaseChatModel):
+            return {}
+        return {"stop": list(self.chat_format.stop)}
+
+    # -- running -----------------------------------------------------------------------------
+
+    def _pieces(self, value: Any, run_manager: CallbackManagerForChainRun | None,
+                config: RunnableConfig | None, holder: dict[str, Answer]) -> Iterator[str]:
+        """Yields the answer's text pieces; leaves the finished Answer in ``holder``."""
+        question, retriever_kwargs = _question_of(value)
+        t0 = time.perf_counter()
+        child = patch_config(config, callbacks=run_manager.get_child()) if run_manager else config
+        try:
+            docs = self.retrieve(question, child, **retriever_kwargs)
+        except Exception as e:
+            raise AnswerError(f"retrieval failed: {e.__class__.__name__}: {e}", question) from e
+        t_retrieved = time.perf_counter()
+        if not docs:
+            holder["answer"] = Answer(question, REFUSAL_TEXT, [], [], refused=True,
+                                      timings={"retrieve_s": t_retrieved - t0,
+                                               "total_s": time.perf_counter() - t0})
+            yield REFUSAL_TEXT
+            return
+        try:
+            fitted = self.fit(question, docs)
+        except Exception as e:
+            raise AnswerError(f"could not build the prompt: {e}", question) from e
+        capture = _GenerationCapture()
+        llm_config = child
+        if run_manager:
+            manager = run_manager.get_child()
+            manager.add_handler(capture, inherit=True)
+            llm_config = patch_config(config, callbacks=manager)
+        else:
+            llm_config = {**(config or {}), "callbacks": [capture]}
+        t_prompt = time.perf_counter()
+        parts: list[str] = []
+        try:
+            for piece in self.llm.stream(self.model_input(question, fitted.passages), llm_config,
+                                         **self._llm_kwargs()):
+                text = piece if isinstance(piece, str) else str(getattr(piece, "content", piece))
+                if text:
+                    parts.append(text)
+                    yield text
+        except AnswerError:
+            raise
+        except Exception as e:
+            raise AnswerError(f"the model failed: {e.__class__.__name__}: {e}", question) from e
+        t_end = time.perf_counter()
+        holder["answer"] = self._build_answer(question, "".join(parts), fitted, capture.info,
+                                              {"retrieve_s": t_retrieved - t0,
+                                               "prompt_s": t_prompt - t_retrieved,
+                                               "generate_s": t_end - t_prompt,
+                                               "total_s": t_end - t0})
+
+    def _build_answer(self, question: str, text: str, fitted: FittedPrompt, info: dict[str, Any],
+                      timings: dict[str, float]) -> Answer:
+        passages = [Passage.from_document(i, d) for i, d in enumerate(fitted.passages, start=1)]
+        citations, unresolved = resolve_citations(text, passages)
+        engine_timings = info.get("timings") or {}
+        timings = {**timings, **{f"engine_{k}": float(v) for k, v in engine_timings.items()}}
+        usage = {"prompt_tokens": int(info.get("n_prompt_tokens") or fitted.n_prompt_tokens),
+                 "completion_tokens": int(info.get("n_generated_tokens") or 0)}
+        return Answer(question, text.strip(), citations, passages, refused=False,
+                      unresolved_citations=unresolved, finish_reason=info.get("finish_reason"),
+                      model=info.get("model_name") or info.get("model"), usage=usage,
+                      timings=timings)
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Answer:
+        def run(value: Any, run_manager: CallbackManagerForChainRun,
+                config: RunnableConfig) -> Answer:
+            holder: dict[str, Answer] = {}
+            for _ in self._pieces(value, run_manager, config, holder):
+                pass
+            return holder["answer"]
+
+        return self._call_with_config(run, input, config)
+
+    def stream_answer(self, input: Any, config: RunnableConfig | None = None) -> AnswerStream:
+        """An iterator of text pieces; after it ends, ``.answer`` is the full :class:`Answer`."""
+        return AnswerStream(self, input, config)
+
+    def stream(self, input: Any, config: RunnableConfig | None = None,
+               **kwargs: Any) -> Iterator[str]:
+        """The answer's text pieces, then ``"\\n\\n"`` + sources + the notice as the last piece."""
+
+        def transform(inputs: Iterator[Any], run_manager: CallbackManagerForChainRun,
+                      config: RunnableConfig) -> Iterator[str]:
+            holder: dict[str, Answer] = {}
+            for value in inputs:
+                yield from self._pieces(value, run_manager, config, holder)
+            yield stream_tail(holder["answer"])
+
+        yield from self._transform_stream_with_config(iter([input]), transform, config)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None,
+                      **kwargs: Any) -> Answer:
+        return await asyncio.to_thread(self.invoke, input, config)
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None,
+                      **kwargs: Any) -> AsyncIterator[str]:
+        iterator = iter(self.stream(input, config))
+        done = object()
+        while (piece := await asyncio.to_thread(next, iterator, done)) is not done:
+            yield piece  # type: ignore[misc]
+
+
+def stream_tail(answer: Answer) -> str:
+    """What a stream appends when it ends: the sources, then the notice."""
+    sources = answer.sources_text()
+    return f"\n\n{sources}\n\n{ADVISORY_NOTICE}" if sources else f"\n\n{ADVISORY_NOTICE}"
+
+
+class AnswerStream:
+    """Iterate for the answer's text pieces; then ``.answer`` holds the whole Answer."""
+
+    def __init__(self, chain: RAGChain, value: Any, config: RunnableConfig | None) -> None:
+        self._holder: dict[str, Answer] = {}
+        self._iterator = chain._pieces(value, None, config, self._holder)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._iterator
+
+    @property
+    def answer(self) -> Answer:
+        if "answer" not in self._holder:
+            raise RuntimeError("the stream has not finished yet")
+        return self._holder["answer"]
+
+
+def build_chain(settings: Any, *, llm: BaseLanguageModel | None = None,
+                retriever: BaseRetriever | None = None) -> RAGChain:
+    """The chain the CLI and the page use, from :class:`assistant.config.Settings`."""
+    from assistant.llm import EngineLLM
+    from assistant.retriever import GuidelineRetriever
+
+    if llm is None:
+        llm = EngineLLM(model=settings.model, models_dir=str(settings.models_dir),
+                        max_tokens=settings.max_tokens, temperature=settings.temperature,
+                        seed=settings.seed, n_ctx=settings.n_ctx)
+    if retriever is None:
+        retriever = GuidelineRetriever(index_path=str(settings.index), k=settings.k,
+                                       score_threshold=settings.min_similarity)
+    return RAGChain(retriever, llm, max_tokens=settings.max_tokens, n_ctx=settings.n_ctx)

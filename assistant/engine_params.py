@@ -1,0 +1,120 @@
+"""What ``EngineLLM`` and ``ChatEngine`` share: the model spec, sampling settings, one call.
+
+:class:`EngineParams` is a pydantic mixin holding the fields; :func:`run_generation` streams one
+engine generation and reports its pieces and, at the end, a ``generation_info`` dict
+(``finish_reason``, token counts, engine timings, model file and quantization).  Stop strings
+go to the engine, which matches them literally (never as regular expressions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from assistant.chat_format import ChatFormat, chat_format_for
+from assistant.config import Settings
+from assistant.engine_runtime import get_engine_model
+
+_DEFAULTS = Settings()
+
+# Per-call keyword arguments that override a field (``llm.invoke(p, temperature=0.2)``).
+SAMPLING_KEYS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty",
+                 "repeat_last_n", "seed")
+
+
+class EngineParams(BaseModel):
+    """The model to run and how to sample from it."""
+
+    model: str = Field(default_factory=lambda: Settings.from_env().model)
+    """A preset name (``smollm2-135m``, ``meditron-7b``, ...) or a GGUF path; default: the
+    ``GUIDELINES_MODEL`` environment variable, else ``smollm2-135m``."""
+    models_dir: str | None = None
+    """Where presets live; default: ``Settings.from_env().models_dir``."""
+    max_tokens: int = _DEFAULTS.max_tokens
+    temperature: float = _DEFAULTS.temperature
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    seed: int | None = _DEFAULTS.seed
+    stop: list[str] | None = None
+    """Stop strings, matched literally by the engine, added to each call's own."""
+    n_ctx: int | None = _DEFAULTS.n_ctx
+    """Upper bound on the context used (the model's own length caps it too)."""
+    streaming: bool = False
+    """Accepted for LangChain compatibility; ``stream()`` streams either way."""
+
+    # -- the model ---------------------------------------------------------------------------
+
+    @property
+    def engine_model(self) -> Any:
+        """The shared ``engine.Model`` (loaded on first use, then reused)."""
+        models_dir = Path(self.models_dir) if self.models_dir else None
+        return get_engine_model(self.model, models_dir)
+
+    @property
+    def context_length(self) -> int:
+        model = self.engine_model
+        n_train = int(getattr(model, "n_ctx_train", 0) or getattr(model.config, "n_ctx_train", 0))
+        return min(n_train, self.n_ctx) if self.n_ctx else n_train
+
+    @property
+    def chat_format(self) -> ChatFormat:
+        return chat_format_for(self.engine_model)
+
+    @property
+    def model_file(self) -> str:
+        return Path(self.engine_model.path).name
+
+    def engine_token_ids(self, text: str) -> list[int]:
+        """Token ids as generation sees a prompt string (GGUF's BOS, control tokens parsed)."""
+        model = self.engine_model
+        add_bos = bool(getattr(model.config, "add_bos", True))
+        return list(model.tokenize(text, add_bos=add_bos, special=True))
+
+    def sampling(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """The engine's ``generate`` arguments: fields, overridden by per-call kwargs."""
+        args = {key: kwargs.get(key, getattr(self, key)) for key in SAMPLING_KEYS}
+        stops = [*(self.stop or []), *(stop or [])]
+        args["stop"] = list(dict.fromkeys(s for s in stops if s))
+        return args
+
+    def sampling_params(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in SAMPLING_KEYS}
+
+
+def run_generation(params: EngineParams, prompt: str | list[int], sampling: dict[str, Any],
+                   info: dict[str, Any]) -> Iterator[str]:
+    """Stream one engine generation; when it ends ``info`` holds its generation_info.
+
+    Closing the iterator early (a consumer that stops reading) cancels the engine's generation.
+    """
+    model = params.engine_model
+    generation = model.generate(prompt, stream=True, **sampling)
+    finished = False
+    try:
+        for piece in generation:
+            if piece:
+                yield piece
+        finished = True
+    finally:
+        if not finished:
+            generation.cancel()
+        info.update(generation_info(params, generation))
+
+
+def generation_info(params: EngineParams, generation: Any) -> dict[str, Any]:
+    model = params.engine_model
+    return {
+        "finish_reason": getattr(generation, "finish_reason", None),
+        "n_prompt_tokens": int(getattr(generation, "n_prompt_tokens", 0) or 0),
+        "n_generated_tokens": int(getattr(generation, "n_generated_tokens", 0) or 0),
+        "timings": dict(getattr(generation, "timings", None) or {}),
+        "model_name": Path(model.path).name,
+        "model_path": str(model.path),
+        "quantization": getattr(model, "quantization", None),
+    }

@@ -1,0 +1,74 @@
+"""``EngineLLM``: our GGUF engine as a LangChain ``LLM`` (string in, string out).
+
+>>> llm = EngineLLM(model="smollm2-135m", max_tokens=64, temperature=0.0)
+>>> (PromptTemplate.from_template("...{q}...") | llm | StrOutputParser()).invoke({"q": "..."})
+
+The engine model loads once per file and is shared (``assistant.engine_runtime``).  ``stream``
+sends each piece through ``run_manager.on_llm_new_token``; the last chunk carries
+``generation_info`` (finish reason, token counts, engine timings, model file, quantization).
+Stop strings are matched literally by the engine, so ``<|im_end|>`` or ``<5 mg`` work as
+written.  The prompt is sent as is: use ``chat_format.render(...)`` (or ``ChatEngine``) for
+chat-formatted prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import LLM
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+
+from assistant.engine_params import EngineParams, run_generation
+
+LLM_TYPE = "guidelines-engine"
+
+
+class EngineLLM(EngineParams, LLM):
+    """A LangChain LLM over the built-in engine (see the module docstring)."""
+
+    @property
+    def _llm_type(self) -> str:
+        return LLM_TYPE
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        model = self.engine_model
+        return {
+            "model_file": self.model_file,
+            "model_path": str(model.path),
+            "quantization": getattr(model, "quantization", None),
+            "n_ctx": self.context_length,
+            **self.sampling_params(),
+            "stop": self.stop,
+        }
+
+    def get_token_ids(self, text: str) -> list[int]:
+        return self.engine_token_ids(text)
+
+    def _call(self, prompt: str, stop: list[str] | None = None,
+              run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> str:
+        return "".join(c.text for c in self._stream(prompt, stop, run_manager, **kwargs))
+
+    def _generate(self, prompts: list[str], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> LLMResult:
+        generations = []
+        for prompt in prompts:
+            text, info = "", {}
+            for chunk in self._stream(prompt, stop, run_manager, **kwargs):
+                text += chunk.text
+                info.update(chunk.generation_info or {})
+            generations.append([Generation(text=text, generation_info=info)])
+        return LLMResult(generations=generations, llm_output={"model_name": self.model_file})
+
+    def _stream(self, prompt: str, stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None,
+                **kwargs: Any) -> Iterator[GenerationChunk]:
+        info: dict[str, Any] = {}
+        for piece in run_generation(self, prompt, self.sampling(stop, **kwargs), info):
+            chunk = GenerationChunk(text=piece)
+            if run_manager:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
+        yield GenerationChunk(text="", generation_info=info)
