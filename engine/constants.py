@@ -217,3 +217,28 @@ class TokenType(IntEnum):
 
 # Architectures the engine runs.
 SUPPORTED_ARCHITECTURES = ("llama",)
+
+# Most dimensions a ggml tensor has (GGML_MAX_DIMS).
+GGML_MAX_DIMS = 4
+
+# Block layout of the tensor types the reader can size but the engine does not compute with
+# (a file holding them opens; computing with them raises UnsupportedTensorType).
+GGML_OTHER_BLOCK_LAYOUT: dict[GGMLType, BlockLayout] = {
+    GGMLType.IQ2_XXS: BlockLayout(QK_K, 2 + QK_K // 4),
+    GGMLType.IQ2_XS: BlockLayout(QK_K, 2 + QK_K // 4 + QK_K // 32),
+    GGMLType.IQ3_XXS: BlockLayout(QK_K, 2 + QK_K // 4 + QK_K // 8),
+    GGMLType.IQ1_S: BlockLayout(QK_K, 2 + QK_K // 8 + QK_K // 16),
+    GGMLType.IQ4_NL: BlockLayout(32, 2 + 16),
+    GGMLType.IQ3_S: BlockLayout(QK_K, 2 + QK_K // 4 + QK_K // 8 + QK_K // 32 + 4),
+    GGMLType.IQ2_S: BlockLayout(QK_K, 2 + QK_K // 4 + QK_K // 16),
+    GGMLType.IQ4_XS: BlockLayout(QK_K, 2 + 2 + QK_K // 2 + QK_K // 64),
+    GGMLType.I8: BlockLayout(1, 1),
+    GGMLType.I16: BlockLayout(1, 2),
+    GGMLType.I32: BlockLayout(1, 4),
+    GGMLType.I64: BlockLayout(1, 8),
+    GGMLType.F64: BlockLayout(1, 8),
+    GGMLType.IQ1_M: BlockLayout(QK_K, QK_K // 8 + QK_K // 16 + QK_K // 32),
+    GGMLType.TQ1_0: BlockLayout(QK_K, 2 + 4 * 13),
+    GGMLType.TQ2_0: BlockLayout(QK_K, 2 + QK_K // 4),
+    GGMLType.MXFP4: BlockLayout(32, 1 + 16),
+}

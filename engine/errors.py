@@ -28,7 +28,9 @@ class UnsupportedTensorType(GGUFError):
     def __init__(self, path: str | Path, tensor: str, type_name: str) -> None:
         self.tensor = tensor
         self.type_name = type_name
-        super().__init__(path, f"tensor {tensor!r} has type {type_name}, which the engine does not support")
+        super().__init__(
+            path, f"tensor {tensor!r} has type {type_name}, which the engine does not support"
+        )
 
 
 class UnsupportedArchitecture(GGUFError):

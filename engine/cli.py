@@ -1,0 +1,167 @@
+"""``python -m engine SUBCOMMAND``: look inside GGUF files and tokenize with them.
+
+Each subcommand is two functions, ``configure_X(parser)`` (its arguments) and ``run_X(args)``
+(returns the exit code), registered in ``COMMANDS``. To add one, write the pair and add a
+``Command`` to the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.constants import ENGINE_WEIGHT_TYPES, GGUFValueType, Keys
+from engine.errors import EngineError
+from engine.gguf import GGUFFile
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# ----------------------------------------------------------------------------------------
+# info
+# ----------------------------------------------------------------------------------------
+
+_BIG_ARRAY_KEYS = {Keys.TOKENS, Keys.SCORES, Keys.TOKEN_TYPE, Keys.MERGES}
+
+
+def configure_info(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="GGUF file (any part of a split model)")
+    p.add_argument("--tensors", action="store_true", help="list every tensor")
+    p.add_argument("--full", action="store_true", help="print long metadata values in full")
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from engine.config import LlamaConfig
+    from engine.tokenizer import Tokenizer
+
+    with GGUFFile.open(args.model) as g:
+        size = sum(p.stat().st_size for p in g.parts)
+        print(f"file      {g.path}" + (f"  ({len(g.parts)} parts)" if len(g.parts) > 1 else ""))
+        print(f"GGUF v{g.version}, {_size(size)}, {len(g.metadata)} metadata keys, "
+              f"{len(g.tensors)} tensors, alignment {g.alignment}")  # fmt: skip
+        print("\nmetadata")
+        for key, value in g.metadata.items():
+            print(f"  {key:<44} {_show(value, g.field_types[key], args.full)}")
+        _print_tensor_types(g)
+        if args.tensors:
+            print("\ntensors")
+            for t in g.tensors.values():
+                print(f"  {t.name:<32} {t.ggml_type.name:<6} {t.shape!s:<22} {_size(t.n_bytes)}")
+        if g.architecture == "llama":
+            print("\nconfig")
+            for k, v in asdict(LlamaConfig.from_gguf(g)).items():
+                if k != "chat_template":
+                    print(f"  {k:<18} {v}")
+        if Keys.TOKENS in g.metadata:
+            tok = Tokenizer.from_gguf(g)
+            print(f"\ntokenizer {tok!r}; bos {tok.bos_id}, eos {tok.eos_id}, eot {tok.eot_id}, "
+                  f"add_bos {tok.add_bos}, end of generation {sorted(tok.eog_ids)}")  # fmt: skip
+    return 0
+
+
+def _print_tensor_types(g: GGUFFile) -> None:
+    by_type: dict[str, list[int]] = {}
+    for t in g.tensors.values():
+        c = by_type.setdefault(t.ggml_type.name, [0, 0])
+        c[0] += 1
+        c[1] += t.n_bytes
+    if not by_type:
+        print("\ntensor types: none (vocab-only file)")
+        return
+    print("\ntensor types")
+    supported = {t.name for t in ENGINE_WEIGHT_TYPES}
+    for name, (count, n_bytes) in sorted(by_type.items(), key=lambda kv: -kv[1][1]):
+        note = "" if name in supported else "  (not supported by the engine)"
+        print(f"  {name:<8} {count:>5} tensors  {_size(n_bytes):>10}{note}")
+
+
+def _show(value: Any, types: tuple[GGUFValueType, ...], full: bool) -> str:
+    if types[0] == GGUFValueType.ARRAY:
+        n = len(value)
+        head = f"[{types[1].name.lower()} x {n}]"
+        if not full and n > 8:
+            sample = list(value[:4].tolist() if isinstance(value, np.ndarray) else value[:4])
+            return f"{head} {json.dumps(sample, ensure_ascii=False)[:-1]}, ...]"
+        items = value.tolist() if isinstance(value, np.ndarray) else value
+        return f"{head} {json.dumps(items, ensure_ascii=False)}"
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
+    if not full and len(text) > 100:
+        text = text[:97] + "..."
+    return text
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+# ----------------------------------------------------------------------------------------
+# tokenize
+# ----------------------------------------------------------------------------------------
+
+
+def configure_tokenize(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="GGUF file (a vocab-only file works)")
+    p.add_argument("text", help="text to tokenize; '-' reads standard input")
+    p.add_argument("--no-bos", action="store_true", help="do not add BOS (even if the model asks)")
+    p.add_argument("--special", action="store_true", help="parse special tokens (<|im_start|>)")
+    p.add_argument("--pieces", action="store_true", help="print each id with its text")
+
+
+def run_tokenize(args: argparse.Namespace) -> int:
+    from engine.tokenizer import Tokenizer
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    tok = Tokenizer.from_file(args.model)
+    ids = tok.encode(text, add_bos=not args.no_bos, special=args.special)
+    if args.pieces:
+        for i in ids:
+            piece = tok.token_to_bytes(i).decode("utf-8", "backslashreplace")
+            print(f"{i:>7} {json.dumps(piece, ensure_ascii=False)}")
+    else:
+        print(ids)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
+
+COMMANDS: dict[str, Command] = {
+    "info": Command("metadata, tensor types and config of a GGUF", configure_info, run_info),
+    "tokenize": Command("token ids of a text, as llama.cpp gives them", configure_tokenize,
+                        run_tokenize),
+}  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.configure(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args._run(args)
+    except EngineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0

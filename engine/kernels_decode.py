@@ -1,0 +1,268 @@
+"""numba block decoders: one quantized block → float32 values, exactly as ``engine/quants.py``.
+
+Each ``decode_<type>(row, o, out, k)`` reads the block at byte ``o`` of ``row`` (uint8) and
+writes its ``block_size`` values at ``out[k:]``, with the same float32 operations in the same
+order as ggml's ``dequantize_row_*`` (no fused multiply-add), so the results are bit-exact.
+``decode_row(code, row, out)`` decodes a whole row of any supported type.  These serve the
+row gather (token embedding) and the float paths of the matrix products.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from engine.constants import GGML_BLOCK_LAYOUT, GGMLType
+
+F32 = np.float32
+I32 = np.int32
+
+# Type codes as plain ints (numba freezes module-level ints as constants).
+T_F32 = int(GGMLType.F32)
+T_F16 = int(GGMLType.F16)
+T_BF16 = int(GGMLType.BF16)
+T_Q4_0 = int(GGMLType.Q4_0)
+T_Q4_1 = int(GGMLType.Q4_1)
+T_Q5_0 = int(GGMLType.Q5_0)
+T_Q5_1 = int(GGMLType.Q5_1)
+T_Q8_0 = int(GGMLType.Q8_0)
+T_Q2_K = int(GGMLType.Q2_K)
+T_Q3_K = int(GGMLType.Q3_K)
+T_Q4_K = int(GGMLType.Q4_K)
+T_Q5_K = int(GGMLType.Q5_K)
+T_Q6_K = int(GGMLType.Q6_K)
+
+# Per type code: elements and bytes per block (index = type code; 0 where unsupported).
+_MAX_CODE = max(int(t) for t in GGML_BLOCK_LAYOUT) + 1
+BLOCK_SIZE = np.zeros(_MAX_CODE, np.int64)
+TYPE_SIZE = np.zeros(_MAX_CODE, np.int64)
+for _t, _layout in GGML_BLOCK_LAYOUT.items():
+    BLOCK_SIZE[int(_t)] = _layout.block_size
+    TYPE_SIZE[int(_t)] = _layout.type_size
+
+_F16_SUBNORMAL_SCALE = F32(2.0**112)  # f16 exponent bias 15 → f32 bias 127
+
+
+@intrinsic
+def bits_to_f32(typingctx, bits):
+    """Reinterpret the 32 bits of a uint32 as a float32."""
+    sig = types.float32(types.uint32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def f16_at(row, o):
+    """The little-endian IEEE half at byte ``o`` of ``row``, as float32 (exact)."""
+    h = np.uint32(row[o]) | (np.uint32(row[o + 1]) << np.uint32(8))
+    sign = (h & np.uint32(0x8000)) << np.uint32(16)
+    if (h & np.uint32(0x7C00)) == np.uint32(0x7C00):  # inf / nan
+        return bits_to_f32(
+            sign | np.uint32(0x7F800000) | ((h & np.uint32(0x03FF)) << np.uint32(13))
+        )
+    # Normal and subnormal halves: shift into a float32 and rescale the exponent by 2**112.
+    return bits_to_f32(sign | ((h & np.uint32(0x7FFF)) << np.uint32(13))) * _F16_SUBNORMAL_SCALE
+
+
+@njit(inline="always")
+def u32_at(row, o):
+    """The little-endian uint32 at byte ``o`` of ``row``."""
+    return (
+        np.uint32(row[o])
+        | (np.uint32(row[o + 1]) << np.uint32(8))
+        | (np.uint32(row[o + 2]) << np.uint32(16))
+        | (np.uint32(row[o + 3]) << np.uint32(24))
+    )
+
+
+@njit(inline="always")
+def i8(v):
+    """A byte read as a signed int8 value (as int32)."""
+    return I32(v) - I32(256) * I32(v >> 7)
+
+
+@njit(inline="always")
+def k_scale_min(row, s, j):
+    """Sub-block ``j`` (0..7) scale and min of a Q4_K/Q5_K block whose scales start at ``s``."""
+    if j < 4:
+        return I32(row[s + j] & 63), I32(row[s + j + 4] & 63)
+    sc = (row[s + j + 4] & 15) | ((row[s + j - 4] >> 6) << 4)
+    mn = (row[s + j + 4] >> 4) | ((row[s + j] >> 6) << 4)
+    return I32(sc), I32(mn)
+
+
+@njit(inline="always")
+def q3_k_scale(row, s, i):
+    """Scale ``i`` (0..15) of a Q3_K block whose 12 scale bytes start at ``s`` (6 bits − 32)."""
+    low = (row[s + (i % 8)] >> (4 * (i // 8))) & 15
+    high = (row[s + 8 + (i % 4)] >> (2 * (i // 4))) & 3
+    return I32(low | (high << 4)) - I32(32)
+
+
+@njit(inline="always")
+def decode_q4_0(row, o, out, k):
+    d = f16_at(row, o)
+    for j in range(16):
+        q = I32(row[o + 2 + j])
+        out[k + j] = d * F32((q & 15) - 8)
+        out[k + j + 16] = d * F32((q >> 4) - 8)
+
+
+@njit(inline="always")
+def decode_q4_1(row, o, out, k):
+    d = f16_at(row, o)
+    m = f16_at(row, o + 2)
+    for j in range(16):
+        q = I32(row[o + 4 + j])
+        out[k + j] = d * F32(q & 15) + m
+        out[k + j + 16] = d * F32(q >> 4) + m
+
+
+@njit(inline="always")
+def decode_q5_0(row, o, out, k):
+    d = f16_at(row, o)
+    qh = u32_at(row, o + 2)
+    for j in range(16):
+        q = I32(row[o + 6 + j])
+        h0 = I32((qh >> np.uint32(j)) & np.uint32(1)) << 4
+        h1 = I32((qh >> np.uint32(j + 16)) & np.uint32(1)) << 4
+        out[k + j] = d * F32(((q & 15) | h0) - 16)
+        out[k + j + 16] = d * F32(((q >> 4) | h1) - 16)
+
+
+@njit(inline="always")
+def decode_q5_1(row, o, out, k):
+    d = f16_at(row, o)
+    m = f16_at(row, o + 2)
+    qh = u32_at(row, o + 4)
+    for j in range(16):
+        q = I32(row[o + 8 + j])
+        h0 = I32((qh >> np.uint32(j)) & np.uint32(1)) << 4
+        h1 = I32((qh >> np.uint32(j + 16)) & np.uint32(1)) << 4
+        out[k + j] = d * F32((q & 15) | h0) + m
+        out[k + j + 16] = d * F32((q >> 4) | h1) + m
+
+
+@njit(inline="always")
+def decode_q8_0(row, o, out, k):
+    d = f16_at(row, o)
+    for j in range(32):
+        out[k + j] = F32(i8(row[o + 2 + j])) * d
+
+
+@njit(inline="always")
+def decode_q2_k(row, o, out, k):
+    d = f16_at(row, o + 80)
+    dmin = f16_at(row, o + 82)
+    for s in range(16):  # 16 sub-blocks of 16 values
+        sc = row[o + s]
+        dl = d * F32(sc & 15)
+        ml = dmin * F32(sc >> 4)
+        half, g, lo = s // 8, (s // 2) % 4, (s % 2) * 16
+        qs = o + 16 + half * 32 + lo
+        for i in range(16):
+            q = (row[qs + i] >> (2 * g)) & 3
+            out[k + s * 16 + i] = dl * F32(q) - ml
+
+
+@njit(inline="always")
+def decode_q3_k(row, o, out, k):
+    d = f16_at(row, o + 108)
+    for s in range(16):
+        dl = d * F32(q3_k_scale(row, o + 96, s))
+        half, g, lo = s // 8, (s // 2) % 4, (s % 2) * 16
+        qs = o + 32 + half * 32 + lo
+        bit = half * 4 + g  # hmask bit of this 32-value group
+        for i in range(16):
+            low = I32((row[qs + i] >> (2 * g)) & 3)
+            high = I32((row[o + lo + i] >> bit) & 1)
+            out[k + s * 16 + i] = dl * F32(low - 4 + 4 * high)
+
+
+@njit(inline="always")
+def decode_q4_k(row, o, out, k):
+    d = f16_at(row, o)
+    dmin = f16_at(row, o + 2)
+    for s in range(8):  # 8 sub-blocks of 32 values
+        sc, mn = k_scale_min(row, o + 4, s)
+        dl = d * F32(sc)
+        ml = dmin * F32(mn)
+        qs, shift = o + 16 + (s // 2) * 32, 4 * (s % 2)
+        for i in range(32):
+            out[k + s * 32 + i] = dl * F32((row[qs + i] >> shift) & 15) - ml
+
+
+@njit(inline="always")
+def decode_q5_k(row, o, out, k):
+    d = f16_at(row, o)
+    dmin = f16_at(row, o + 2)
+    for s in range(8):
+        sc, mn = k_scale_min(row, o + 4, s)
+        dl = d * F32(sc)
+        ml = dmin * F32(mn)
+        qs, shift = o + 48 + (s // 2) * 32, 4 * (s % 2)
+        for i in range(32):
+            q = ((row[qs + i] >> shift) & 15) | (((row[o + 16 + i] >> s) & 1) << 4)
+            out[k + s * 32 + i] = dl * F32(q) - ml
+
+
+@njit(inline="always")
+def decode_q6_k(row, o, out, k):
+    d = f16_at(row, o + 208)
+    for s in range(16):
+        dl = d * F32(i8(row[o + 192 + s]))
+        half, g, lo = s // 8, (s // 2) % 4, (s % 2) * 16
+        ql = o + half * 64 + (g % 2) * 32 + lo
+        qh = o + 128 + half * 32 + lo
+        for i in range(16):
+            low = I32((row[ql + i] >> (4 * (g // 2))) & 15)
+            high = I32((row[qh + i] >> (2 * g)) & 3)
+            out[k + s * 16 + i] = dl * F32((low | (high << 4)) - 32)
+
+
+@njit(inline="always")
+def decode_float(code, row, o, out, k):
+    """One element of an F32 / F16 / BF16 row."""
+    if code == T_F32:
+        out[k] = bits_to_f32(u32_at(row, o))
+    elif code == T_F16:
+        out[k] = f16_at(row, o)
+    else:
+        out[k] = bits_to_f32(
+            (np.uint32(row[o]) | (np.uint32(row[o + 1]) << np.uint32(8))) << np.uint32(16)
+        )
+
+
+@njit(cache=True)
+def decode_row(code, row, out):
+    """Decode one whole row (uint8 bytes) of type ``code`` into ``out`` (float32, n_cols)."""
+    bs, ts = BLOCK_SIZE[code], TYPE_SIZE[code]
+    for b in range(out.shape[0] // bs):
+        o, k = b * ts, b * bs
+        if code == T_Q4_0:
+            decode_q4_0(row, o, out, k)
+        elif code == T_Q4_1:
+            decode_q4_1(row, o, out, k)
+        elif code == T_Q5_0:
+            decode_q5_0(row, o, out, k)
+        elif code == T_Q5_1:
+            decode_q5_1(row, o, out, k)
+        elif code == T_Q8_0:
+            decode_q8_0(row, o, out, k)
+        elif code == T_Q2_K:
+            decode_q2_k(row, o, out, k)
+        elif code == T_Q3_K:
+            decode_q3_k(row, o, out, k)
+        elif code == T_Q4_K:
+            decode_q4_k(row, o, out, k)
+        elif code == T_Q5_K:
+            decode_q5_k(row, o, out, k)
+        elif code == T_Q6_K:
+            decode_q6_k(row, o, out, k)
+        else:
+            decode_float(code, row, o, out, k)

@@ -1,0 +1,370 @@
+"""The Llama forward pass on quantized GGUF weights, flat and commented (after llama2.c's run.c).
+
+One transformer block, as llama.cpp's ``build_llama`` computes it for architecture ``llama``::
+
+    x  = token_embd[tokens]                                  # (n, n_embd)
+    for each layer:
+        h   = rms_norm(x) * attn_norm
+        q,k,v = h @ attn_q, h @ attn_k, h @ attn_v        # (n, n_head*hd), (n, n_kv*hd) x2
+        q,k = rope(q), rope(k)                            # NORM style: pairs (2i, 2i+1)
+        cache[pos0:pos0+n] = k, v
+        a   = softmax(q k^T / sqrt(hd), causal) v        # head h reads kv head h // group
+        x  += a @ attn_output
+        h   = rms_norm(x) * ffn_norm
+        x  += (silu(h @ ffn_gate) * (h @ ffn_up)) @ ffn_down
+    logits = (rms_norm(x) * output_norm) @ output             # output = token_embd when tied
+
+Matrix products run on the quantized blocks (``engine.kernels.QuantMatrix``: 8-bit activations,
+fused dequantize-dot); the small kernels here (norm, RoPE + attention, SwiGLU) are numba, one
+compiled call each per layer, working in preallocated buffers.  Nothing is compiled or read from
+the weights until the first forward.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from engine.config import LlamaConfig
+from engine.constants import ENGINE_WEIGHT_TYPES, GGMLType
+from engine.errors import ContextOverflow, GGUFError, UnsupportedTensorType
+from engine.gguf import GGUFFile
+from engine.kernels import QuantMatrix
+
+# Tensor names of architecture ``llama`` (llama.cpp's LLM_TENSOR_NAMES); {i} is the layer.
+TOKEN_EMBD = "token_embd.weight"
+OUTPUT_NORM = "output_norm.weight"
+OUTPUT = "output.weight"
+LAYER_TENSORS = {
+    "attn_norm": "blk.{i}.attn_norm.weight",
+    "attn_q": "blk.{i}.attn_q.weight",
+    "attn_k": "blk.{i}.attn_k.weight",
+    "attn_v": "blk.{i}.attn_v.weight",
+    "attn_output": "blk.{i}.attn_output.weight",
+    "ffn_norm": "blk.{i}.ffn_norm.weight",
+    "ffn_gate": "blk.{i}.ffn_gate.weight",
+    "ffn_up": "blk.{i}.ffn_up.weight",
+    "ffn_down": "blk.{i}.ffn_down.weight",
+}
+
+# Positions processed per forward call while reading a prompt (the batch of llama.cpp's n_ubatch).
+DEFAULT_BATCH = 64
+
+# numba's parallel kernels must not run from two Python threads at once: every forward (and so
+# every QuantMatrix product) of every model in the process goes through this lock.
+FORWARD_LOCK = threading.Lock()
+
+
+# ----------------------------------------------------------------------------------------------
+# weights
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    attn_norm: np.ndarray  # (n_embd,) float32
+    attn_q: QuantMatrix  # n_embd -> n_head * head_dim
+    attn_k: QuantMatrix  # n_embd -> n_head_kv * head_dim
+    attn_v: QuantMatrix  # n_embd -> n_head_kv * head_dim
+    attn_output: QuantMatrix  # n_head * head_dim -> n_embd
+    ffn_norm: np.ndarray  # (n_embd,) float32
+    ffn_gate: QuantMatrix  # n_embd -> n_ff
+    ffn_up: QuantMatrix  # n_embd -> n_ff
+    ffn_down: QuantMatrix  # n_ff -> n_embd
+
+
+@dataclass(frozen=True)
+class LlamaWeights:
+    """Every tensor of the model as a view on the memory map (nothing is copied or dequantized)."""
+
+    config: LlamaConfig
+    token_embd: QuantMatrix  # rows: n_vocab x n_embd
+    layers: tuple[LayerWeights, ...]
+    output_norm: np.ndarray  # (n_embd,) float32
+    output: QuantMatrix  # n_embd -> n_vocab (the token embedding itself when tied)
+
+    @classmethod
+    def from_gguf(cls, gguf: GGUFFile, config: LlamaConfig) -> LlamaWeights:
+        c = config
+        q_dim, kv_dim = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
+        token_embd = _matrix(gguf, TOKEN_EMBD, c.n_embd, c.n_vocab)
+        output = (
+            _matrix(gguf, OUTPUT, c.n_embd, c.n_vocab) if OUTPUT in gguf.tensors else token_embd
+        )
+        shapes = {  # (n_in, n_out) in ggml order
+            "attn_q": (c.n_embd, q_dim),
+            "attn_k": (c.n_embd, kv_dim),
+            "attn_v": (c.n_embd, kv_dim),
+            "attn_output": (q_dim, c.n_embd),
+            "ffn_gate": (c.n_embd, c.n_ff),
+            "ffn_up": (c.n_embd, c.n_ff),
+            "ffn_down": (c.n_ff, c.n_embd),
+        }
+        layers = []
+        for i in range(c.n_layer):
+            parts: dict[str, object] = {}
+            for key, pattern in LAYER_TENSORS.items():
+                name = pattern.format(i=i)
+                if key in shapes:
+                    parts[key] = _matrix(gguf, name, *shapes[key])
+                else:
+                    parts[key] = _vector(gguf, name, c.n_embd)
+            layers.append(LayerWeights(**parts))  # type: ignore[arg-type]
+        return cls(c, token_embd, tuple(layers), _vector(gguf, OUTPUT_NORM, c.n_embd), output)
+
+
+def _tensor(gguf: GGUFFile, name: str, shape: tuple[int, ...]):
+    info = gguf.tensors.get(name)
+    if info is None:
+        raise GGUFError(gguf.path, f"tensor {name!r} is missing")
+    if tuple(int(d) for d in info.shape) != shape:
+        got = tuple(info.shape)
+        raise GGUFError(gguf.path, f"tensor {name!r} has shape {got}, expected {shape}")
+    if info.ggml_type not in ENGINE_WEIGHT_TYPES:
+        raise UnsupportedTensorType(gguf.path, name, GGMLType(info.ggml_type).name)
+    return info
+
+
+def _matrix(gguf: GGUFFile, name: str, n_in: int, n_out: int) -> QuantMatrix:
+    info = _tensor(gguf, name, (n_in, n_out))
+    return QuantMatrix(info.data, GGMLType(info.ggml_type), n_in)
+
+
+def _vector(gguf: GGUFFile, name: str, n: int) -> np.ndarray:
+    info = _tensor(gguf, name, (n,))
+    if info.ggml_type != GGMLType.F32:  # norms are F32 in every llama.cpp file; a copy otherwise
+        return QuantMatrix(info.data.reshape(1, -1), GGMLType(info.ggml_type), n).rows(
+            np.zeros(1, np.int64)
+        )[0]
+    return np.asarray(info.data).reshape(-1).view(np.float32)  # (n,) zero-copy
+
+
+# ----------------------------------------------------------------------------------------------
+# KV cache and buffers
+
+
+class KVCache:
+    """Keys and values of every layer for ``n_ctx`` positions, contiguous per (layer, kv head).
+
+    Also holds the RoPE angles of its positions (float64 math, stored float32).  Allocated with
+    ``np.empty``: pages become resident only as positions are written.
+    """
+
+    def __init__(self, config: LlamaConfig, n_ctx: int) -> None:
+        c = config
+        self.n_ctx = n_ctx
+        self.n_past = 0
+        shape = (c.n_layer, c.n_head_kv, n_ctx, c.head_dim)
+        self.k = np.empty(shape, np.float32)  # (n_layer, n_kv, n_ctx, hd)
+        self.v = np.empty(shape, np.float32)  # (n_layer, n_kv, n_ctx, hd)
+        self.cos, self.sin = rope_tables(c, n_ctx)  # (n_ctx, rope_dim // 2) each
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes
+
+
+def rope_tables(config: LlamaConfig, n_ctx: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of theta(p, i) = p / rope_scale * freq_base^(-2i / rope_dim), as llama.cpp."""
+    half = config.rope_dim // 2
+    inv_freq = config.rope_freq_base ** (-2.0 * np.arange(half, dtype=np.float64) / config.rope_dim)
+    pos = np.arange(n_ctx, dtype=np.float64) / float(config.rope_scale or 1.0)
+    theta = np.outer(pos, inv_freq)  # (n_ctx, half)
+    return np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+
+
+class Workspace:
+    """Activation buffers for up to ``n_batch`` positions, reused by every forward of a call."""
+
+    def __init__(self, config: LlamaConfig, n_batch: int) -> None:
+        c = config
+        q_dim, kv_dim = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
+        self.n_batch = n_batch
+        self.x = np.empty((n_batch, c.n_embd), np.float32)  # residual stream
+        self.h = np.empty((n_batch, c.n_embd), np.float32)  # normalised input of a sub-block
+        self.q = np.empty((n_batch, q_dim), np.float32)
+        self.k = np.empty((n_batch, kv_dim), np.float32)
+        self.v = np.empty((n_batch, kv_dim), np.float32)
+        self.att = np.empty((n_batch, q_dim), np.float32)  # attention output, all heads
+        self.o = np.empty((n_batch, c.n_embd), np.float32)  # a sub-block's output
+        self.gate = np.empty((n_batch, c.n_ff), np.float32)
+        self.up = np.empty((n_batch, c.n_ff), np.float32)
+        self.logits = np.empty((1, c.n_vocab), np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# small kernels
+
+
+@njit(cache=True, nogil=True)
+def rms_norm(x, weight, eps, out):  # pragma: no cover - compiled
+    """out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight (sum of squares in float64)."""
+    n, d = x.shape
+    for t in range(n):
+        ss = 0.0
+        for i in range(d):
+            ss += np.float64(x[t, i]) * x[t, i]
+        scale = np.float32(1.0 / math.sqrt(ss / d + eps))
+        for i in range(d):
+            out[t, i] = x[t, i] * scale * weight[i]
+
+
+@njit(cache=True, nogil=True)
+def add_rms_norm(x, y, weight, eps, out):  # pragma: no cover - compiled
+    """x += y (the residual), then out = rms_norm(x) * weight."""
+    n, d = x.shape
+    for t in range(n):
+        ss = 0.0
+        for i in range(d):
+            s = x[t, i] + y[t, i]
+            x[t, i] = s
+            ss += np.float64(s) * s
+        scale = np.float32(1.0 / math.sqrt(ss / d + eps))
+        for i in range(d):
+            out[t, i] = x[t, i] * scale * weight[i]
+
+
+@njit(cache=True, nogil=True)
+def swiglu(gate, up):  # pragma: no cover - compiled
+    """gate = silu(gate) * up, in place."""
+    n, d = gate.shape
+    for t in range(n):
+        for i in range(d):
+            g = gate[t, i]
+            gate[t, i] = g / (np.float32(1.0) + np.exp(-g)) * up[t, i]
+
+
+@njit(cache=True, nogil=True)
+def _rope_rows(x, n_heads, head_dim, rope_dim, cos, sin):  # pragma: no cover - compiled
+    """Rotate pairs (2i, 2i+1), i < rope_dim / 2, of every head of every row, in place."""
+    for t in range(x.shape[0]):
+        for h in range(n_heads):
+            b = h * head_dim
+            for i in range(rope_dim // 2):
+                c, s = cos[t, i], sin[t, i]
+                x0, x1 = x[t, b + 2 * i], x[t, b + 2 * i + 1]
+                x[t, b + 2 * i] = x0 * c - x1 * s
+                x[t, b + 2 * i + 1] = x0 * s + x1 * c
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def rope_attention(q, k, v, k_cache, v_cache, pos0, cos, sin, rope_dim, scale, out):
+    """RoPE on q and k, store k and v at positions pos0.., causal grouped-query attention.
+
+    q: (n, n_head*hd), k and v: (n, n_kv*hd), k_cache and v_cache: (n_kv, n_ctx, hd) of one layer,
+    cos and sin: (n, rope_dim/2) for the n positions; out: (n, n_head*hd).
+    """
+    n = q.shape[0]
+    n_kv, _, hd = k_cache.shape
+    n_head = q.shape[1] // hd
+    group = n_head // n_kv
+    _rope_rows(q, n_head, hd, rope_dim, cos, sin)
+    _rope_rows(k, n_kv, hd, rope_dim, cos, sin)
+    for t in range(n):
+        for h in range(n_kv):
+            k_cache[h, pos0 + t, :] = k[t, h * hd : (h + 1) * hd]
+            v_cache[h, pos0 + t, :] = v[t, h * hd : (h + 1) * hd]
+    for th in prange(n * n_head):
+        t, h = th // n_head, th % n_head
+        kv = h // group
+        n_keys = pos0 + t + 1  # causal: position pos0 + t sees 0 .. pos0 + t
+        qh = q[t, h * hd : (h + 1) * hd]  # (hd,)
+        scores = np.empty(n_keys, np.float32)  # (n_keys,)
+        m = np.float32(-np.inf)
+        for j in range(n_keys):
+            s = np.float32(0.0)
+            for d in range(hd):
+                s += qh[d] * k_cache[kv, j, d]
+            s *= scale
+            scores[j] = s
+            m = max(m, s)
+        total = np.float32(0.0)
+        for j in range(n_keys):
+            e = np.exp(scores[j] - m)
+            scores[j] = e
+            total += e
+        acc = np.zeros(hd, np.float32)  # (hd,)
+        for j in range(n_keys):
+            p = scores[j]
+            for d in range(hd):
+                acc[d] += p * v_cache[kv, j, d]
+        inv = np.float32(1.0) / total
+        for d in range(hd):
+            out[t, h * hd + d] = acc[d] * inv
+
+
+# ----------------------------------------------------------------------------------------------
+# the forward pass
+
+
+def forward(
+    w: LlamaWeights,
+    cache: KVCache,
+    tokens: np.ndarray,
+    ws: Workspace,
+    logits_out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Run ``tokens`` ((n,) ints, n <= ws.n_batch) at positions cache.n_past.. ; advance the cache.
+
+    Returns the logits of the last position ((n_vocab,), a view on ``ws.logits``), or, when
+    ``logits_out`` ((n, n_vocab) float32) is given, fills it with the logits of every position.
+    """
+    c = w.config
+    n = tokens.shape[0]
+    pos0 = cache.n_past
+    if pos0 + n > cache.n_ctx:
+        raise ContextOverflow(pos0 + n, cache.n_ctx)
+    assert 0 < n <= ws.n_batch
+    eps = np.float32(c.rms_eps)
+    scale = np.float32(1.0 / math.sqrt(c.head_dim))
+    cos, sin = cache.cos[pos0 : pos0 + n], cache.sin[pos0 : pos0 + n]  # (n, rope_dim // 2)
+    x, h, o = ws.x[:n], ws.h[:n], ws.o[:n]  # (n, n_embd)
+    q, att = ws.q[:n], ws.att[:n]  # (n, n_head*hd)
+    k, v = ws.k[:n], ws.v[:n]  # (n, n_kv*hd)
+    gate, up = ws.gate[:n], ws.up[:n]  # (n, n_ff)
+
+    with FORWARD_LOCK:
+        x[:] = w.token_embd.rows(tokens)  # (n, n_embd)
+        o[:] = 0.0  # (n, n_embd): nothing to add before the first layer
+        for il, L in enumerate(w.layers):
+            # attention: x += attn_output(attention(rope(q), rope(k), v))
+            add_rms_norm(x, o, L.attn_norm, eps, h)  # x += o; h = norm(x)       (n, n_embd)
+            L.attn_q.matmul(h, out=q)  # (n, n_head*hd)
+            L.attn_k.matmul(h, out=k)  # (n, n_kv*hd)
+            L.attn_v.matmul(h, out=v)  # (n, n_kv*hd)
+            kc, vc = cache.k[il], cache.v[il]  # (n_kv, n_ctx, hd)
+            rope_attention(q, k, v, kc, vc, pos0, cos, sin, c.rope_dim, scale, att)  # -> att
+            L.attn_output.matmul(att, out=o)  # (n, n_embd)
+            # feed-forward: x += ffn_down(silu(ffn_gate(h)) * ffn_up(h))
+            add_rms_norm(x, o, L.ffn_norm, eps, h)  # (n, n_embd)
+            L.ffn_gate.matmul(h, out=gate)  # (n, n_ff)
+            L.ffn_up.matmul(h, out=up)  # (n, n_ff)
+            swiglu(gate, up)  # (n, n_ff)
+            L.ffn_down.matmul(gate, out=o)  # (n, n_embd)
+        cache.n_past = pos0 + n
+        if logits_out is not None:
+            add_rms_norm(x, o, w.output_norm, eps, h)  # (n, n_embd)
+            w.output.matmul(h, out=logits_out)  # (n, n_vocab)
+            return logits_out
+        add_rms_norm(x[n - 1 :], o[n - 1 :], w.output_norm, eps, h[:1])  # last position only
+        w.output.matmul(h[:1], out=ws.logits)  # (1, n_vocab)
+        return ws.logits[0]
+
+
+def prefill(
+    w: LlamaWeights, cache: KVCache, tokens: np.ndarray, ws: Workspace, all_logits: bool = False
+) -> np.ndarray:
+    """Feed a prompt in batches of ``ws.n_batch``; the logits of the last position, or of all."""
+    n = tokens.shape[0]
+    if cache.n_past + n > cache.n_ctx:
+        raise ContextOverflow(cache.n_past + n, cache.n_ctx)
+    out = np.empty((n, w.config.n_vocab), np.float32) if all_logits else None  # (n, n_vocab)
+    last = None
+    for s in range(0, n, ws.n_batch):
+        chunk = tokens[s : s + ws.n_batch]
+        last = forward(w, cache, chunk, ws, None if out is None else out[s : s + chunk.shape[0]])
+    assert last is not None
+    return out if out is not None else last

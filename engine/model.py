@@ -1,0 +1,167 @@
+"""``Model``: what ``engine.load(path)`` returns — tokenize, detokenize, logits, generate.
+
+Loading reads the header, metadata and tokenizer only: the weights stay on the memory map and
+the numba kernels compile on the first forward (or load from numba's on-disk cache).  A Model is
+shared between threads: weights are read-only, each call owns its KV cache, sized to what the
+call needs, and forwards are serialised by ``engine.llama.FORWARD_LOCK``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from engine.config import LlamaConfig
+from engine.errors import ContextOverflow
+from engine.generation import Generation
+from engine.gguf import GGUFFile
+from engine.llama import DEFAULT_BATCH, KVCache, LlamaWeights, Workspace, prefill
+from engine.sampling import Sampler, SamplingParams
+from engine.tokenizer import Tokenizer
+
+
+class Model:
+    """A Llama-architecture GGUF model ready to run (see ``docs/DESIGN.md`` for the contract)."""
+
+    def __init__(
+        self,
+        gguf: GGUFFile,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        n_batch: int = DEFAULT_BATCH,
+    ) -> None:
+        self.gguf = gguf
+        self.path = Path(gguf.path)
+        self.config = LlamaConfig.from_gguf(gguf)
+        self.tokenizer = Tokenizer.from_gguf(gguf)
+        self.n_ctx_train = int(self.config.n_ctx_train)
+        # the most positions one call may use (each call allocates only what it needs)
+        self.n_ctx = min(int(n_ctx), self.n_ctx_train) if n_ctx else self.n_ctx_train
+        if self.n_ctx < 1:
+            raise ValueError(f"n_ctx must be positive, got {n_ctx!r}")
+        if n_batch < 1:
+            raise ValueError(f"n_batch must be positive, got {n_batch!r}")
+        self.n_batch = int(n_batch)
+        self.n_threads = n_threads
+        self._weights_cache: LlamaWeights | None = None
+        self._weights_lock = threading.Lock()
+
+    # -- description -------------------------------------------------------------------------
+
+    @property
+    def quantization(self) -> str:
+        return self.config.file_type
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.config.chat_template
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"Model({str(self.path)!r}, {self.quantization}, n_layer={c.n_layer}, "
+            f"n_embd={c.n_embd}, n_vocab={c.n_vocab}, n_ctx={self.n_ctx})"
+        )
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
+        return self.tokenizer.encode(text, add_bos=add_bos, special=special)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode([int(i) for i in ids])
+
+    # -- compute -----------------------------------------------------------------------------
+
+    def _weights(self) -> LlamaWeights:
+        """The weight views, built on first use (kernels compile on the first forward)."""
+        with self._weights_lock:
+            if self._weights_cache is None:
+                if self.n_threads:
+                    from engine.kernels import set_threads
+
+                    set_threads(int(self.n_threads))
+                self._weights_cache = LlamaWeights.from_gguf(self.gguf, self.config)
+            return self._weights_cache
+
+    def _check_ids(self, ids: Sequence[int]) -> np.ndarray:
+        arr = np.asarray(ids, dtype=np.int64).reshape(-1)  # (n,)
+        bad = arr[(arr < 0) | (arr >= self.config.n_vocab)]
+        if bad.size:
+            n_vocab = self.config.n_vocab
+            raise ValueError(f"token id {int(bad[0])} is outside the vocabulary [0, {n_vocab})")
+        if arr.shape[0] > self.n_ctx:
+            raise ContextOverflow(int(arr.shape[0]), self.n_ctx)
+        return arr
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """float32 (len(ids), n_vocab): the logits after each position, in a fresh context."""
+        arr = self._check_ids(ids)
+        if arr.shape[0] == 0:
+            return np.zeros((0, self.config.n_vocab), np.float32)
+        cache = KVCache(self.config, arr.shape[0])
+        ws = Workspace(self.config, min(self.n_batch, arr.shape[0]))
+        return prefill(self._weights(), cache, arr, ws, all_logits=True)
+
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int = 256,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.1,
+        repeat_last_n: int = 64,
+        seed: int | None = None,
+        stop: Sequence[str] | str = (),
+        stream: bool = False,
+        special: bool = True,
+        cancel_event: threading.Event | None = None,
+        ignore_eos: bool = False,
+    ) -> str | Generation:
+        """Generate up to ``max_tokens`` tokens after ``prompt``: the text, or a ``Generation``.
+
+        A prompt string is tokenized with the GGUF's add_bos and ``special`` (ChatML markers are
+        control tokens).  The call's KV cache holds prompt + max_tokens positions, capped by
+        ``n_ctx``; a prompt longer than that raises ``ContextOverflow`` before anything runs.
+        """
+        if isinstance(prompt, str):
+            ids = self.tokenize(prompt, add_bos=bool(self.config.add_bos), special=special)
+        else:
+            ids = [int(t) for t in prompt]
+        if not ids:
+            raise ValueError("the prompt is empty: there is no token to continue from")
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {max_tokens!r}")
+        self._check_ids(ids)
+        params = SamplingParams(
+            temperature=float(temperature),
+            top_k=int(top_k),
+            top_p=float(top_p),
+            min_p=float(min_p),
+            repeat_penalty=float(repeat_penalty),
+            repeat_last_n=int(repeat_last_n),
+            seed=seed,
+        )
+        stops = (stop,) if isinstance(stop, str) else tuple(stop)
+        n_ctx = min(len(ids) + max(max_tokens, 1), self.n_ctx)
+        gen = Generation(
+            self, ids, max_tokens, Sampler(params), stops, n_ctx, cancel_event, ignore_eos
+        )
+        if stream:
+            return gen
+        return "".join(gen)
+
+
+def load(
+    path: str | Path,
+    n_ctx: int | None = None,
+    n_threads: int | None = None,
+    n_batch: int = DEFAULT_BATCH,
+) -> Model:
+    """Open a GGUF model (split parts accepted): header, metadata and tokenizer only."""
+    return Model(GGUFFile.open(path), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch)

@@ -1,0 +1,89 @@
+"""numba kernels on quantized weights: row gather and ``x @ W.T`` for every tensor type."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import kernels, quants
+from engine.constants import GGML_BLOCK_LAYOUT, GGMLType
+from tests.engine.test_quants import random_blocks
+
+ALL_TYPES = list(quants.QUANT_TYPES)
+FLOAT_TYPES = {GGMLType.F32, GGMLType.F16, GGMLType.BF16}
+
+
+def random_matrix(ggml_type: GGMLType, n_out: int, n_blocks: int, seed: int) -> kernels.QuantMatrix:
+    """A matrix of random valid blocks (finite f16 scales), ``n_blocks`` blocks per row."""
+    rng = np.random.default_rng(seed)
+    layout = GGML_BLOCK_LAYOUT[ggml_type]
+    blocks = random_blocks(ggml_type, n_out * n_blocks, rng)
+    data = blocks.reshape(n_out, n_blocks * layout.type_size)
+    return kernels.QuantMatrix(data, ggml_type, n_blocks * layout.block_size)
+
+
+def blocks_per_row(ggml_type: GGMLType) -> int:
+    """Odd row lengths: 3 K-quant super-blocks (768), 7 legacy blocks (224), 45 floats."""
+    return {256: 3, 32: 7, 1: 45}[GGML_BLOCK_LAYOUT[ggml_type].block_size]
+
+
+def activation_error_bound(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Worst-case |error| of x @ w.T when x is rounded to 8-bit blocks of 32 (round to nearest).
+
+    Each element of a block moves by at most half its step max|x_block|/127, so output (t, r)
+    moves by at most sum_b step_tb / 2 * sum_{k in b} |w_rk|.  Plus float32 accumulation slack.
+    """
+    n_tok, n_in = x.shape
+    n_blk = -(-n_in // 32)
+    pad = n_blk * 32 - n_in
+    xp = np.pad(np.abs(x), ((0, 0), (0, pad))).reshape(n_tok, n_blk, 32)
+    wp = np.pad(np.abs(w), ((0, 0), (0, pad))).reshape(w.shape[0], n_blk, 32)
+    half_step = xp.max(axis=2) / 127 / 2  # (n_tok, n_blk)
+    bound = half_step @ wp.sum(axis=2).T  # (n_tok, n_out)
+    slack = 1e-5 * (np.abs(x) @ np.abs(w).T) + 1e-6
+    return bound * 1.001 + slack
+
+
+@pytest.mark.parametrize("ggml_type", ALL_TYPES, ids=lambda t: t.name)
+def test_rows_equal_dequantize(ggml_type: GGMLType) -> None:
+    m = random_matrix(ggml_type, 29, blocks_per_row(ggml_type), seed=int(ggml_type))
+    ids = np.array([28, 0, 5, 5, 17])
+    got = m.rows(ids)
+    assert got.dtype == np.float32 and got.shape == (5, m.n_in)
+    np.testing.assert_array_equal(got, quants.dequantize(m.data[ids], ggml_type))
+    assert m.rows([]).shape == (0, m.n_in)
+
+
+@pytest.mark.parametrize("n_tok", [1, 2, 67])
+@pytest.mark.parametrize("ggml_type", ALL_TYPES, ids=lambda t: t.name)
+def test_matmul_matches_float64_reference(ggml_type: GGMLType, n_tok: int) -> None:
+    m = random_matrix(ggml_type, 37, blocks_per_row(ggml_type), seed=100 + int(ggml_type))
+    rng = np.random.default_rng(n_tok)
+    x = rng.standard_normal((n_tok, m.n_in)).astype(np.float32)
+    x[:, :5] *= 20  # a few outlier channels, as in real activations
+    w = quants.dequantize(m.data, ggml_type).astype(np.float64)
+    ref = x.astype(np.float64) @ w.T
+    got = m.matmul(x)
+    assert got.dtype == np.float32 and got.shape == (n_tok, m.n_out)
+    err = np.abs(got - ref)
+    bound = activation_error_bound(w, x.astype(np.float64))
+    assert (err <= bound).all(), f"max excess {(err - bound).max()}"
+    # out= is filled in place and returned.
+    out = np.full((n_tok, m.n_out), np.nan, np.float32)
+    assert m.matmul(x, out=out) is out
+    np.testing.assert_array_equal(out, got)
+
+
+def test_matmul_zero_tokens_and_bad_shapes() -> None:
+    m = random_matrix(GGMLType.Q4_0, 4, 2, seed=1)
+    assert m.matmul(np.zeros((0, 64), np.float32)).shape == (0, 4)
+    with pytest.raises(ValueError):
+        m.matmul(np.zeros((1, 63), np.float32))
+    with pytest.raises(ValueError):
+        m.matmul(np.zeros((1, 64), np.float32), out=np.zeros((1, 5), np.float32))
+    with pytest.raises(ValueError):
+        kernels.QuantMatrix(m.data, GGMLType.Q4_0, 96)
+    with pytest.raises(ValueError):
+        kernels.QuantMatrix(m.data, GGMLType.IQ2_XXS, 64)
+    with pytest.raises(IndexError):
+        m.rows([4])
