@@ -53,8 +53,7 @@ class ChatFormat:
     """How one model wants its messages: a GGUF Jinja template, or ChatML."""
 
     template: str | None = None  # tokenizer.chat_template from the GGUF, if any
-    bos_token: str = ""  # text the template may prepend; the engine adds BOS itself
-    eos_token: str = ""
+    eos_token: str = ""  # the EOS token's text, for templates that close turns with it
 
     @property
     def name(self) -> str:
@@ -88,15 +87,12 @@ class ChatFormat:
             raise ChatFormatError(message)
 
         env.globals["raise_exception"] = raise_exception
-        text = env.from_string(self.template or "").render(
+        return env.from_string(self.template or "").render(
             messages=[{"role": r, "content": strip_markers(c)} for r, c in messages],
             add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token,
+            bos_token="",  # the engine adds BOS itself, as the GGUF says
             eos_token=self.eos_token,
         )
-        if self.bos_token and text.startswith(self.bos_token):
-            text = text[len(self.bos_token):]  # the engine adds BOS per the GGUF
-        return text
 
 
 def chat_format_for(model: Any) -> ChatFormat:
@@ -104,8 +100,7 @@ def chat_format_for(model: Any) -> ChatFormat:
     template = getattr(model, "chat_template", None)
     if not template:
         return ChatFormat()
-    return ChatFormat(template=template, bos_token=_special_text(model, "bos"),
-                      eos_token=_special_text(model, "eos"))
+    return ChatFormat(template=template, eos_token=_special_text(model, "eos"))
 
 
 def _special_text(model: Any, which: str) -> str:

@@ -14,9 +14,9 @@ from assistant.chat_format import IM_END, render_chatml
 from assistant.llm import EngineLLM
 
 MAX_TOKENS = 24
-COPY_PROMPT = render_chatml(
-    [("user", "Repeat this sentence exactly: Keep the dose <5 mg per day (not >10 mg).")]
-)
+# A pattern any language model continues: the greedy text holds "<5 mg" again.
+COPY_PROMPT = "Dose table\nDrug A: <5 mg daily\nDrug B: <5 mg daily\nDrug C: <5 mg daily\nDrug D:"
+CHAT_PROMPT = render_chatml([("user", "What is hypertension?")])
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +43,35 @@ def test_greedy_invoke_is_deterministic(llm: EngineLLM, copied: str) -> None:
     assert llm.invoke(COPY_PROMPT) == copied
 
 
+def regex_traps(text: str) -> list[str]:
+    """Stop strings that match ``text`` as regular expressions but never occur in it literally."""
+    traps = [IM_END]  # as a regex: "<" or "im_end" or ">"
+    for i in range(len(text) - 2):
+        dotted = f"{text[i]}.{text[i + 2]}"  # "." as a regex matches any character
+        if text[i] not in ".|\\" and text[i + 2] not in ".|\\" and dotted not in text:
+            traps.append(dotted)
+            break
+    traps.append("qqq|" + text[:3])  # "|" as a regex: an alternative that matches at 0
+    assert all(t not in text for t in traps)
+    return traps
+
+
 def test_stop_strings_are_literal_not_regex(llm: EngineLLM, copied: str) -> None:
-    assert "<5 mg" in copied, f"the model did not copy the sentence: {copied!r}"
-    # As a regex "<|im_end|>" would cut at every "<" or ">"; the engine matches it literally.
-    assert llm.invoke(COPY_PROMPT, stop=[IM_END]) == copied
+    assert "<5 mg" in copied, f"the model did not continue the pattern: {copied!r}"
+    # LangChain's enforce_stop_tokens would cut at each trap; the engine matches them literally.
+    assert llm.invoke(COPY_PROMPT, stop=regex_traps(copied)) == copied
     # "<5 mg" ends the text right before it, and nothing of it is returned.
     assert llm.invoke(COPY_PROMPT, stop=["<5 mg"]) == copied[: copied.index("<5 mg")]
-    stopped = EngineLLM(model=llm.model, max_tokens=MAX_TOKENS, temperature=0.0, stop=["(not"])
-    assert stopped.invoke(COPY_PROMPT) == copied[: copied.index("(not")]
+    cut = copied.index("mg", copied.index("<5 mg")) + 2  # a stop set at construction
+    stopped = EngineLLM(model=llm.model, max_tokens=MAX_TOKENS, temperature=0.0,
+                        stop=[copied[cut - 4: cut + 1]])
+    assert stopped.invoke(COPY_PROMPT) == copied[: cut - 4]
+
+
+def test_chatml_prompt_ends_at_the_turn_marker(llm: EngineLLM) -> None:
+    text = llm.invoke(CHAT_PROMPT, stop=[IM_END], max_tokens=48)
+    assert "hypertension" in text.lower() or "blood pressure" in text.lower()
+    assert IM_END not in text and "<|im_start|>" not in text
 
 
 def test_stream_reports_each_piece_and_finishes_with_generation_info(llm: EngineLLM,

@@ -18,7 +18,24 @@ from assistant.chat_model import ChatEngine
 MAX_TOKENS = 12  # small answers keep the integration suite at a few minutes of CPU
 
 
-class _Params:
+class TestChatEngineUnit(ChatModelUnitTests):
+    """Construction, parameters, tracing fields, serialization: no model file is read."""
+
+    @property
+    def chat_model_class(self) -> type[ChatEngine]:
+        return ChatEngine
+
+    @property
+    def chat_model_params(self) -> dict:
+        # no max_tokens: the suite passes its own next to these
+        return {"model": "smollm2-135m", "temperature": 0.0}
+
+    @property
+    def init_from_env_params(self) -> tuple[dict, dict, dict]:
+        return ({"GUIDELINES_MODEL": "meditron-7b"}, {}, {"model": "meditron-7b"})
+
+
+class TestChatEngineIntegration(ChatModelIntegrationTests):
     model_path: str = ""
 
     @pytest.fixture(autouse=True)
@@ -31,17 +48,4 @@ class _Params:
 
     @property
     def chat_model_params(self) -> dict:
-        # no max_tokens here: the unit suite passes its own next to these
-        return {"model": self.model_path, "temperature": 0.0}
-
-
-class TestChatEngineUnit(_Params, ChatModelUnitTests):
-    @property
-    def init_from_env_params(self) -> tuple[dict, dict, dict]:
-        return ({"GUIDELINES_MODEL": self.model_path}, {}, {"model": self.model_path})
-
-
-class TestChatEngineIntegration(_Params, ChatModelIntegrationTests):
-    @property
-    def chat_model_params(self) -> dict:
-        return {**super().chat_model_params, "max_tokens": MAX_TOKENS}
+        return {"model": self.model_path, "max_tokens": MAX_TOKENS, "temperature": 0.0}
