@@ -139,7 +139,9 @@ class _Source:
             return pieces[0]
         if not pieces:
             return np.empty(0, np.uint8)
-        return np.concatenate(pieces)  # a tensor straddling a byte-split boundary: a copy
+        copy = np.concatenate(pieces)  # a tensor straddling a byte-split boundary: a copy
+        copy.flags.writeable = False
+        return copy
 
     def close(self) -> None:
         self._mm0 = b""
@@ -589,9 +591,9 @@ def _check_shard(path: Path, parsed: _Parsed, index: int, count: int) -> None:
     if md.get(Keys.SPLIT_COUNT) != count or md.get(Keys.SPLIT_NO) != index:
         raise SplitError(
             path,
-            f"{Keys.SPLIT_NO}={md.get(Keys.SPLIT_NO)!r}, {Keys.SPLIT_COUNT}="
-            f"{md.get(Keys.SPLIT_COUNT)!r} in the file, but its name says shard {index + 1} "
-            f"of {count}: a shard from another model?",
+            f"the file says {Keys.SPLIT_NO}={md.get(Keys.SPLIT_NO)!r} of {Keys.SPLIT_COUNT}="
+            f"{md.get(Keys.SPLIT_COUNT)!r}, its name says shard {index + 1} of {count} "
+            f"({Keys.SPLIT_NO}={index}): a shard from another model?",
         )
 
 

@@ -8,8 +8,11 @@
   for that.
 * ``decode(ids, special=False)``: llama.cpp's detokenize with ``remove_special=False`` and
   ``unparse_special=special``: control tokens (``<s>``, ``<|im_end|>``) render as nothing unless
-  ``special=True``; with a SentencePiece vocab the leading space of the first token is dropped.
-  Bytes that are not valid UTF-8 become U+FFFD.
+  ``special=True``; with a SentencePiece vocab the leading space of the first token is dropped
+  (the space ``encode`` put there). One deliberate difference: llama.cpp keeps that space when
+  the ids start with BOS (``[<s>, ▁Hello]`` → ``" Hello"``); here an unrendered leading BOS is
+  passed over, so ``decode(encode(text))`` gives ``text`` back with or without BOS (as
+  llama-cpp-python does). Bytes that are not valid UTF-8 become U+FFFD.
 * ``StreamDecoder``: the same, one id at a time, never emitting half a UTF-8 character.
 """
 
@@ -203,11 +206,11 @@ class Tokenizer:
         """The raw bytes of ``decode`` (may end inside a UTF-8 character)."""
         remove_space = self.vocab.add_space_prefix
         parts = []
-        for i in ids:
+        for k, i in enumerate(ids):
             p = self.piece(i, special)
             if remove_space and p[:1] == b" ":
                 p = p[1:]
-            remove_space = False
+            remove_space = remove_space and k == 0 and not p and i == self.vocab.bos_id
             parts.append(p)
         out = b"".join(parts)
         return _clean_spaces(out) if self.vocab.clean_spaces else out
@@ -241,6 +244,7 @@ class StreamDecoder:
         self.special = special
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         self._remove_space = tokenizer.vocab.add_space_prefix
+        self._first = True
         self._clean = tokenizer.vocab.clean_spaces
         self._raw = bytearray()  # all bytes so far (only kept when cleaning spaces)
         self._sent = 0  # cleaned bytes already passed to the UTF-8 decoder
@@ -249,7 +253,9 @@ class StreamDecoder:
         p = self.tokenizer.piece(token_id, self.special)
         if self._remove_space and p[:1] == b" ":
             p = p[1:]
-        self._remove_space = False
+        first, self._first = self._first, False
+        bos = self.tokenizer.bos_id
+        self._remove_space = self._remove_space and first and not p and token_id == bos
         if not self._clean:
             return self._utf8.decode(p)
         self._raw += p
