@@ -14,11 +14,10 @@ from typing import Any
 
 from assistant.answer import Answer, AnswerError
 from assistant.chain import build_chain
-from assistant.engine_runtime import get_engine_model, resolve_model_path
-from assistant.retriever import forget_indexes, open_index_cached
-
 from assistant.config import Settings
+from assistant.engine_runtime import get_engine_model, resolve_model_path
 from assistant.models import PRESETS, ModelError
+from assistant.retriever import forget_indexes, open_index_cached
 from ui.backend import (
     IndexView,
     ModelMissing,
@@ -119,6 +118,7 @@ def reply_from_answer(answer: Answer) -> Reply:
             heading=c.heading or "", passage=passage.text if passage else "", doc_id=c.id,
             cited_in_text=c.cited_in_text))
     details = {"n_generated_tokens": answer.usage.get("completion_tokens"),
-               "gen_s": answer.timings.get("generate_s"), "finish_reason": answer.finish_reason}
+               "gen_s": answer.timings.get("generate_s"), "finish_reason": answer.finish_reason,
+               "unresolved_citations": list(answer.unresolved_citations)}
     return Reply(text=answer.text, sources=tuple(sources), notice=answer.notice,
                  refused=answer.refused, details=details)

@@ -70,6 +70,10 @@ def render_details(reply: Reply) -> None:
         parts.append("stopped at the max tokens limit")
     if parts:
         st.caption(" · ".join(parts))
+    unresolved = details.get("unresolved_citations")
+    if unresolved:
+        cited = ", ".join(f"[{n}]" for n in unresolved)
+        st.warning(f"The answer cites {cited}, which matches no passage it was given.")
 
 
 def render_reply_tail(reply: Reply) -> None:
