@@ -125,8 +125,8 @@ def sidebar_status(settings: Settings, index: IndexView | SetupProblem,
         if isinstance(index, IndexView):
             st.markdown(f"**{index.documents:,}** documents · **{index.chunks:,}** chunks")
             if index.sources:
-                st.caption("Sources: " + ", ".join(f"{name} ({n:,})"
-                                                   for name, n in sorted(index.sources.items())))
+                st.caption("Documents per source: " + ", ".join(
+                    f"{name} ({n:,})" for name, n in sorted(index.sources.items())))
             st.caption(f"Embedding model: {index.embedding_model}")
             st.caption(f"Folder: `{index.path}`")
         else:

@@ -79,7 +79,7 @@ class IndexView:
     path: Path
     documents: int
     chunks: int
-    sources: Mapping[str, int]  # source code -> chunks (or documents) from that source
+    sources: Mapping[str, int]  # source code -> documents from that source
     embedding_model: str
     handle: Any = None
 

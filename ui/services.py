@@ -101,10 +101,16 @@ class AssistantServices:
 
 
 def _source_counts(stats: Mapping[str, Any]) -> dict[str, int]:
-    sources = stats.get("sources") or {}
-    if isinstance(sources, Mapping):
-        return {str(k): int(v) for k, v in sources.items()}
-    return {str(s): 0 for s in sources}
+    """Documents per source from ``stats()["per_source"]`` ({source: {documents, chunks}})."""
+    per_source = stats.get("per_source") or stats.get("sources") or {}
+    if not isinstance(per_source, Mapping):
+        return {str(s): 0 for s in per_source}
+    counts = {}
+    for name, value in per_source.items():
+        if isinstance(value, Mapping):
+            value = value.get("documents", value.get("chunks", 0))
+        counts[str(name)] = int(value or 0)
+    return counts
 
 
 def reply_from_answer(answer: Answer) -> Reply:
