@@ -1,4 +1,4 @@
-"""``python -m engine SUBCOMMAND``: look inside GGUF files and tokenize with them.
+"""``python -m engine SUBCOMMAND``: look inside GGUF files, tokenize, run and benchmark models.
 
 Each subcommand is two functions, ``configure_X(parser)`` (its arguments) and ``run_X(args)``
 (returns the exit code), registered in ``COMMANDS``. To add one, write the pair and add a
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.bench import configure_bench, run_bench
 from engine.constants import ENGINE_WEIGHT_TYPES, GGUFValueType, Keys
 from engine.errors import EngineError
 from engine.gguf import GGUFFile
@@ -138,11 +139,77 @@ def run_tokenize(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------
+# run
+# ----------------------------------------------------------------------------------------
+
+CHATML_TURN = "<|im_start|>{role}\n{text}<|im_end|>\n"
+CHATML_OPEN = "<|im_start|>assistant\n"
+LLAMA2_TURN = "[INST] {text} [/INST]"
+
+
+def configure_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="GGUF file (any part of a split model)")
+    p.add_argument("-p", "--prompt", required=True, help="prompt text; '-' reads standard input")
+    p.add_argument("-n", "--n-predict", type=int, default=256, help="tokens to generate at most")
+    p.add_argument("--temp", type=float, default=0.8, help="temperature (0: greedy)")
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--min-p", type=float, default=0.05)
+    p.add_argument("--repeat-penalty", type=float, default=1.1)
+    p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same text)")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt as one chat user turn")
+    p.add_argument("--system", default=None, help="system message for --chat")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all)")
+    p.add_argument("-c", "--ctx-size", type=int, default=None, help="context size cap")
+
+
+def chat_prompt(tokenizer: Any, user: str, system: str | None) -> str:
+    """One user turn in the model's chat format: ChatML when the vocabulary has its markers."""
+    if tokenizer.token_id("<|im_start|>") is not None:
+        turns = CHATML_TURN.format(role="system", text=system) if system else ""
+        return turns + CHATML_TURN.format(role="user", text=user) + CHATML_OPEN
+    text = f"<<SYS>>\n{system}\n<</SYS>>\n\n{user}" if system else user
+    return LLAMA2_TURN.format(text=text)
+
+
+def run_run(args: argparse.Namespace) -> int:
+    import engine
+
+    text = sys.stdin.read() if args.prompt == "-" else args.prompt
+    model = engine.load(args.model, n_ctx=args.ctx_size, n_threads=args.threads)
+    prompt = chat_prompt(model.tokenizer, text, args.system) if args.chat else text
+    gen = model.generate(
+        prompt, max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k,
+        top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty, seed=args.seed,
+        stop=args.stop, stream=True,
+    )  # fmt: skip
+    if not args.chat:
+        print(text, end="", flush=True)  # like llama.cpp's CLI: the prompt, then its continuation
+    try:
+        for piece in gen:
+            print(piece, end="", flush=True)
+    except KeyboardInterrupt:
+        gen.close()
+    print()
+    t = gen.timings
+    n_gen = gen.n_generated_tokens
+    gen_tps = (n_gen - 1) / t["gen_s"] if n_gen > 1 and t["gen_s"] > 0 else 0.0
+    print(f"[{gen.n_prompt_tokens} prompt tokens in {t['prompt_s']:.2f} s; {n_gen} generated at "
+          f"{gen_tps:.1f} tok/s; finish: {gen.finish_reason}]", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
 
 COMMANDS: dict[str, Command] = {
     "info": Command("metadata, tensor types and config of a GGUF", configure_info, run_info),
     "tokenize": Command("token ids of a text, as llama.cpp gives them", configure_tokenize,
                         run_tokenize),
+    "run": Command("generate text from a prompt, streamed (like llama.cpp's CLI)", configure_run,
+                   run_run),
+    "bench": Command("prompt and generation speed (optionally side by side with llama.cpp)",
+                     configure_bench, run_bench),
 }  # fmt: skip
 
 

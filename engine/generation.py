@@ -8,6 +8,7 @@ after it) is never emitted, nor is an end-of-generation token's text.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import threading
 import time
@@ -21,8 +22,25 @@ from engine.sampling import Sampler
 
 if TYPE_CHECKING:
     from engine.model import Model
+    from engine.tokenizer import Tokenizer
 
 FINISH_REASONS = ("stop", "length", "eos", "cancelled")
+
+
+class PieceDecoder:
+    """Text of generated tokens as llama.cpp's CLI prints it: each token's piece (control tokens
+    empty), never half a UTF-8 character, and no leading space removed — the text continues
+    the prompt, so `` Paris`` after ``The capital of France is`` keeps its space."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.piece = tokenizer.piece
+        self.utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def feed(self, token_id: int) -> str:
+        return self.utf8.decode(self.piece(token_id))
+
+    def flush(self) -> str:
+        return self.utf8.decode(b"", final=True)
 
 
 class StopMatcher:
@@ -116,7 +134,7 @@ class Generation:
         weights = model._weights()
         cache = KVCache(cfg, self.n_ctx)
         ws = Workspace(cfg, max(1, min(model.n_batch or DEFAULT_BATCH, self.n_prompt_tokens)))
-        decoder = model.tokenizer.stream_decoder()
+        decoder = PieceDecoder(model.tokenizer)
         history = list(self.prompt_ids)  # what the repeat penalty looks back over
         token = np.zeros(1, np.int64)  # (1,) the token fed back
 
@@ -142,7 +160,7 @@ class Generation:
                 history.append(tok)
                 self.tokens.append(tok)
                 self.n_generated_tokens += 1
-                text, stopped = self._stop.push(decoder.push(tok))
+                text, stopped = self._stop.push(decoder.feed(tok))
                 if text:
                     yield text
                 if stopped:

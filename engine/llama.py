@@ -250,50 +250,76 @@ def _rope_rows(x, n_heads, head_dim, rope_dim, cos, sin):  # pragma: no cover - 
                 x[t, b + 2 * i + 1] = x0 * s + x1 * c
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def rope_attention(q, k, v, k_cache, v_cache, pos0, cos, sin, rope_dim, scale, out):
-    """RoPE on q and k, store k and v at positions pos0.., causal grouped-query attention.
-
-    q: (n, n_head*hd), k and v: (n, n_kv*hd), k_cache and v_cache: (n_kv, n_ctx, hd) of one layer,
-    cos and sin: (n, rope_dim/2) for the n positions; out: (n, n_head*hd).
-    """
-    n = q.shape[0]
-    n_kv, _, hd = k_cache.shape
-    n_head = q.shape[1] // hd
-    group = n_head // n_kv
-    _rope_rows(q, n_head, hd, rope_dim, cos, sin)
-    _rope_rows(k, n_kv, hd, rope_dim, cos, sin)
-    for t in range(n):
-        for h in range(n_kv):
+@njit(cache=True, nogil=True)
+def rope_store(q, k, v, k_cache, v_cache, pos0, cos, sin, rope_dim):  # pragma: no cover
+    """RoPE on q and k in place; k and v stored in the layer's cache at positions pos0.."""
+    hd = k_cache.shape[2]
+    _rope_rows(q, q.shape[1] // hd, hd, rope_dim, cos, sin)
+    _rope_rows(k, k_cache.shape[0], hd, rope_dim, cos, sin)
+    for t in range(q.shape[0]):
+        for h in range(k_cache.shape[0]):
             k_cache[h, pos0 + t, :] = k[t, h * hd : (h + 1) * hd]
             v_cache[h, pos0 + t, :] = v[t, h * hd : (h + 1) * hd]
-    for th in prange(n * n_head):
-        t, h = th // n_head, th % n_head
-        kv = h // group
-        n_keys = pos0 + t + 1  # causal: position pos0 + t sees 0 .. pos0 + t
-        qh = q[t, h * hd : (h + 1) * hd]  # (hd,)
-        scores = np.empty(n_keys, np.float32)  # (n_keys,)
-        m = np.float32(-np.inf)
-        for j in range(n_keys):
-            s = np.float32(0.0)
-            for d in range(hd):
-                s += qh[d] * k_cache[kv, j, d]
-            s *= scale
-            scores[j] = s
-            m = max(m, s)
-        total = np.float32(0.0)
-        for j in range(n_keys):
-            e = np.exp(scores[j] - m)
-            scores[j] = e
-            total += e
-        acc = np.zeros(hd, np.float32)  # (hd,)
-        for j in range(n_keys):
-            p = scores[j]
-            for d in range(hd):
-                acc[d] += p * v_cache[kv, j, d]
-        inv = np.float32(1.0) / total
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _attend(q, k_cache, v_cache, pos0, scale, out, th, scores, acc):  # pragma: no cover
+    """One (position, head) pair ``th``: softmax(q k^T * scale) v over positions 0 .. pos0 + t."""
+    n_kv, _, hd = k_cache.shape
+    n_head = q.shape[1] // hd
+    t, h = th // n_head, th % n_head
+    kv = h // (n_head // n_kv)  # grouped-query: consecutive query heads share a kv head
+    n_keys = pos0 + t + 1  # causal
+    qh = q[t, h * hd : (h + 1) * hd]  # (hd,)
+    m = np.float32(-np.inf)
+    for j in range(n_keys):
+        kj = k_cache[kv, j]  # (hd,)
+        s = np.float32(0.0)
         for d in range(hd):
-            out[t, h * hd + d] = acc[d] * inv
+            s += qh[d] * kj[d]
+        s *= scale
+        scores[j] = s
+        m = max(m, s)
+    total = np.float32(0.0)
+    for j in range(n_keys):
+        e = np.exp(scores[j] - m)
+        scores[j] = e
+        total += e
+    acc[:] = 0.0
+    for j in range(n_keys):
+        p = scores[j]
+        vj = v_cache[kv, j]  # (hd,)
+        for d in range(hd):
+            acc[d] += p * vj[d]
+    inv = np.float32(1.0) / total
+    for d in range(hd):
+        out[t, h * hd + d] = acc[d] * inv
+
+
+@njit(cache=True, nogil=True)
+def attention_serial(q, k_cache, v_cache, pos0, scale, out):  # pragma: no cover
+    """Causal grouped-query attention of n positions (the small case: one decode step)."""
+    hd = k_cache.shape[2]
+    n_pairs = q.shape[0] * (q.shape[1] // hd)
+    scores = np.empty(pos0 + q.shape[0], np.float32)  # (n_keys,)
+    acc = np.empty(hd, np.float32)  # (hd,)
+    for th in range(n_pairs):
+        _attend(q, k_cache, v_cache, pos0, scale, out, th, scores, acc)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def attention_parallel(q, k_cache, v_cache, pos0, scale, out):  # pragma: no cover
+    """The same, (position, head) pairs spread over the threads (prompts, long contexts)."""
+    hd = k_cache.shape[2]
+    n_pairs = q.shape[0] * (q.shape[1] // hd)
+    for th in prange(n_pairs):
+        scores = np.empty(pos0 + q.shape[0], np.float32)  # (n_keys,)
+        acc = np.empty(hd, np.float32)  # (hd,)
+        _attend(q, k_cache, v_cache, pos0, scale, out, th, scores, acc)
+
+
+# Multiply-adds of q k^T below which one thread is faster than waking the others.
+ATTENTION_PARALLEL_MIN_WORK = 1 << 20
 
 
 # ----------------------------------------------------------------------------------------------
@@ -326,6 +352,8 @@ def forward(
     k, v = ws.k[:n], ws.v[:n]  # (n, n_kv*hd)
     gate, up = ws.gate[:n], ws.up[:n]  # (n, n_ff)
 
+    work = n * c.n_head * (pos0 + n) * c.head_dim  # multiply-adds of q k^T
+    attention = attention_parallel if work >= ATTENTION_PARALLEL_MIN_WORK else attention_serial
     with FORWARD_LOCK:
         x[:] = w.token_embd.rows(tokens)  # (n, n_embd)
         o[:] = 0.0  # (n, n_embd): nothing to add before the first layer
@@ -336,7 +364,8 @@ def forward(
             L.attn_k.matmul(h, out=k)  # (n, n_kv*hd)
             L.attn_v.matmul(h, out=v)  # (n, n_kv*hd)
             kc, vc = cache.k[il], cache.v[il]  # (n_kv, n_ctx, hd)
-            rope_attention(q, k, v, kc, vc, pos0, cos, sin, c.rope_dim, scale, att)  # -> att
+            rope_store(q, k, v, kc, vc, pos0, cos, sin, c.rope_dim)  # q, k rotated; k, v cached
+            attention(q, kc, vc, pos0, scale, att)  # (n, n_head*hd)
             L.attn_output.matmul(att, out=o)  # (n, n_embd)
             # feed-forward: x += ffn_down(silu(ffn_gate(h)) * ffn_up(h))
             add_rms_norm(x, o, L.ffn_norm, eps, h)  # (n, n_embd)

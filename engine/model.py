@@ -36,6 +36,7 @@ class Model:
         self.gguf = gguf
         self.path = Path(gguf.path)
         self.config = LlamaConfig.from_gguf(gguf)
+        gguf.check_types()  # an unsupported tensor type fails now, not at the first forward
         self.tokenizer = Tokenizer.from_gguf(gguf)
         self.n_ctx_train = int(self.config.n_ctx_train)
         # the most positions one call may use (each call allocates only what it needs)

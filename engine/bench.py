@@ -1,0 +1,189 @@
+"""``python -m engine bench``: prompt and generation speed, start-up, memory; optionally the same
+measurement on llama.cpp (llama-cpp-python, when installed) in the same run, with ratios.
+
+Both sides are measured alike, on the same token ids, greedy, without repeat penalty:
+``prompt_tps`` = prompt tokens / time to first token (reading the prompt and choosing the first
+token); ``gen_tps`` = (M - 1) / time from the first to the M-th token (M - 1 single-token
+forwards, EOS ignored).  The machine may be shared: compare ratios measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# A fixed clinical paragraph, repeated as needed to make an N-token prompt.
+BENCH_TEXT = (
+    "Hypertension is diagnosed when blood pressure measured on two or more occasions is at least "
+    "140/90 mm Hg. Lifestyle changes such as reducing salt intake, regular physical activity and "
+    "limiting alcohol are recommended for all patients, and drug treatment is started when the "
+    "risk of cardiovascular disease is high or blood pressure remains elevated. "
+)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def prompt_ids(model: Any, n: int) -> list[int]:
+    """Exactly ``n`` token ids of the bench text (with BOS when the model adds one)."""
+    if n < 1:
+        raise ValueError(f"--prompt-tokens must be at least 1, got {n}")
+    ids = model.tokenize(BENCH_TEXT, add_bos=bool(model.config.add_bos))
+    body = model.tokenize(BENCH_TEXT, add_bos=False)
+    while len(ids) < n:
+        ids += body
+    return ids[:n]
+
+
+def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
+    """Load, warm up (compile or load numba's cache), then one measured generation."""
+    import engine
+
+    t0 = time.perf_counter()
+    model = engine.load(args.model, n_threads=args.threads, n_batch=args.batch)
+    load_s = time.perf_counter() - t0
+    ids = prompt_ids(model, args.prompt_tokens)
+    t0 = time.perf_counter()
+    model.generate(ids[:2], max_tokens=2, temperature=0.0, ignore_eos=True)  # compile / cache
+    warmup_s = time.perf_counter() - t0
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler:
+        profiler.enable()
+    gen = model.generate(
+        ids, max_tokens=args.gen_tokens, temperature=0.0, repeat_penalty=1.0,
+        ignore_eos=True, stream=True,
+    )  # fmt: skip
+    for _ in gen:
+        pass
+    if profiler:
+        profiler.disable()
+    t = gen.timings
+    weight_bytes = sum(
+        info.n_bytes for name, info in model.gguf.tensors.items() if name != "token_embd.weight"
+    ) + (model.gguf.tensors["token_embd.weight"].n_bytes if model.config.tied_output else 0)
+    result = {
+        "engine": "ours",
+        "model": str(model.path),
+        "quantization": model.quantization,
+        "threads": args.threads,
+        "prompt_tokens": len(ids),
+        "gen_tokens": gen.n_generated_tokens,
+        "prompt_tps": len(ids) / t["ttft_s"],
+        "gen_tps": (gen.n_generated_tokens - 1) / t["gen_s"] if gen.n_generated_tokens > 1 else 0.0,
+        "ttft_s": t["ttft_s"],
+        "load_s": load_s,
+        "warmup_s": warmup_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "file_mb": sum(p.stat().st_size for p in model.gguf.parts) / 2**20,
+        "weights_read_per_token_mb": weight_bytes / 2**20,
+    }
+    result["gen_gb_per_s"] = result["gen_tps"] * weight_bytes / 1e9
+    if profiler:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(18)
+        result["profile"] = out.getvalue()
+    return result
+
+
+def bench_llama_cpp(args: argparse.Namespace, ids: list[int]) -> dict[str, Any]:
+    """The same measurement through llama-cpp-python (optional; never a dependency)."""
+    import llama_cpp
+
+    t0 = time.perf_counter()
+    llm = llama_cpp.Llama(
+        model_path=str(args.model), n_ctx=len(ids) + args.gen_tokens + 8, n_threads=args.threads,
+        n_threads_batch=args.threads, verbose=False,
+    )  # fmt: skip
+    load_s = time.perf_counter() - t0
+    for i, _ in enumerate(llm.generate(ids[:2], temp=0.0, repeat_penalty=1.0, reset=True)):
+        if i >= 1:  # warm-up: prompt and two tokens
+            break
+    t0 = time.perf_counter()
+    t_first = t_last = t0
+    n = 0
+    for tok in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
+        del tok
+        n += 1
+        t_last = time.perf_counter()
+        if n == 1:
+            t_first = t_last
+        if n >= args.gen_tokens:
+            break
+    return {
+        "engine": f"llama.cpp (llama-cpp-python {llama_cpp.__version__})",
+        "prompt_tokens": len(ids),
+        "gen_tokens": n,
+        "prompt_tps": len(ids) / (t_first - t0),
+        "gen_tps": (n - 1) / (t_last - t_first) if n > 1 else 0.0,
+        "ttft_s": t_first - t0,
+        "load_s": load_s,
+    }
+
+
+def configure_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", type=Path, help="GGUF file")
+    p.add_argument("--prompt-tokens", type=int, default=207, help="prompt length N (default 207)")
+    p.add_argument("--gen-tokens", type=int, default=128, help="tokens generated M (default 128)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads")
+    p.add_argument("--batch", type=int, default=None, help="prompt positions per forward")
+    p.add_argument("--json", action="store_true", help="end with one line of JSON")
+    p.add_argument("--compare", action="store_true", help="also measure llama.cpp (if installed)")
+    p.add_argument("--profile", action="store_true", help="cProfile the measured generation")
+
+
+def _print(r: dict[str, Any]) -> None:
+    ttft_ms, load_ms = r["ttft_s"] * 1000, r["load_s"] * 1000
+    print(f"{r['engine']}: prompt {r['prompt_tokens']} tokens at {r['prompt_tps']:.1f} tok/s, "
+          f"generation {r['gen_tokens']} tokens at {r['gen_tps']:.1f} tok/s, "
+          f"first token after {ttft_ms:.0f} ms, load {load_ms:.0f} ms")  # fmt: skip
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if args.gen_tokens < 2:
+        raise SystemExit("--gen-tokens must be at least 2 (generation speed needs two tokens)")
+    if args.batch is None:
+        from engine.llama import DEFAULT_BATCH
+
+        args.batch = DEFAULT_BATCH
+    if args.compare:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            raise SystemExit("--compare needs llama-cpp-python: pip install '.[compare]'") from None
+    ours = bench_engine(args)
+    _print(ours)
+    print(f"  warm-up (first forward: numba compile or cache load) {ours['warmup_s']:.2f} s, "
+          f"peak RSS {ours['peak_rss_mb']:.0f} MiB (file {ours['file_mb']:.0f} MiB), "
+          f"weights read per token {ours['weights_read_per_token_mb']:.1f} MiB "
+          f"= {ours['gen_gb_per_s']:.2f} GB/s while generating")  # fmt: skip
+    profile = ours.pop("profile", None)
+    if profile:
+        print(profile)
+    result: dict[str, Any] = dict(ours)
+    if args.compare:
+        import engine
+
+        ref = bench_llama_cpp(args, prompt_ids(engine.load(args.model), args.prompt_tokens))
+        _print(ref)
+        ratios = {
+            "prompt_ratio": ours["prompt_tps"] / ref["prompt_tps"],
+            "gen_ratio": ours["gen_tps"] / ref["gen_tps"],
+        }
+        print(f"ratio ours / llama.cpp: prompt {ratios['prompt_ratio']:.2f}, "
+              f"generation {ratios['gen_ratio']:.2f}")  # fmt: skip
+        result.update({"llama_cpp": ref, **ratios})
+    if args.json:
+        sys.stdout.flush()
+        print(json.dumps(result))
+    return 0

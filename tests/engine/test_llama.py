@@ -1,0 +1,180 @@
+"""The forward pass on small random Llama models of every tensor type, against float64 exact.
+
+Each model is written by gguf-py (``tests/engine/llama_reference.py``); the engine's logits must
+be as close to the exact computation as llama.cpp's would be (its rounding emulated in float64):
+RMS error ≤ 1.5 × llama.cpp's, top-1 agreement ≥ llama.cpp's − 5 points.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import engine
+from engine import llama
+from engine.errors import ContextOverflow, GGUFError, UnsupportedTensorType
+from tests.engine.llama_reference import QT, reference_logits, write_tiny_llama
+
+ROOT = Path(__file__).resolve().parents[2]
+WEIGHT_TYPES = [
+    QT.F32, QT.F16, QT.BF16, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0,
+    QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K,
+]  # fmt: skip
+TEXT = "the blood pressure of a dose is the dose of a blood pressure"
+
+
+def rms(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(a, np.float64) - b) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tiny-llama")
+
+
+def check_against_exact(path: Path, ids: list[int], model: engine.Model | None = None) -> None:
+    model = model or engine.load(path)
+    ours = model.logits(ids)  # (n, n_vocab)
+    exact = reference_logits(path, ids)
+    like_llama_cpp = reference_logits(path, ids, emulate_llama_cpp=True)
+    assert ours.dtype == np.float32 and ours.shape == exact.shape
+    err, ref_err = rms(ours, exact), rms(like_llama_cpp, exact)
+    # llama.cpp's own error sets the bar; 1e-4 of the logits' spread covers float32 rounding
+    assert err <= 1.5 * ref_err + 1e-4 * exact.std(), (err, ref_err)
+    top1 = np.mean(ours.argmax(1) == exact.argmax(1))
+    ref_top1 = np.mean(like_llama_cpp.argmax(1) == exact.argmax(1))
+    assert top1 >= ref_top1 - 0.05, (top1, ref_top1)
+
+
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda t: t.name)
+def test_every_weight_type_as_accurate_as_llama_cpp(tiny_dir: Path, qtype: QT) -> None:
+    path = write_tiny_llama(tiny_dir / f"{qtype.name}.gguf", qtype, seed=int(qtype))
+    model = engine.load(path)
+    check_against_exact(path, model.tokenize(TEXT), model)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"tied": True, "embd_type": QT.Q8_0, "qtype": QT.Q4_1},  # SmolLM2's layout
+        {"rope_dim": 32},  # RoPE on part of each head only
+        {"rope_scale": 4.0},  # linear RoPE scaling
+        {"n_head_kv": 4},  # multi-head (no grouping)
+        {"n_head_kv": 1, "n_head": 8},  # multi-query, head_dim 32
+    ],
+    ids=["tied-q8-embd", "partial-rope", "rope-linear-4", "mha", "mqa"],
+)
+def test_architecture_variants(tiny_dir: Path, variant: dict) -> None:
+    kw = dict(variant)
+    qtype = kw.pop("qtype", QT.Q8_0)
+    name = "-".join(f"{k}{v}" for k, v in sorted(variant.items()))
+    path = write_tiny_llama(tiny_dir / f"variant-{name}.gguf", qtype, **kw)
+    model = engine.load(path)
+    ids = model.tokenize(TEXT * 3)
+    assert len(ids) > 64  # more than one prompt batch
+    check_against_exact(path, ids, model)
+
+
+def test_incremental_decoding_equals_one_batch(tiny_dir: Path) -> None:
+    """Prompt batches of any size and token-by-token decoding see the same cache."""
+    path = write_tiny_llama(tiny_dir / "incremental.gguf", QT.Q8_0, seed=3)
+    model = engine.load(path)
+    ids = np.asarray(model.tokenize(TEXT), np.int64)
+    w, c = model._weights(), model.config
+    cache = llama.KVCache(c, len(ids))
+    full = llama.prefill(w, cache, ids, llama.Workspace(c, 64), all_logits=True)
+    for n_batch in (1, 3, 7):
+        cache = llama.KVCache(c, len(ids))
+        batched = llama.prefill(w, cache, ids, llama.Workspace(c, n_batch), all_logits=True)
+        np.testing.assert_allclose(batched, full, atol=1e-4 * full.std())
+    cache, ws = llama.KVCache(c, len(ids)), llama.Workspace(c, 4)
+    llama.prefill(w, cache, ids[:5], ws)
+    for i in range(5, len(ids)):
+        last = llama.forward(w, cache, ids[i : i + 1], ws)
+        np.testing.assert_allclose(last, full[i], atol=1e-4 * full.std())
+    assert cache.n_past == len(ids)
+
+
+def test_long_context_uses_parallel_attention(tiny_dir: Path) -> None:
+    """Enough positions for the threaded attention kernel; still exact-equivalent."""
+    path = write_tiny_llama(tiny_dir / "long.gguf", QT.Q8_0, seed=4, n_layer=1)
+    model = engine.load(path)
+    ids = (model.tokenize(TEXT * 12))[:250]
+    n, c = len(ids), model.config
+    assert n * c.n_head * n * c.head_dim >= llama.ATTENTION_PARALLEL_MIN_WORK
+    check_against_exact(path, ids, model)
+
+
+def test_context_overflow_is_a_clear_error(tiny_dir: Path) -> None:
+    path = write_tiny_llama(tiny_dir / "ctx.gguf", QT.Q8_0)
+    model = engine.load(path, n_ctx=8)
+    with pytest.raises(ContextOverflow, match="9 tokens do not fit in a context of 8"):
+        model.logits(list(range(3, 12)))
+    with pytest.raises(ContextOverflow) as info:
+        model.generate(list(range(3, 12)), max_tokens=4)
+    assert (info.value.n_tokens, info.value.n_ctx) == (9, 8)
+    # a prompt that fits stops at the end of the context instead of writing past it
+    gen = model.generate(list(range(3, 9)), max_tokens=10, temperature=0, stream=True,
+                         ignore_eos=True)  # fmt: skip
+    "".join(gen)
+    assert gen.finish_reason == "length" and gen.n_generated_tokens <= 3
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model.logits([1, 320])
+
+
+def test_missing_and_unsupported_tensors(tiny_dir: Path) -> None:
+    gguf = pytest.importorskip("gguf")
+    good = write_tiny_llama(tiny_dir / "good.gguf", QT.Q8_0, n_layer=1)
+    reader = gguf.GGUFReader(str(good))
+    for name, drop, retype in [("missing", "blk.0.ffn_up.weight", None),
+                               ("iq4", None, "blk.0.ffn_up.weight")]:  # fmt: skip
+        path = tiny_dir / f"{name}.gguf"
+        w = gguf.GGUFWriter(str(path), "llama")
+        for key, field in reader.fields.items():
+            if key.startswith(("GGUF.", "general.architecture")):
+                continue
+            w.add_key_value(key, field.contents(), field.types[0],
+                            field.types[-1] if len(field.types) > 1 else None)  # fmt: skip
+        for t in reader.tensors:
+            if t.name == drop:
+                continue
+            data = np.asarray(t.data)
+            if t.name == retype:  # IQ4_NL: 18-byte blocks of 32, not a type the engine runs
+                data = np.zeros((data.shape[0], 256 // 32 * 18), np.uint8)
+                w.add_tensor(t.name, data, raw_dtype=gguf.GGMLQuantizationType.IQ4_NL)
+            else:
+                w.add_tensor(t.name, data, raw_dtype=t.tensor_type)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+    with pytest.raises(GGUFError, match=r"ffn_up\.weight"):
+        engine.load(tiny_dir / "missing.gguf").logits([1, 2])
+    with pytest.raises(UnsupportedTensorType, match="IQ4_NL"):
+        engine.load(tiny_dir / "iq4.gguf")
+
+
+def test_load_compiles_and_reads_nothing(tiny_dir: Path) -> None:
+    """``engine.load`` parses the header and tokenizer only; kernels compile on first forward."""
+    path = write_tiny_llama(tiny_dir / "lazy.gguf", QT.Q4_K)
+    code = (
+        "import json, engine\n"
+        "from engine import kernels, llama\n"
+        f"m = engine.load({str(path)!r})\n"
+        "m.tokenize('the dose')\n"
+        "before = [len(f.signatures) for f in (llama.rms_norm, llama.add_rms_norm,"
+        " llama.attention_serial, kernels.matmul_decoded, kernels.gather_rows)]\n"
+        "lazy = m._weights_cache is None\n"
+        "m.logits([1, 5])\n"
+        "after = len(llama.add_rms_norm.signatures)\n"
+        "print(json.dumps([before, lazy, after]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600, check=True)  # fmt: skip
+    before, lazy, after = json.loads(out.stdout.strip().splitlines()[-1])
+    assert before == [0, 0, 0, 0, 0] and lazy and after == 1
