@@ -263,27 +263,50 @@ class _HeaderReader:
         return arr.astype(bool) if etype == GGUFValueType.BOOL else arr
 
     def string_array(self, n: int, key: str) -> list[str]:
-        """``n`` strings; a fast loop over the first part, the general path past it."""
-        out: list[str] = []
-        mv, end, pos = self.src.first, self.src.first_size, self.pos
+        """``n`` strings. Those in the first part (all of them, but in a byte split whose cut
+        falls inside the array) are located by one loop and decoded in one go."""
+        buf, end, pos = self.src.first, self.src.first_size, self.pos
         unpack = _U64.unpack_from
-        append = out.append
-        try:
-            for _ in range(n):
-                if pos + 8 > end:
-                    break
-                (ln,) = unpack(mv, pos)
-                if pos + 8 + ln > end:
-                    break
-                pos += 8
-                append(mv[pos : pos + ln].decode())
-                pos += ln
-        except UnicodeDecodeError:
-            pos -= 8  # re-read this string on the general path, which tolerates bad UTF-8
+        starts: list[int] = []
+        append = starts.append
+        for _ in range(n):
+            if pos + 8 > end:
+                break
+            (ln,) = unpack(buf, pos)
+            if pos + 8 + ln > end:
+                break
+            pos += 8
+            append(pos)
+            pos += ln
+        out = _decode_joined(buf, self.pos, pos, starts)
+        if out is None:  # a NUL or bad UTF-8 inside: string by string
+            out = []
+            for s in starts:
+                (ln,) = unpack(buf, s - 8)
+                out.append(_decode(buf[s : s + ln]))
         self.pos = pos
         for i in range(len(out), n):
             out.append(self.string(f"string {i} of {key!r}"))
         return out
+
+
+def _decode_joined(buf: Any, first: int, end: int, starts: list[int]) -> list[str] | None:
+    """Decode the strings at ``starts`` (each after its 8-byte length, the last ending at
+    ``end``) at once: the length fields are cut out, leaving a NUL before each text."""
+    if not starts:
+        return []
+    region = np.frombuffer(buf, np.uint8, count=end - first, offset=first).copy()
+    s = np.asarray(starts, dtype=np.int64) - first
+    keep = np.ones(len(region), dtype=bool)
+    keep[(s[:, None] - np.arange(2, 9)).ravel()] = False  # length bytes but the last
+    region[s - 1] = 0  # the last length byte becomes the separator
+    joined = region[keep].tobytes()
+    if joined.count(0) != len(starts):
+        return None
+    try:
+        return joined.decode().split("\0")[1:]
+    except UnicodeDecodeError:
+        return None
 
 
 def _decode(b: bytes) -> str:
@@ -588,6 +611,8 @@ class GGUFFile:
 
 def _check_shard(path: Path, parsed: _Parsed, index: int, count: int) -> None:
     md = parsed.metadata
+    if count == 1 and Keys.SPLIT_COUNT not in md:
+        return  # a whole model that is merely named NAME-00001-of-00001.gguf
     if md.get(Keys.SPLIT_COUNT) != count or md.get(Keys.SPLIT_NO) != index:
         raise SplitError(
             path,

@@ -217,7 +217,7 @@ class Tokenizer:
 
     def decode(self, ids: list[int], special: bool = False) -> str:
         """The text of ``ids`` (see the module docstring)."""
-        return self.decode_bytes(list(ids), special).decode("utf-8", "replace")
+        return self.decode_bytes([int(i) for i in ids], special).decode("utf-8", "replace")
 
     def stream_decoder(self, special: bool = False) -> StreamDecoder:
         return StreamDecoder(self, special)
@@ -250,6 +250,7 @@ class StreamDecoder:
         self._sent = 0  # cleaned bytes already passed to the UTF-8 decoder
 
     def feed(self, token_id: int) -> str:
+        token_id = int(token_id)
         p = self.tokenizer.piece(token_id, self.special)
         if self._remove_space and p[:1] == b" ":
             p = p[1:]

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import heapq
 from functools import lru_cache
 
 import regex
@@ -98,17 +99,17 @@ class BpeModel:
     """Merge ranks and the per-piece BPE, with a bounded cache of pieces seen before."""
 
     CACHE_SIZE = 1 << 16
+    CACHE_MAX_PIECE = 256
 
     def __init__(self, vocab: Vocab) -> None:
         self.token_to_id = vocab.token_to_id
         self.family = vocab.pre_tokenizer.family
         self.ignore_merges = vocab.pre_tokenizer.ignore_merges
-        ranks: dict[tuple[str, str], int] = {}
-        for i, merge in enumerate(vocab.merges):
-            pos = merge.find(" ", 1)  # llama.cpp splits at the first space after position 0
-            if pos > 0:
-                ranks.setdefault((merge[:pos], merge[pos + 1 :]), i)
-        self.ranks = ranks
+        # Rank of each merge "left right", keyed by that string; the first of duplicates wins.
+        # llama.cpp keys (left, right) split at the first space after position 0; byte-level
+        # symbols never hold a space, so looking up left + " " + right finds the same merges.
+        merges = vocab.merges
+        self.ranks = dict(zip(reversed(merges), range(len(merges) - 1, -1, -1), strict=True))
         self._cache: dict[str, tuple[int, ...]] = {}
         _compiled(self.family)
 
@@ -122,7 +123,8 @@ class BpeModel:
                 ids = self._encode_piece(byte_encode(piece))
                 if len(cache) >= self.CACHE_SIZE:
                     cache.clear()
-                cache[piece] = ids
+                if len(piece) <= self.CACHE_MAX_PIECE:
+                    cache[piece] = ids
             out.extend(ids)
         return out
 
@@ -130,17 +132,9 @@ class BpeModel:
         t2i = self.token_to_id
         if self.ignore_merges and word in t2i:
             return (t2i[word],)
-        symbols = list(word)
-        ranks = self.ranks
-        while len(symbols) > 1:
-            best_rank, best_i = -1, -1
-            for i in range(len(symbols) - 1):
-                r = ranks.get((symbols[i], symbols[i + 1]))
-                if r is not None and (best_i < 0 or r < best_rank):
-                    best_rank, best_i = r, i
-            if best_i < 0:
-                break
-            symbols[best_i : best_i + 2] = [symbols[best_i] + symbols[best_i + 1]]
+        symbols = (
+            _merge_short(word, self.ranks) if len(word) <= 48 else _merge_long(word, self.ranks)
+        )
         ids: list[int] = []
         for s in symbols:
             i = t2i.get(s)
@@ -152,6 +146,54 @@ class BpeModel:
                 if j is not None:
                     ids.append(j)
         return tuple(ids)
+
+
+def _merge_short(word: str, ranks: dict[str, int]) -> list[str]:
+    """Merge the lowest-ranked adjacent pair (leftmost on ties) until none has a rank."""
+    symbols = list(word)
+    while len(symbols) > 1:
+        best_rank, best_i = -1, -1
+        for i in range(len(symbols) - 1):
+            r = ranks.get(symbols[i] + " " + symbols[i + 1])
+            if r is not None and (best_i < 0 or r < best_rank):
+                best_rank, best_i = r, i
+        if best_i < 0:
+            break
+        symbols[best_i : best_i + 2] = [symbols[best_i] + symbols[best_i + 1]]
+    return symbols
+
+
+def _merge_long(word: str, ranks: dict[str, int]) -> list[str]:
+    """The same merges with llama.cpp's priority queue: O(n log n) for long pieces."""
+    sym = list(word)  # text of the symbol starting at each index ("" once merged away)
+    n = len(sym)
+    nxt = [*range(1, n), -1]
+    prv = list(range(-1, n - 1))
+    heap: list[tuple[int, int, int, str]] = []
+
+    def add(left: int, right: int) -> None:
+        if left >= 0 and right >= 0:
+            r = ranks.get(sym[left] + " " + sym[right])
+            if r is not None:
+                heapq.heappush(heap, (r, left, right, sym[left] + sym[right]))
+
+    for i in range(n - 1):
+        add(i, i + 1)
+    while heap:
+        _, left, right, text = heapq.heappop(heap)
+        if not sym[left] or not sym[right] or sym[left] + sym[right] != text:
+            continue  # outdated pair
+        sym[left], sym[right] = text, ""
+        nxt[left] = nxt[right]
+        if nxt[right] >= 0:
+            prv[nxt[right]] = left
+        add(prv[left], left)
+        add(left, nxt[left])
+    out, i = [], 0
+    while i >= 0:
+        out.append(sym[i])
+        i = nxt[i]
+    return out
 
 
 def bpe_token_bytes(text: str) -> bytes:

@@ -43,6 +43,7 @@ TOKEN_TYPE_ATTR: dict[int, TokenAttr] = {
     TokenType.UNUSED: TokenAttr.UNUSED,
     TokenType.BYTE: TokenAttr.BYTE,
 }
+_ATTR_OF_TYPE = np.array([int(TOKEN_TYPE_ATTR.get(t, 0)) for t in range(max(TokenType) + 1)])
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,8 @@ def _token_list(md: dict[str, Any], path: Path) -> list[str]:
     tokens = md.get(Keys.TOKENS)
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens[:1]):
         raise GGUFError(path, f"metadata {Keys.TOKENS!r} (the token list) is missing")
+    if "" not in tokens:
+        return tokens
     # llama.cpp names empty tokens so that they stay distinct
     return [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
 
@@ -237,19 +240,22 @@ def read_vocab(md: dict[str, Any], path: Path | str) -> Vocab:
     model, d = _defaults(md, path)
     tokens = _token_list(md, path)
     n = len(tokens)
-    token_to_id: dict[str, int] = {}
-    for i, t in enumerate(tokens):
-        if token_to_id.setdefault(t, i) != i:
-            raise GGUFError(
-                path, f"duplicate token {t!r} in the vocabulary (ids {token_to_id[t]}, {i})"
-            )
+    token_to_id = dict(zip(tokens, range(n), strict=True))
+    if len(token_to_id) != n:
+        first: dict[str, int] = {}
+        for i, t in enumerate(tokens):
+            if first.setdefault(t, i) != i:
+                raise GGUFError(
+                    path, f"duplicate token {t!r} in the vocabulary (ids {first[t]}, {i})"
+                )
     scores = _array(md, Keys.SCORES, n, path)
     scores = np.zeros(n, np.float32) if scores is None else scores.astype(np.float32)
     types = _array(md, Keys.TOKEN_TYPE, n, path)
     if types is None:
         attrs = [int(TokenAttr.NORMAL)] * n
     else:
-        attrs = [int(TOKEN_TYPE_ATTR.get(int(t), TokenAttr.UNDEFINED)) for t in types.tolist()]
+        known = (types >= 0) & (types < len(_ATTR_OF_TYPE))  # other values: UNDEFINED
+        attrs = _ATTR_OF_TYPE[np.where(known, types, TokenType.UNDEFINED)].tolist()
 
     bos = _special_id(md, Keys.BOS_ID, d.bos_id, n)
     eos = _special_id(md, Keys.EOS_ID, d.eos_id, n)

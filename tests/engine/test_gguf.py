@@ -445,6 +445,12 @@ def test_gguf_split_mismatched_shard(tmp_path, override):
     assert e.value.path in paths and e.value.path.name in str(e.value)
 
 
+def test_single_file_named_like_a_shard(tmp_path):
+    path = llama_craft().write(tmp_path / "m-00001-of-00001.gguf")
+    with GGUFFile.open(path) as g:
+        assert g.parts == [path] and len(g.tensors) == 4
+
+
 def test_renamed_shard_is_refused(tmp_path):
     p = _shards(tmp_path)[0].rename(tmp_path / "renamed.gguf")
     _fails(p, SplitError, match="shard")
