@@ -14,10 +14,39 @@ from numba import njit, prange
 
 from engine import quants
 from engine.constants import ENGINE_WEIGHT_TYPES, GGMLType
-from engine.kernels_decode import decode_row
+from engine.kernels_decode import (
+    T_Q2_K,
+    T_Q3_K,
+    T_Q4_0,
+    T_Q4_1,
+    T_Q4_K,
+    T_Q5_0,
+    T_Q5_1,
+    T_Q5_K,
+    T_Q8_0,
+    decode_row,
+)
+from engine.kernels_kquants import dot_q2_k, dot_q3_k, dot_q4_k, dot_q5_k, dot_q6_k
+from engine.kernels_legacy import dot_q4_0, dot_q4_1, dot_q5_0, dot_q5_1, dot_q8_0
 
 F32 = np.float32
 ROW_CHUNK = 16  # output rows per parallel work item of the float path
+ACT_BLOCK = 32  # activation values per 8-bit block (one scale each)
+# Types whose products use 8-bit activations and integer dot products (the rest: float path).
+INT_DOT_TYPES = frozenset(
+    {
+        GGMLType.Q4_0,
+        GGMLType.Q4_1,
+        GGMLType.Q5_0,
+        GGMLType.Q5_1,
+        GGMLType.Q8_0,
+        GGMLType.Q2_K,
+        GGMLType.Q3_K,
+        GGMLType.Q4_K,
+        GGMLType.Q5_K,
+        GGMLType.Q6_K,
+    }
+)
 
 
 def set_threads(n: int) -> None:
@@ -34,6 +63,67 @@ def gather_rows(code, w, ids, out):
     """out[i] = dequantize(w[ids[i]]) for a type code; ids already checked."""
     for i in prange(ids.shape[0]):
         decode_row(code, w[ids[i]], out[i])
+
+
+@njit(cache=True)
+def quantize_activations(x, xq, xd, xs):
+    """Rows of x → 8-bit blocks of 32: xq = round(x / d) with d = max|x_block| / 127.
+
+    x: (n_tok, n_in) float32; xq: (n_tok, n_in) int8; xd: (n_tok, n_in / 32) float32 scales;
+    xs: (n_tok, n_in / 16) float32, d · Σ xq over each 16-value half (for offsets and minima).
+    """
+    for t in range(x.shape[0]):
+        for b in range(xd.shape[1]):
+            xb = x[t, b * 32 : b * 32 + 32]
+            amax = F32(0.0)
+            for j in range(32):
+                amax = max(amax, abs(xb[j]))
+            d = amax / F32(127.0)
+            inv = F32(127.0) / amax if amax > 0 else F32(0.0)
+            for h in range(2):
+                total = 0
+                for j in range(16 * h, 16 * h + 16):
+                    q = int(np.rint(xb[j] * inv))
+                    xq[t, b * 32 + j] = q
+                    total += q
+                xs[t, 2 * b + h] = d * F32(total)
+            xd[t, b] = d
+
+
+@njit(inline="always")
+def dot_int(code, row, xq, xd, xs):
+    """One weight row · one 8-bit activation row, for a type code of INT_DOT_TYPES."""
+    if code == T_Q4_0:
+        return dot_q4_0(row, xq, xd, xs)
+    if code == T_Q4_1:
+        return dot_q4_1(row, xq, xd, xs)
+    if code == T_Q5_0:
+        return dot_q5_0(row, xq, xd, xs)
+    if code == T_Q5_1:
+        return dot_q5_1(row, xq, xd, xs)
+    if code == T_Q8_0:
+        return dot_q8_0(row, xq, xd, xs)
+    if code == T_Q2_K:
+        return dot_q2_k(row, xq, xd, xs)
+    if code == T_Q3_K:
+        return dot_q3_k(row, xq, xd, xs)
+    if code == T_Q4_K:
+        return dot_q4_k(row, xq, xd, xs)
+    if code == T_Q5_K:
+        return dot_q5_k(row, xq, xd, xs)
+    return dot_q6_k(row, xq, xd, xs)
+
+
+@njit(parallel=True, cache=True)
+def matmul_int(code, w, xq, xd, xs, y):
+    """y = x @ W.T on 8-bit activations: each weight row streamed once, for every token.
+
+    w: (n_out, row_bytes) uint8; xq/xd/xs: quantize_activations of x; y: (n_tok, n_out).
+    """
+    for r in prange(w.shape[0]):
+        row = w[r]
+        for t in range(xq.shape[0]):
+            y[t, r] = dot_int(code, row, xq[t], xd[t], xs[t])
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -105,7 +195,13 @@ class QuantMatrix:
         elif out.shape != (n_tok, self.n_out) or out.dtype != F32:
             raise ValueError(f"out of shape {out.shape} / {out.dtype} for {n_tok} x {self!r}")
         target = out if out.flags.c_contiguous else np.empty((n_tok, self.n_out), F32)
-        if n_tok:
+        if n_tok and self.ggml_type in INT_DOT_TYPES:
+            xq = np.empty((n_tok, self.n_in), np.int8)  # (n_tok, n_in)
+            xd = np.empty((n_tok, self.n_in // ACT_BLOCK), F32)  # (n_tok, n_in / 32)
+            xs = np.empty((n_tok, 2 * (self.n_in // ACT_BLOCK)), F32)  # (n_tok, n_in / 16)
+            quantize_activations(x, xq, xd, xs)
+            matmul_int(self.code, self.data, xq, xd, xs, target)
+        elif n_tok:
             matmul_decoded(self.code, self.data, x, target)
         if target is not out:
             out[...] = target

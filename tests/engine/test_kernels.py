@@ -87,3 +87,26 @@ def test_matmul_zero_tokens_and_bad_shapes() -> None:
         kernels.QuantMatrix(m.data, GGMLType.IQ2_XXS, 64)
     with pytest.raises(IndexError):
         m.rows([4])
+
+
+@pytest.mark.parametrize("ggml_type", sorted(kernels.INT_DOT_TYPES), ids=lambda t: t.name)
+def test_int_path_equals_its_own_scheme(ggml_type: GGMLType) -> None:
+    """With 8-bit activations the products are exact integer sums: the kernel equals
+    dequantize(W) @ (the same 8-bit activations), up to float32 accumulation."""
+    m = random_matrix(ggml_type, 23, blocks_per_row(ggml_type), seed=7 + int(ggml_type))
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, m.n_in)).astype(np.float32)
+    xq = np.empty((2, m.n_in), np.int8)
+    xd = np.empty((2, m.n_in // 32), np.float32)
+    xs = np.empty((2, m.n_in // 16), np.float32)
+    kernels.quantize_activations(x, xq, xd, xs)
+    x8 = (xq.reshape(2, -1, 32) * xd[..., None].astype(np.float64)).reshape(2, -1)
+    assert np.abs(x8 - x).max() <= np.abs(x).max() / 254 * 1.0001
+    np.testing.assert_allclose(
+        xs, (xq.reshape(2, -1, 16).sum(-1) * np.repeat(xd, 2, axis=1)), rtol=1e-6
+    )
+    w = quants.dequantize(m.data, ggml_type).astype(np.float64)
+    got = np.empty((2, m.n_out), np.float32)
+    kernels.matmul_int(m.code, m.data, xq, xd, xs, got)
+    slack = 2e-6 * (np.abs(x8) @ np.abs(w).T) + 1e-6
+    assert (np.abs(got - x8 @ w.T) <= slack).all()

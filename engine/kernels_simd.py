@@ -1,0 +1,281 @@
+"""A small SIMD vocabulary for numba: LLVM vector values for the integer dot products.
+
+LLVM's loop vectorizer cannot see the right loop in block-quantized code (32-value blocks
+with their scales interleaved in the bytes): it either leaves the 32-value dot scalar or
+vectorizes across blocks with byte gathers.  These intrinsics state the vector work
+directly, in portable LLVM IR (``<32 x i8>`` loads, widening multiplies, pairwise adds),
+which LLVM lowers to the target's instructions (on x86 AVX2: ``vpmaddwd``, ``vcvtdq2ps``,
+``vcvtph2ps``).  Three value types travel between them inside numba code:
+
+* ``u8x32``  — 32 unsigned weight values (0..255) of one 32-value group;
+* ``i32x8``  — sums of 32 int products in groups of 4 (lane i = products 4i..4i+3);
+* ``f32x8``  — a float accumulator, summed horizontally once per output (``vsum``).
+
+The kernels of ``kernels_legacy.py`` and ``kernels_kquants.py`` are written with them.
+"""
+
+from __future__ import annotations
+
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import types
+from numba.core import config
+from numba.extending import intrinsic, models, register_model
+
+_I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+_F32 = ir.FloatType()
+
+
+class _VectorType(types.Type):
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name)
+
+
+u8x32 = _VectorType("u8x32")
+i32x8 = _VectorType("i32x8")
+f32x8 = _VectorType("f32x8")
+_LLVM_TYPES = {
+    "u8x32": ir.VectorType(_I8, 32),
+    "i32x8": ir.VectorType(_I32, 8),
+    "f32x8": ir.VectorType(_F32, 8),
+}
+
+
+@register_model(_VectorType)
+class _VectorModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _LLVM_TYPES[fe_type.name])
+
+
+def _has_native_f16() -> bool:
+    """True where LLVM converts half floats in one instruction (x86 F16C, any AArch64)."""
+    triple = llvm_binding.get_process_triple()
+    if not triple.startswith(("x86_64", "i386", "i686")):
+        return triple.startswith(("aarch64", "arm64"))
+    return "+f16c" in llvm_binding.get_host_cpu_features().flatten().split(",")
+
+
+NATIVE_F16 = _has_native_f16()
+# x86 AVX2: products through vpmaddubsw/vpmaddwd as ggml does (generic IR otherwise).
+# Only when compiling for this host's CPU (numba's NUMBA_CPU_NAME unset).
+AVX2 = config.CPU_NAME is None and "+avx2" in llvm_binding.get_host_cpu_features().flatten().split(
+    ","
+)
+
+
+def _const_vec(elem, values):
+    return ir.Constant(ir.VectorType(elem, len(values)), list(values))
+
+
+def _splat(builder, value, n):
+    vt = ir.VectorType(value.type, n)
+    v = builder.insert_element(ir.Constant(vt, ir.Undefined), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), _const_vec(_I32, [0] * n))
+
+
+def _shuffle(builder, a, b, lanes):
+    return builder.shuffle_vector(a, b, _const_vec(_I32, lanes))
+
+
+def _load(context, builder, arrty, arr, offset, vtype):
+    """Unaligned load of ``vtype`` from byte ``offset`` of a 1-D byte array."""
+    data = context.make_array(arrty)(context, builder, arr).data
+    ptr = builder.gep(data, [offset])
+    return builder.load(builder.bitcast(ptr, vtype.as_pointer()), align=1)
+
+
+def _half_pair_to_float(builder, word):
+    """i32 holding two IEEE halves → <2 x float> (exact, like ``vcvtph2ps``)."""
+    if NATIVE_F16:
+        v4 = builder.insert_element(
+            ir.Constant(ir.VectorType(_I32, 4), ir.Undefined), word, ir.Constant(_I32, 0)
+        )
+        h8 = builder.bitcast(v4, ir.VectorType(ir.HalfType(), 8))
+        return builder.fpext(_shuffle(builder, h8, h8, [0, 1]), ir.VectorType(_F32, 2))
+    # Portable: move exponent and mantissa into a float32 and rescale by 2**112 (exact for
+    # normal and subnormal halves); infinities and NaNs are rebuilt separately.
+    v2 = builder.bitcast(word, ir.VectorType(ir.IntType(16), 2))
+    h = builder.zext(v2, ir.VectorType(_I32, 2))
+    sign = builder.shl(builder.and_(h, _const_vec(_I32, [0x8000] * 2)), _const_vec(_I32, [16] * 2))
+    body = builder.shl(builder.and_(h, _const_vec(_I32, [0x7FFF] * 2)), _const_vec(_I32, [13] * 2))
+    finite = builder.fmul(
+        builder.bitcast(body, ir.VectorType(_F32, 2)),
+        ir.Constant(ir.VectorType(_F32, 2), [2.0**112] * 2),
+    )
+    special = builder.or_(body, _const_vec(_I32, [0x7F800000] * 2))
+    is_special = builder.icmp_unsigned(
+        ">=", builder.and_(h, _const_vec(_I32, [0x7C00] * 2)), _const_vec(_I32, [0x7C00] * 2)
+    )
+    magnitude = builder.select(is_special, builder.bitcast(special, ir.VectorType(_F32, 2)), finite)
+    return builder.bitcast(
+        builder.or_(builder.bitcast(magnitude, ir.VectorType(_I32, 2)), sign),
+        ir.VectorType(_F32, 2),
+    )
+
+
+@intrinsic
+def f16x2(typingctx, row, o):
+    """The two IEEE halves at bytes ``o..o+4`` of ``row`` as a pair of float32."""
+    sig = types.UniTuple(types.float32, 2)(row, types.intp)
+
+    def codegen(context, builder, signature, args):
+        word = _load(context, builder, signature.args[0], args[0], args[1], _I32)
+        pair = _half_pair_to_float(builder, word)
+        out = ir.Constant(context.get_value_type(signature.return_type), ir.Undefined)
+        for i in range(2):
+            out = builder.insert_value(out, builder.extract_element(pair, ir.Constant(_I32, i)), i)
+        return out
+
+    return sig, codegen
+
+
+@intrinsic
+def vzero(typingctx):
+    """A zero float accumulator."""
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(_LLVM_TYPES["f32x8"], [0.0] * 8)
+
+    return f32x8(), codegen
+
+
+@intrinsic
+def vsum(typingctx, acc):
+    """Horizontal sum of a float accumulator."""
+
+    def codegen(context, builder, signature, args):
+        (a,) = args
+        s4 = builder.fadd(
+            _shuffle(builder, a, a, [0, 1, 2, 3]), _shuffle(builder, a, a, [4, 5, 6, 7])
+        )
+        s2 = builder.fadd(_shuffle(builder, s4, s4, [0, 1]), _shuffle(builder, s4, s4, [2, 3]))
+        e0 = builder.extract_element(s2, ir.Constant(_I32, 0))
+        return builder.fadd(e0, builder.extract_element(s2, ir.Constant(_I32, 1)))
+
+    return types.float32(acc), codegen
+
+
+@intrinsic
+def nib16(typingctx, row, o):
+    """16 bytes at ``o`` → 32 values: low nibbles (lanes 0..15), then high nibbles (16..31)."""
+
+    def codegen(context, builder, signature, args):
+        v = _load(context, builder, signature.args[0], args[0], args[1], ir.VectorType(_I8, 16))
+        lo = builder.and_(v, _const_vec(_I8, [15] * 16))
+        hi = builder.lshr(v, _const_vec(_I8, [4] * 16))
+        return _shuffle(builder, lo, hi, list(range(32)))
+
+    return u8x32(row, types.intp), codegen
+
+
+@intrinsic
+def bits32(typingctx, row, o, shift, mask):
+    """32 bytes at ``o`` → lane i = (byte i >> shift) & mask."""
+
+    def codegen(context, builder, signature, args):
+        v = _load(context, builder, signature.args[0], args[0], args[1], ir.VectorType(_I8, 32))
+        sh = _splat(builder, builder.trunc(args[2], _I8), 32)
+        mk = _splat(builder, builder.trunc(args[3], _I8), 32)
+        return builder.and_(builder.lshr(v, sh), mk)
+
+    return u8x32(row, types.intp, types.intp, types.intp), codegen
+
+
+@intrinsic
+def qh_bits(typingctx, qh):
+    """A uint32 of 32 high bits → lane i = ((qh >> i) & 1) << 4 (the 5th bit of Q5_0/Q5_1)."""
+
+    def codegen(context, builder, signature, args):
+        word = _splat(builder, builder.trunc(args[0], _I32), 32)
+        bit = builder.and_(
+            builder.lshr(word, _const_vec(_I32, range(32))), _const_vec(_I32, [1] * 32)
+        )
+        return builder.trunc(builder.shl(bit, _const_vec(_I32, [4] * 32)), ir.VectorType(_I8, 32))
+
+    return u8x32(types.intp), codegen
+
+
+@intrinsic
+def vor_shl(typingctx, a, b, k):
+    """a | (b << k) lane by lane."""
+
+    def codegen(context, builder, signature, args):
+        kk = _splat(builder, builder.trunc(args[2], _I8), 32)
+        return builder.or_(args[0], builder.shl(args[1], kk))
+
+    return u8x32(a, b, types.intp), codegen
+
+
+def _x86_call(builder, name, ret, args):
+    fn = builder.module.declare_intrinsic(name, fnty=ir.FunctionType(ret, [a.type for a in args]))
+    return builder.call(fn, args)
+
+
+def _quad_sums(builder, u, s):
+    """Unsigned bytes ``u`` · signed bytes ``s`` (<32 x i8> each) → <8 x i32>, lane i the sum
+    of products 4i..4i+3.  Exact while |u·s| pairs fit int16 (weights ≤ 127 unsigned)."""
+    if AVX2:
+        pairs = _x86_call(builder, "llvm.x86.avx2.pmadd.ub.sw", ir.VectorType(_I16, 16), [u, s])
+        ones = _const_vec(_I16, [1] * 16)
+        return _x86_call(builder, "llvm.x86.avx2.pmadd.wd", ir.VectorType(_I32, 8), [pairs, ones])
+    v32 = ir.VectorType(_I32, 32)
+    p = builder.mul(builder.zext(u, v32), builder.sext(s, v32))
+    quads = [_shuffle(builder, p, p, list(range(k, 32, 4))) for k in range(4)]
+    return builder.add(builder.add(quads[0], quads[1]), builder.add(quads[2], quads[3]))
+
+
+@intrinsic
+def vdot(typingctx, q, x, xo):
+    """Unsigned weights ``q`` (0..127) · int8 ``x[xo:xo+32]`` → sums of 4 products."""
+
+    def codegen(context, builder, signature, args):
+        xv = _load(context, builder, signature.args[1], args[1], args[2], ir.VectorType(_I8, 32))
+        return _quad_sums(builder, args[0], xv)
+
+    return i32x8(q, x, types.intp), codegen
+
+
+@intrinsic
+def vdot_s8(typingctx, row, o, x, xo):
+    """Signed weight bytes ``row[o:o+32]`` · int8 ``x[xo:xo+32]`` → sums of 4 products.
+
+    As ggml does: |w| (unsigned) times x carrying the sign of w."""
+
+    def codegen(context, builder, signature, args):
+        v8 = ir.VectorType(_I8, 32)
+        wv = _load(context, builder, signature.args[0], args[0], args[1], v8)
+        xv = _load(context, builder, signature.args[2], args[2], args[3], v8)
+        if AVX2:
+            absw = _x86_call(builder, "llvm.abs.v32i8", v8, [wv, ir.Constant(ir.IntType(1), 0)])
+            signed_x = _x86_call(builder, "llvm.x86.avx2.psign.b", v8, [xv, wv])
+            return _quad_sums(builder, absw, signed_x)
+        v32 = ir.VectorType(_I32, 32)
+        p = builder.mul(builder.sext(wv, v32), builder.sext(xv, v32))
+        quads = [_shuffle(builder, p, p, list(range(k, 32, 4))) for k in range(4)]
+        return builder.add(builder.add(quads[0], quads[1]), builder.add(quads[2], quads[3]))
+
+    return i32x8(row, types.intp, x, types.intp), codegen
+
+
+@intrinsic
+def vscale2(typingctx, v, s0, s1):
+    """Multiply the sums of values 0..15 by ``s0`` and of values 16..31 by ``s1``."""
+
+    def codegen(context, builder, signature, args):
+        a = _splat(builder, builder.trunc(args[1], _I32), 4)
+        b = _splat(builder, builder.trunc(args[2], _I32), 4)
+        return builder.mul(args[0], _shuffle(builder, a, b, list(range(8))))
+
+    return i32x8(v, types.intp, types.intp), codegen
+
+
+@intrinsic
+def vfma(typingctx, acc, v, scale):
+    """acc + float(v) * scale."""
+
+    def codegen(context, builder, signature, args):
+        a, s, sc = args
+        f = builder.sitofp(s, _LLVM_TYPES["f32x8"])
+        return builder.fadd(a, builder.fmul(f, _splat(builder, sc, 8)))
+
+    return f32x8(acc, v, types.float32), codegen
