@@ -34,8 +34,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 SCREENSHOT_ENV = "GUIDELINES_UI_SCREENSHOT"
 SERVER_START_S = 120
 ANSWER_TIMEOUT_S = 600  # the server process loads the model (and compiled kernels) on first use
-MAX_TOKENS = 32
-SCREENSHOT_MAX_TOKENS = 96
+PASSAGES, MAX_TOKENS = 2, 32  # a short prompt and answer: the test's CPU time stays small
+SCREENSHOT_PASSAGES, SCREENSHOT_MAX_TOKENS = 3, 96
 VIEWPORT = {"width": 1280, "height": 1100}
 
 
@@ -58,6 +58,21 @@ def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
             time.sleep(0.5)
     pytest.fail(f"streamlit did not answer on {url} within {SERVER_START_S} s:\n"
                 f"{log.read_text()[-3000:]}")
+
+
+def _set_slider(page, label: str, value: int) -> None:
+    slider = page.get_by_role("slider", name=label)
+    slider.focus()
+    slider.press("Home")  # its minimum, 1
+    for _ in range(value - 1):
+        slider.press("ArrowRight")
+    assert slider.get_attribute("aria-valuetext") == str(value)
+
+
+def _set_number(page, label: str, value: int) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(str(value))
+    field.press("Enter")
 
 
 @pytest.fixture
@@ -112,10 +127,10 @@ def test_browser_asks_a_question_and_shows_the_notice(chromium: str, served_page
             chat = page.get_by_test_id("stChatInputTextArea")
             chat.wait_for(timeout=ANSWER_TIMEOUT_S * 1000)  # enabled once the model is loaded
             sync_api.expect(chat).to_be_enabled(timeout=ANSWER_TIMEOUT_S * 1000)
-            max_tokens = page.get_by_label("Max tokens", exact=True)
-            max_tokens.fill(str(SCREENSHOT_MAX_TOKENS if screenshot_to else MAX_TOKENS))
-            max_tokens.press("Enter")
-            page.wait_for_timeout(1000)  # the rerun that takes the new value
+            passages = SCREENSHOT_PASSAGES if screenshot_to else PASSAGES
+            _set_slider(page, "Passages", passages)
+            _set_number(page, "Max tokens", SCREENSHOT_MAX_TOKENS if screenshot_to else MAX_TOKENS)
+            page.wait_for_timeout(1500)  # the rerun that takes the new values
             chat.fill(QUESTION)
             chat.press("Enter")
 
@@ -127,6 +142,7 @@ def test_browser_asks_a_question_and_shows_the_notice(chromium: str, served_page
             links = answer.get_by_role("link", name=QUESTION_DOC_TITLE)
             assert links.count() >= 1 and links.first.get_attribute("href").startswith("http")
             assert "could not be completed" not in text, text
+            assert 1 <= answer.get_by_test_id("stExpander").count() <= passages
             question_block = page.get_by_test_id("stChatMessage").filter(has_text=QUESTION)
             assert question_block.count() >= 1
 

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "ui" / "app.py"
 RUN_TIMEOUT_S = 600  # the first question loads the model and may compile the engine's kernels
 MAX_TOKENS = 24
+PASSAGES = 2  # a short prompt: the engine reads it on the CPU
 
 
 @pytest.fixture
@@ -45,6 +46,7 @@ def test_real_question_streams_a_cited_answer_with_notice(page):
     assert "**smollm2-135m**" in sidebar
     assert set(at.sidebar.multiselect[0].options) == {"cdc", "ngc", "nhlbi"}
 
+    at.sidebar.slider[0].set_value(PASSAGES)
     at.sidebar.number_input[0].set_value(MAX_TOKENS)
     at.chat_input[0].set_value(QUESTION)
     at.run()
@@ -58,7 +60,7 @@ def test_real_question_streams_a_cited_answer_with_notice(page):
     assert sources, body
     assert any(QUESTION_DOC_TITLE in t and "(http" in t for t in sources), sources
     passages = [e.text[0].value for e in answer.expander]
-    assert len(passages) == len(sources)
+    assert len(passages) == len(sources) <= PASSAGES
     assert any("lung cancer" in p.lower() for p in passages)
     assert texts(answer.info) == [ADVISORY_NOTICE]
 
@@ -67,6 +69,7 @@ def test_real_question_streams_a_cited_answer_with_notice(page):
 def test_real_source_filter_keeps_other_sources_out(page):
     at = page
     at.sidebar.multiselect[0].set_value(["cdc"])
+    at.sidebar.slider[0].set_value(1)
     at.sidebar.number_input[0].set_value(8)
     at.chat_input[0].set_value("How is chickenpox prevented with a vaccine?")
     at.run()
