@@ -36,7 +36,12 @@ SERVER_START_S = 120
 ANSWER_TIMEOUT_S = 600  # the server process loads the model (and compiled kernels) on first use
 PASSAGES, MAX_TOKENS = 2, 32  # a short prompt and answer: the test's CPU time stays small
 SCREENSHOT_PASSAGES, SCREENSHOT_MAX_TOKENS = 3, 96
-VIEWPORT = {"width": 1280, "height": 1100}
+VIEWPORT = {"width": 1280, "height": 1000}
+PAGE_HEIGHT_JS = """() => {
+  const h = (id) => document.querySelector(`[data-testid=${id}]`)?.scrollHeight || 0;
+  return Math.max(h("stMainBlockContainer") + h("stBottom"), h("stSidebarContent"));
+}"""
+MAX_SCREENSHOT_HEIGHT = 2400
 
 
 def _free_port() -> int:
@@ -148,6 +153,9 @@ def test_browser_asks_a_question_and_shows_the_notice(chromium: str, served_page
 
             answer.get_by_test_id("stExpander").first.click()  # show one passage
             page.wait_for_timeout(500)
+            height = min(int(page.evaluate(PAGE_HEIGHT_JS)), MAX_SCREENSHOT_HEIGHT)
+            page.set_viewport_size({"width": VIEWPORT["width"], "height": max(height, 600)})
+            page.wait_for_timeout(500)  # the whole conversation and sidebar, unscrolled
             shot = tmp_path / "page.png"
             page.screenshot(path=str(shot))
             assert shot.stat().st_size > 10_000
