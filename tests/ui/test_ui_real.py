@@ -10,6 +10,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 from ui_test_data import QUESTION, QUESTION_DOC_TITLE, SMALL_INDEX_IDS
 
+from assistant.config import Settings
 from assistant.notice import ADVISORY_NOTICE
 
 # TEMPORARY until the ingest and assistant branches are merged into ui: remove then.
@@ -111,3 +112,33 @@ def test_real_model_missing_says_how_to_fetch_it(monkeypatch, tmp_path, small_in
     assert any(e.startswith("**Model missing.**") for e in texts(at.error))
     assert "python -m assistant fetch-model smollm2-135m" in texts(at.code)
     assert at.chat_input[0].disabled
+
+
+@pytest.mark.slow
+def test_real_services_are_shared_safely_between_sessions(small_index, default_model_path):
+    """Two sessions asking at once over the one cached model and index (as st.cache_resource
+    shares them): both answers complete, with their own sources and the notice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ui.backend import Options, Reply
+    from ui.services import AssistantServices
+
+    services = AssistantServices(Settings.from_env(env={}, index_dir=small_index))
+    index = services.open_index(small_index)
+    model = services.load_model("smollm2-135m")
+    assert services.load_model("smollm2-135m").handle is model.handle  # loaded once
+    options = Options(k=1, temperature=0.0, max_tokens=4)
+    questions = [QUESTION, "How is chickenpox prevented with a vaccine?"]
+
+    def session(question: str) -> Reply:
+        items = list(services.ask(index, model, question, options))
+        assert all(isinstance(i, str) for i in items[:-1])
+        return items[-1]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        replies = list(pool.map(session, questions))
+    for reply in replies:
+        assert isinstance(reply, Reply) and reply.error is None, reply
+        assert len(reply.sources) == 1 and reply.notice == ADVISORY_NOTICE
+    assert "lung cancer" in replies[0].sources[0].passage.lower()
+    assert replies[1].sources[0].doc_id == "medquad-cdc-0000094"
