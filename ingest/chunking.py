@@ -1,0 +1,290 @@
+"""Structure-following chunking, bounded in tokens of the embedding model's own tokenizer.
+
+A document's ``clean_text`` is read as sections (``#`` headings), paragraphs (blank lines), lines
+(``- `` bullets and line breaks) and sentences. Chunks never cross a heading, prefer to end at a
+paragraph, then a line, then a sentence end, and start with a small overlap of whole sentences from
+the previous chunk. Every chunk is a span ``clean_text[start:end]``; the text that is embedded and
+indexed lexically is that span after a one-line context (title › heading path), and its length
+including the model's special tokens never exceeds ``max_tokens``: the embedder never truncates.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+# Break strengths: where a chunk may end, strongest first.
+PARAGRAPH, LINE, SENTENCE, PIECE = 3, 2, 1, 0
+CONTEXT_SEPARATOR = " › "
+# At most this share of the token budget goes to the context line (title › headings).
+CONTEXT_SHARE = 0.25
+# A chunk ends at a weaker break only if the stronger one would leave it shorter than this share.
+MIN_FILL = 0.5
+
+_LINE = re.compile(r"[^\n]*\n?")
+_HEADING = re.compile(r"#{1,6}[ \t]+(\S.*?)[ \t#]*")
+_BULLET = re.compile(r"[ \t]*(?:[-*•▪◦]|\d{1,3}[.)])[ \t]+")
+# A sentence ends after . ! ? (and closing quotes/brackets) followed by white space.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*[ \t]+(?=\S)")
+
+
+@dataclass(frozen=True)
+class ChunkingSettings:
+    """How documents are cut; recorded in the index manifest (a change needs a new index)."""
+
+    max_tokens: int = 256  # including the model's special tokens; <= the model's max length
+    overlap_tokens: int = 32  # whole sentences carried over from the previous chunk
+    context: bool = True  # prefix "title › heading path" to the embedded and lexical text
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ChunkingSettings:
+        return cls(
+            max_tokens=int(data["max_tokens"]),
+            overlap_tokens=int(data["overlap_tokens"]),
+            context=bool(data["context"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A span of one document's ``clean_text`` and what is known of its place in it."""
+
+    doc_id: str
+    index: int
+    start: int
+    end: int
+    text: str  # clean_text[start:end]
+    heading: str  # heading path, " › "-joined ("" before the first heading)
+    context: str  # the context line embedded before the text ("" when disabled)
+    token_ids: np.ndarray | None = None  # ids of embed_text with special tokens (the model's)
+
+    @property
+    def n_tokens(self) -> int:
+        return 0 if self.token_ids is None else len(self.token_ids)
+
+    @property
+    def embed_text(self) -> str:
+        return f"{self.context}\n{self.text}" if self.context else self.text
+
+
+@dataclass(slots=True)
+class _Unit:
+    start: int
+    end: int
+    strength: int  # the break strength before this unit
+
+
+@dataclass(slots=True)
+class _Section:
+    headings: tuple[str, ...]
+    units: list[_Unit] = field(default_factory=list)
+
+
+class TokenCounter:
+    """Token ids and offsets from a ``tokenizers.Tokenizer`` (its truncation and padding off)."""
+
+    def __init__(self, tokenizer) -> None:
+        tok = tokenizer.__class__.from_str(tokenizer.to_str())
+        tok.no_truncation()
+        tok.no_padding()
+        self._tok = tok
+        plain = tok.encode("a", add_special_tokens=False).ids
+        full = tok.encode("a", add_special_tokens=True).ids
+        at = next((i for i in range(len(full)) if full[i : i + len(plain)] == plain), 0)
+        self.prefix = np.asarray(full[:at], dtype=np.int64)  # e.g. [CLS]
+        self.suffix = np.asarray(full[at + len(plain) :], dtype=np.int64)  # e.g. [SEP]
+        self.n_special = len(self.prefix) + len(self.suffix)
+
+    def encode(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per text: token start offsets, end offsets and ids, without special tokens."""
+        out = []
+        for enc in self._tok.encode_batch(list(texts), add_special_tokens=False):
+            offs = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)  # (n_tokens, 2)
+            out.append((offs[:, 0].copy(), offs[:, 1].copy(), np.asarray(enc.ids, dtype=np.int64)))
+        return out
+
+    def encode_one(self, text: str) -> np.ndarray:
+        """Ids of one short text, without special tokens."""
+        return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+    def with_special(self, *parts: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.prefix, *parts, self.suffix])
+
+    def ids(self, texts: Sequence[str], max_tokens: int) -> list[np.ndarray]:
+        """Ids with special tokens, at most ``max_tokens`` (the text is cut beyond)."""
+        room = max_tokens - self.n_special
+        return [self.with_special(ids[:room]) for _, _, ids in self.encode(texts)]
+
+    def truncate(self, text: str, n_tokens: int) -> str:
+        """The longest prefix of ``text`` made of at most ``n_tokens`` tokens."""
+        offs = self._tok.encode(text, add_special_tokens=False).offsets
+        return text if len(offs) <= n_tokens else text[: offs[n_tokens - 1][1]].rstrip()
+
+
+def _sentences(text: str, start: int, end: int, strength: int) -> list[_Unit]:
+    units, pos = [], start
+    for m in _SENTENCE_END.finditer(text, start, end):
+        units.append(_Unit(pos, m.start(), strength))
+        pos, strength = m.end(), SENTENCE
+    units.append(_Unit(pos, end, strength))
+    return [u for u in units if u.end > u.start]
+
+
+def parse_sections(text: str) -> list[_Section]:
+    """Split a document into heading sections of sentence units with their break strengths."""
+    sections = [_Section(())]
+    stack: list[tuple[int, str]] = []
+    pending = PARAGRAPH
+    for m in _LINE.finditer(text):
+        line_start, line = m.start(), m.group().rstrip("\n")
+        if not m.group():
+            break
+        stripped = line.strip()
+        if not stripped:
+            pending = PARAGRAPH
+            continue
+        heading = _HEADING.fullmatch(line)
+        if heading:
+            level = len(line) - len(line.lstrip("#"))
+            stack = [(lv, h) for lv, h in stack if lv < level] + [(level, heading.group(1).strip())]
+            sections.append(_Section(tuple(h for _, h in stack)))
+            pending = PARAGRAPH
+            continue
+        bullet = _BULLET.match(line)
+        strength = max(pending, PARAGRAPH if bullet else LINE)
+        lead = len(line) - len(line.lstrip())
+        a, b = line_start + lead, line_start + len(line.rstrip())
+        sections[-1].units.extend(_sentences(text, a, b, strength))
+        pending = PARAGRAPH if bullet else LINE
+    return [s for s in sections if s.units]
+
+
+class Chunker:
+    """Cuts documents into chunks of at most ``settings.max_tokens`` tokens of the model."""
+
+    def __init__(self, counter: TokenCounter, settings: ChunkingSettings) -> None:
+        if settings.max_tokens <= counter.n_special + 8:
+            raise ValueError(f"max_tokens {settings.max_tokens} leaves no room for text")
+        self.counter = counter
+        self.settings = settings
+
+    def chunk(self, doc_id: str, text: str, title: str | None = None) -> list[Chunk]:
+        return self.chunk_many([(doc_id, text, title)])[0]
+
+    def chunk_many(self, docs: Sequence[tuple[str, str, str | None]]) -> list[list[Chunk]]:
+        """Chunks of several documents (tokenized together in one batch)."""
+        encoded = self.counter.encode([text for _, text, _ in docs])
+        return [
+            self._chunk_doc(doc_id, text, title, *enc)
+            for (doc_id, text, title), enc in zip(docs, encoded, strict=True)
+        ]
+
+    def _context(self, title: str | None, headings: tuple[str, ...]) -> tuple[str, np.ndarray]:
+        empty = np.zeros(0, dtype=np.int64)
+        if not self.settings.context:
+            return "", empty
+        parts = [p for p in ((title or "").strip(), *headings) if p]
+        line = " ".join(CONTEXT_SEPARATOR.join(parts).split())
+        if not line:
+            return "", empty
+        cap = int(self.settings.max_tokens * CONTEXT_SHARE)
+        ids = self.counter.encode_one(line)
+        if len(ids) > cap:
+            line = self.counter.truncate(line, cap)
+            ids = self.counter.encode_one(line)[:cap]
+        return line, ids
+
+    def _chunk_doc(self, doc_id, text, title, starts, ends, ids) -> list[Chunk]:
+        starts, ends = starts.tolist(), ends.tolist()  # bisect is fastest on lists
+
+        def count(a: int, b: int) -> int:
+            return bisect.bisect_right(ends, b) - bisect.bisect_left(starts, a)
+
+        chunks: list[Chunk] = []
+        for section in parse_sections(text):
+            context, ctx_ids = self._context(title, section.headings)
+            budget = self.settings.max_tokens - self.counter.n_special - len(ctx_ids)
+            units = _split_long(text, section.units, budget, count, starts, ends)
+            heading = CONTEXT_SEPARATOR.join(section.headings)
+            for a, b in _pack(units, budget, self.settings.overlap_tokens, count):
+                body = ids[bisect.bisect_left(starts, a) : bisect.bisect_right(ends, b)]
+                token_ids = self.counter.with_special(ctx_ids, body)
+                assert len(token_ids) <= self.settings.max_tokens, (doc_id, a, b)
+                chunks.append(
+                    Chunk(doc_id, len(chunks), a, b, text[a:b], heading, context, token_ids)
+                )
+        return chunks
+
+
+def _split_long(text: str, units: list[_Unit], budget: int, count, starts, ends) -> list[_Unit]:
+    """Cut units longer than the budget into pieces of at most ``budget`` tokens.
+
+    A piece ends where white space follows if it can, else between a word and a punctuation mark,
+    and only inside a word (a URL, a long code) when the budget leaves no other choice.
+    """
+    out: list[_Unit] = []
+    for u in units:
+        if count(u.start, u.end) <= budget:
+            out.append(u)
+            continue
+        i0 = bisect.bisect_left(starts, u.start)
+        i1 = bisect.bisect_right(ends, u.end)
+        j, strength = i0, u.strength
+        while j < i1:
+            k = min(j + budget, i1)
+            if k < i1:
+                k = _best_cut(text, starts, ends, j, k)
+            a = u.start if j == i0 else starts[j]
+            b = u.end if k == i1 else ends[k - 1]
+            out.append(_Unit(a, b, strength))
+            j, strength = k, PIECE
+    return out
+
+
+def _best_cut(text: str, starts, ends, j: int, k: int) -> int:
+    """The latest token index in (j + (k-j)//2, k] to cut before: white space, else a word edge."""
+    low = j + max(1, (k - j) // 2)
+    for good in (
+        lambda m: starts[m] > ends[m - 1],
+        lambda m: not (text[ends[m - 1] - 1].isalnum() and text[starts[m]].isalnum()),
+    ):
+        for m in range(k, low - 1, -1):
+            if good(m):
+                return m
+    return k
+
+
+def _pack(units: list[_Unit], budget: int, overlap: int, count) -> list[tuple[int, int]]:
+    """Greedy packing of units into spans within the budget, cut at the strongest late break."""
+    spans, i, n = [], 0, len(units)
+    while i < n:
+        j = i + 1
+        while j < n and count(units[i].start, units[j].end) <= budget:
+            j += 1
+        cut = j
+        if j < n:  # prefer the strongest break that keeps the chunk at least half full
+            best = units[j].strength
+            for m in range(j - 1, i, -1):
+                if count(units[i].start, units[m - 1].end) < budget * MIN_FILL:
+                    break
+                if units[m].strength > best:
+                    best, cut = units[m].strength, m
+        spans.append((units[i].start, units[cut - 1].end))
+        if cut >= n:
+            break
+        k = cut
+        while (
+            k - 1 > i
+            and units[k - 1].strength >= PIECE
+            and count(units[k - 1].start, units[cut - 1].end) <= overlap
+        ):
+            k -= 1
+        i = k if k < cut and units[k].strength >= SENTENCE else cut
+    return spans

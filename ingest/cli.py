@@ -1,0 +1,216 @@
+"""``python -m ingest`` (console script ``guidelines-ingest``): build, stats, query, eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .chunking import ChunkingSettings
+from .errors import IngestError, StrictModeFailure
+from .pipeline import BATCH_CHUNKS
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _csv(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(p) for p in _csv(text)})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--k wants integers like 1,3,5,10, not {text!r}"
+        ) from None
+    if not ks or ks[0] <= 0:
+        raise argparse.ArgumentTypeError("--k values must be positive")
+    return ks
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ingest", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build or update an index from a corpus (incremental)")
+    b.add_argument(
+        "--input",
+        required=True,
+        help="JSONL/.jsonl.gz/Parquet file, folder, or "
+        "Hugging Face dataset (epfl-llm/guidelines, hf:NAME)",
+    )
+    b.add_argument("--index", required=True, type=Path, help="index folder")
+    b.add_argument(
+        "--embedding-model",
+        default=None,
+        help="sentence-transformers model name or path (default: packaged MiniLM)",
+    )
+    b.add_argument("--sources", type=_csv, default=None, help="only these sources, e.g. nice,who")
+    b.add_argument("--limit", type=int, default=None, help="stop after N documents")
+    b.add_argument(
+        "--strict", action="store_true", help="fail (changing nothing) on any bad record"
+    )
+    b.add_argument("--prune", action="store_true", help="remove documents gone from the input")
+    b.add_argument(
+        "--max-tokens",
+        type=int,
+        default=ChunkingSettings.max_tokens,
+        help="chunk size in model tokens, special tokens included",
+    )
+    b.add_argument("--overlap-tokens", type=int, default=ChunkingSettings.overlap_tokens)
+    b.add_argument(
+        "--no-context",
+        action="store_true",
+        help="do not prefix title and headings to the embedded text",
+    )
+    b.add_argument(
+        "--ann",
+        choices=["flat", "ivf"],
+        default="flat",
+        help="flat: exact search (default); ivf: approximate, for large corpora",
+    )
+    b.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~4*sqrt(chunks))")
+    b.add_argument("--nprobe", type=int, default=16, help="IVF lists searched per query")
+    b.add_argument("--threads", type=int, default=None, help="torch threads (default: all CPUs)")
+    b.add_argument(
+        "--batch-chunks",
+        type=int,
+        default=BATCH_CHUNKS,
+        help="chunks embedded and committed together (what a crash can lose)",
+    )
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.add_argument("--json", action="store_true", help="print the build report as JSON")
+
+    s = sub.add_parser("stats", help="documents, chunks per source, size, model")
+    s.add_argument("--index", required=True, type=Path)
+    s.add_argument("--json", action="store_true")
+
+    q = sub.add_parser("query", help="the best chunks for a question")
+    q.add_argument("--index", required=True, type=Path)
+    q.add_argument("text")
+    q.add_argument("-k", type=int, default=5)
+    q.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
+    q.add_argument("--sources", type=_csv, default=None)
+    q.add_argument("--json", action="store_true")
+
+    e = sub.add_parser("eval", help="retrieval quality and latency on a QA file")
+    e.add_argument("--index", required=True, type=Path)
+    e.add_argument("--qa", required=True, type=Path, help="JSONL with question, answer, doc_id")
+    e.add_argument("--k", type=_ks, default=[1, 3, 5, 10])
+    e.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
+    e.add_argument("--json", type=Path, default=None, help="write the metrics here")
+    e.add_argument("--threads", type=int, default=None)
+    return p
+
+
+def _build(args) -> int:
+    from .pipeline import build
+
+    ann = None
+    if args.ann == "ivf":
+        ann = {"type": "ivf", "nlist": args.nlist, "nprobe": args.nprobe}
+    settings = ChunkingSettings(
+        max_tokens=args.max_tokens, overlap_tokens=args.overlap_tokens, context=not args.no_context
+    )
+    try:
+        report = build(
+            args.input,
+            args.index,
+            embedding_model=args.embedding_model,
+            sources=args.sources,
+            limit=args.limit,
+            strict=args.strict,
+            prune=args.prune,
+            settings=settings,
+            threads=args.threads,
+            progress=not args.quiet,
+            ann=ann,
+            batch_chunks=args.batch_chunks,
+        )
+    except StrictModeFailure as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(report.summary(), file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def _stats(args) -> int:
+    from .search import open_index
+
+    st = open_index(args.index).stats()
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print(
+        f"index      {st['path']}  (generation {st['generation']}, {st['size_bytes'] / 1e6:.1f} MB)"
+    )
+    print(f"model      {st['embedding_model']}  (dim {st['dim']})")
+    print(f"documents  {st['documents']}    chunks {st['chunks']}")
+    for src, c in st["per_source"].items():
+        print(f"  {src:<12} {c['documents']:>7} documents {c['chunks']:>9} chunks")
+    if st.get("chunking"):
+        print(f"chunking   {st['chunking']}")
+    print(f"search     {st['ann']}")
+    return 0
+
+
+def _query(args) -> int:
+    from .search import open_index
+
+    idx = open_index(args.index)
+    hits = idx.search(args.text, k=args.k, sources=args.sources, mode=args.mode)
+    if args.json:
+        out = [
+            {"chunk_id": h.chunk_id, "score": h.score, "text": h.text, **h.metadata} for h in hits
+        ]
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return 0
+    for rank, h in enumerate(hits, start=1):
+        md = h.metadata
+        print(
+            f"{rank}. [{h.score:.4f}] {md.get('title') or md.get('doc_id')}  ({md.get('source')})"
+        )
+        if md.get("heading"):
+            print(f"   § {md['heading']}")
+        if md.get("url"):
+            print(f"   {md['url']}")
+        text = " ".join(h.text.split())
+        print(f"   {text[:400]}{'…' if len(text) > 400 else ''}\n")
+    return 0
+
+
+def _eval(args) -> int:
+    from .evaluate import evaluate, format_table, load_qa
+    from .search import open_index
+
+    idx = open_index(args.index, threads=args.threads)
+    metrics = evaluate(idx, load_qa(args.qa), ks=args.k, mode=args.mode)
+    print(format_table(metrics, args.k))
+    if args.json:
+        args.json.write_text(json.dumps(metrics, indent=2) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    commands = {"build": _build, "stats": _stats, "query": _query, "eval": _eval}
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        print(
+            "interrupted: committed batches are kept; re-run the same build to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except (IngestError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Typed errors of the ingest package, raised at its boundaries (input file, record, index folder).
+
+Each carries the bad value; ``str(error)`` is a complete sentence naming what is wrong and where.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class IngestError(Exception):
+    """Base class of every error the ingest package raises on bad input or a bad request."""
+
+
+class CorpusError(IngestError):
+    """An input that cannot be read at all (missing path, unknown format, dataset unreachable)."""
+
+    def __init__(self, source: str | Path, message: str) -> None:
+        self.source = str(source)
+        self.message = message
+        super().__init__(f"{self.source}: {message}")
+
+
+class IndexFolderError(IngestError):
+    """An index folder that is not usable: missing, not an index, corrupt, unsupported version."""
+
+    def __init__(self, path: str | Path, message: str) -> None:
+        self.path = Path(path)
+        self.message = message
+        super().__init__(f"index {self.path}: {message}")
+
+
+class EmbeddingMismatch(IndexFolderError):
+    """An index opened or extended with another embedding model or dimension than its own."""
+
+    def __init__(
+        self, path: str | Path, expected: str, expected_dim: int, got: str, got_dim: int
+    ) -> None:
+        self.expected, self.expected_dim = expected, expected_dim
+        self.got, self.got_dim = got, got_dim
+        super().__init__(
+            path,
+            f"was built with embedding model {expected!r} (dim {expected_dim}), "
+            f"not {got!r} (dim {got_dim}); query it with the same model or build a new index",
+        )
+
+
+class SettingsMismatch(IndexFolderError):
+    """A build whose chunking settings differ from those the index was built with."""
+
+
+class IndexBusy(IndexFolderError):
+    """Another process is writing the index."""
+
+
+class StrictModeFailure(IngestError):
+    """A ``--strict`` build that met bad records: nothing was changed."""
+
+    def __init__(self, n_bad: int) -> None:
+        self.n_bad = n_bad
+        super().__init__(f"--strict: {n_bad} bad record(s) in the input; the index was not changed")
+
+
+class EmbedderError(IngestError):
+    """An embedding model that cannot be loaded or does not behave (e.g. a text over its length)."""
+
+    def __init__(self, model: str, message: str) -> None:
+        self.model = model
+        self.message = message
+        super().__init__(f"embedding model {model!r}: {message}")

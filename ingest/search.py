@@ -1,0 +1,171 @@
+"""Reading an index: dense, lexical and hybrid (reciprocal rank fusion) search.
+
+``open_index(path)`` gives an :class:`Index`, safe to share between threads (Streamlit sessions):
+database connections are per thread, the FAISS view is immutable and swapped when a newer
+generation is published, and the embedding model runs under a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import manifest as mf
+from .embedding import Embedder, canonical_name, load_embedder
+from .errors import IndexFolderError
+from .index import DB_NAME, Hit, IndexStore
+from .lexical import lexical_search
+
+MODES = ("hybrid", "dense", "lexical")
+
+
+@dataclass(frozen=True)
+class HybridSettings:
+    """Reciprocal rank fusion (Cormack et al. 2009; MedRAG): sum of weight / (rrf_k + rank)."""
+
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    depth: int = 50  # candidates taken from each retriever (at least k)
+
+
+def rrf(rankings: Sequence[tuple[float, Sequence[int]]], rrf_k: int) -> list[tuple[int, float]]:
+    """Fuse rankings (weight, ids best first) into (id, fused score), best first."""
+    scores: dict[int, float] = {}
+    for weight, ids in rankings:
+        for rank, rid in enumerate(ids, start=1):
+            scores[rid] = scores.get(rid, 0.0) + weight / (rrf_k + rank)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+class Index:
+    """A read-only index with its embedding model (loaded on first use)."""
+
+    def __init__(
+        self,
+        store: IndexStore,
+        embedder: Embedder | None = None,
+        hybrid: HybridSettings | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.store = store
+        self.hybrid = hybrid or HybridSettings()
+        self._embedder = embedder
+        self._threads = threads
+        self._embedder_lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    @property
+    def manifest(self) -> dict:
+        return self.store.manifest
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            with self._embedder_lock:
+                if self._embedder is None:
+                    emb = load_embedder(self.store.embedding_model, threads=self._threads)
+                    self.store.check_embedding(emb.name, emb.dim)
+                    self._embedder = emb
+        return self._embedder
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """The query's embedding (dim,), float32, unit norm."""
+        return self.embedder.embed_query(text)
+
+    def search(
+        self, query: str, k: int = 5, sources: Sequence[str] | None = None, mode: str = "hybrid"
+    ) -> list[Hit]:
+        """The ``k`` best chunks for a question; ``mode`` is hybrid, dense or lexical."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if k <= 0 or not query.strip():
+            return []
+        if mode == "dense":
+            return self.search_by_vector(self.embed_query(query), k, sources)
+        depth = max(k, self.hybrid.depth)
+        view = self.store.view()
+        with self.store.snapshot() as (conn, gen):
+            lexical = lexical_search(
+                conn, min(gen, view.generation), query, k if mode == "lexical" else depth, sources
+            )
+        if mode == "lexical":
+            return self.store.hits(lexical)
+        dense = view.search(self.embed_query(query), depth, sources)
+        fused = rrf(
+            [
+                (self.hybrid.dense_weight, [r for r, _ in dense]),
+                (self.hybrid.lexical_weight, [r for r, _ in lexical]),
+            ],
+            self.hybrid.rrf_k,
+        )
+        return self.store.hits(fused[:k])
+
+    def search_by_vector(
+        self, vector, k: int = 5, sources: Sequence[str] | None = None
+    ) -> list[Hit]:
+        """The ``k`` chunks nearest (cosine) to an embedding."""
+        return self.store.search_by_vector(vector, k, sources)
+
+    def get_vectors(self, chunk_ids: Sequence[str]) -> np.ndarray:
+        """Stored embeddings (n, dim) of these chunks, in order (e.g. for MMR)."""
+        return self.store.get_vectors(chunk_ids)
+
+    def stats(self) -> dict:
+        man = self.store.refresh()
+        size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+        return {
+            "path": str(self.path),
+            "documents": man["counts"]["documents"],
+            "chunks": man["counts"]["chunks"],
+            "per_source": man["counts"]["per_source"],
+            "embedding_model": man["embedding"]["model"],
+            "dim": man["embedding"]["dim"],
+            "size_bytes": size,
+            "generation": man["generation"],
+            "chunking": man.get("chunking"),
+            "ann": man.get("ann"),
+            "updated": man.get("updated"),
+            "last_build": man.get("last_build"),
+        }
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_index(
+    path: str | Path,
+    embedder: Embedder | str | None = None,
+    hybrid: HybridSettings | None = None,
+    threads: int | None = None,
+) -> Index:
+    """Open an index read-only; with an embedder (or model name), check it is the index's model.
+
+    Without one, the index's own model is loaded on the first query.
+    """
+    store = IndexStore.open(path, readonly=True)
+    man = store.manifest
+    if man["kind"] == mf.KIND_CORPUS and man["generation"] == 0:
+        raise IndexFolderError(
+            path,
+            "no build has completed yet (one may be running or was "
+            "interrupted): run `python -m ingest build` to finish it",
+        )
+    if isinstance(embedder, str):
+        name = canonical_name(embedder)
+        if name != store.embedding_model:
+            store.check_embedding(name, store.dim)
+        embedder = None
+    elif embedder is not None:
+        store.check_embedding(embedder.name, embedder.dim)
+    return Index(store, embedder, hybrid, threads)
+
+
+__all__ = ["DB_NAME", "MODES", "HybridSettings", "Index", "open_index", "rrf"]

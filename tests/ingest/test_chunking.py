@@ -1,0 +1,111 @@
+"""Chunking with the real MiniLM tokenizer: bounds, offsets, structure, overlap, exact token ids."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from ingest_helpers import sample_docs
+from tokenizers import Tokenizer
+
+from ingest.chunking import Chunker, ChunkingSettings, TokenCounter, parse_sections
+from ingest.embedding import packaged_model_path
+
+
+@pytest.fixture(scope="module")
+def counter() -> TokenCounter:
+    return TokenCounter(Tokenizer.from_file(str(packaged_model_path() / "tokenizer.json")))
+
+
+DOC = """# Recommendations
+
+## Major Recommendations
+
+The panel recommends screening. It applies to adults over 40 years of age.
+
+- Offer counselling to smokers.
+- Check blood pressure yearly.
+
+## Qualifying Statements
+
+Evidence is limited for children.
+"""
+
+
+def test_sections_follow_headings_paragraphs_and_bullets():
+    sections = parse_sections(DOC)
+    assert [s.headings for s in sections] == [
+        ("Recommendations", "Major Recommendations"),
+        ("Recommendations", "Qualifying Statements"),
+    ]
+    texts = [DOC[u.start : u.end] for u in sections[0].units]
+    assert texts == [
+        "The panel recommends screening.",
+        "It applies to adults over 40 years of age.",
+        "- Offer counselling to smokers.",
+        "- Check blood pressure yearly.",
+    ]
+
+
+def test_chunks_keep_headings_offsets_and_context(counter):
+    chunks = Chunker(counter, ChunkingSettings(max_tokens=64)).chunk("d1", DOC, "Screening")
+    assert [c.heading for c in chunks] == [
+        "Recommendations › Major Recommendations",
+        "Recommendations › Qualifying Statements",
+    ]
+    for c in chunks:
+        assert DOC[c.start : c.end] == c.text
+        assert c.context == f"Screening › {c.heading}"
+        assert "#" not in c.text  # heading lines live in the heading path, not in the text
+    assert chunks[1].text == "Evidence is limited for children."
+
+
+@pytest.mark.parametrize("max_tokens", [48, 128, 256])
+def test_real_documents_never_exceed_the_bound_and_ids_are_exact(counter, max_tokens):
+    docs = sample_docs()[::37]  # a spread of ngc, cdc and nhlbi documents
+    chunker = Chunker(counter, ChunkingSettings(max_tokens=max_tokens, overlap_tokens=16))
+    out = chunker.chunk_many([(d["id"], d["clean_text"], d.get("title")) for d in docs])
+    for d, chunks in zip(docs, out, strict=True):
+        assert chunks, d["id"]
+        for c in chunks:
+            assert 0 < c.n_tokens <= max_tokens
+            assert d["clean_text"][c.start : c.end] == c.text and c.text.strip() == c.text
+        direct = counter.ids([c.embed_text for c in chunks], 10**6)
+        # the ids we embed are what the model's tokenizer makes of the embedded text
+        assert all(np.array_equal(a, c.token_ids) for a, c in zip(direct, chunks, strict=True))
+        # everything outside heading lines is covered
+        covered = np.zeros(len(d["clean_text"]), bool)
+        for c in chunks:
+            covered[c.start : c.end] = True
+        for i, line in enumerate(d["clean_text"].split("\n")):
+            if line.strip() and not line.startswith("#"):
+                start = len("\n".join(d["clean_text"].split("\n")[:i])) + (1 if i else 0)
+                assert covered[start + len(line) - len(line.lstrip())], (d["id"], line[:40])
+
+
+def test_overlap_repeats_whole_sentences(counter):
+    text = " ".join(f"Sentence number {i} tells one short fact." for i in range(60))
+    chunks = Chunker(
+        counter, ChunkingSettings(max_tokens=64, overlap_tokens=16, context=False)
+    ).chunk("d", text)
+    assert len(chunks) > 3
+    for a, b in itertools.pairwise(chunks):
+        assert b.start < a.end  # overlapping
+        assert text[b.start : a.end].startswith("Sentence number")  # at a sentence start
+    no_overlap = Chunker(
+        counter, ChunkingSettings(max_tokens=64, overlap_tokens=0, context=False)
+    ).chunk("d", text)
+    assert all(b.start >= a.end for a, b in itertools.pairwise(no_overlap))
+
+
+def test_a_long_run_without_punctuation_is_cut_at_token_bounds(counter):
+    text = "word " * 2000
+    chunks = Chunker(counter, ChunkingSettings(max_tokens=100)).chunk("d", text.strip())
+    assert len(chunks) >= 20 and max(c.n_tokens for c in chunks) <= 100
+    assert all(not c.text.startswith(" ") for c in chunks)
+
+
+def test_a_very_long_title_is_cut_to_its_share(counter):
+    chunks = Chunker(counter, ChunkingSettings(max_tokens=64)).chunk("d", "Body text.", "T " * 500)
+    assert chunks[0].n_tokens <= 64 and chunks[0].text == "Body text."
