@@ -33,6 +33,7 @@ from langchain_core.runnables.config import patch_config
 
 from assistant.answer import REFUSAL_TEXT, Answer, AnswerError, Passage, resolve_citations
 from assistant.chat_format import ChatFormat
+from assistant.models import ModelError
 from assistant.notice import ADVISORY_NOTICE
 from assistant.prompts import SYSTEM_PROMPT, FittedPrompt, fit_passages, rag_messages
 
@@ -144,6 +145,8 @@ class RAGChain(Runnable[Any, Answer]):
             return
         try:
             fitted = self.fit(question, docs)
+        except ModelError as e:  # the model file is missing: say how to fetch it
+            raise AnswerError(str(e), question) from e
         except Exception as e:
             raise AnswerError(f"could not build the prompt: {e}", question) from e
         capture = _GenerationCapture()

@@ -34,6 +34,7 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 
+from assistant.chat_format import chat_format_for
 from assistant.engine_params import EngineParams, run_generation
 
 CHAT_TYPE = "guidelines-engine-chat"
@@ -123,11 +124,12 @@ class ChatEngine(EngineParams, BaseChatModel):
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None,
                 **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        chat_format = self.chat_format
+        model = self.engine_model_for(kwargs.get("model"))  # a per-call override, or our own
+        chat_format = chat_format_for(model)
         prompt = chat_format.render(to_turns(messages), add_generation_prompt=True)
         sampling = self.sampling([*(stop or []), *chat_format.stop], **kwargs)
         info: dict[str, Any] = {}
-        for piece in run_generation(self, prompt, sampling, info):
+        for piece in run_generation(model, prompt, sampling, info):
             chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
             if run_manager:
                 run_manager.on_llm_new_token(piece, chunk=chunk)

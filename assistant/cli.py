@@ -68,8 +68,11 @@ def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     settings = _ask_settings(args, settings)
     question = args.question
     if not settings.index.is_dir():
+        from ingest import SAMPLE_CORPUS
+
         return _fail(f"no index at {settings.index}. Build one with: python -m ingest build "
-                     f"(see python -m ingest --help), or pass --index DIR", question, args.json)
+                     f"--input {SAMPLE_CORPUS} --index {settings.index} (or pass --index DIR)",
+                     question, args.json)
     try:
         chain = build_chain(settings)
         extra = {"sources": args.source} if args.source else {}

@@ -38,7 +38,8 @@ class EngineParams(BaseModel):
     top_k: int = 40
     top_p: float = 0.95
     min_p: float = 0.05
-    repeat_penalty: float = 1.1
+    repeat_penalty: float = 1.0
+    """1.0 = off (llama.cpp's default): answers may quote passages and repeat citations."""
     repeat_last_n: int = 64
     seed: int | None = _DEFAULTS.seed
     stop: list[str] | None = None
@@ -53,8 +54,12 @@ class EngineParams(BaseModel):
     @property
     def engine_model(self) -> Any:
         """The shared ``engine.Model`` (loaded on first use, then reused)."""
+        return self.engine_model_for(None)
+
+    def engine_model_for(self, spec: str | None) -> Any:
+        """The engine model for a per-call ``model=`` override (``None``: this one's own)."""
         models_dir = Path(self.models_dir) if self.models_dir else None
-        return get_engine_model(self.model, models_dir)
+        return get_engine_model(spec or self.model, models_dir)
 
     @property
     def context_length(self) -> int:
@@ -87,13 +92,12 @@ class EngineParams(BaseModel):
         return {key: getattr(self, key) for key in SAMPLING_KEYS}
 
 
-def run_generation(params: EngineParams, prompt: str | list[int], sampling: dict[str, Any],
+def run_generation(model: Any, prompt: str | list[int], sampling: dict[str, Any],
                    info: dict[str, Any]) -> Iterator[str]:
-    """Stream one engine generation; when it ends ``info`` holds its generation_info.
+    """Stream one generation of ``model``; when it ends ``info`` holds its generation_info.
 
     Closing the iterator early (a consumer that stops reading) cancels the engine's generation.
     """
-    model = params.engine_model
     generation = model.generate(prompt, stream=True, **sampling)
     finished = False
     try:
@@ -104,11 +108,10 @@ def run_generation(params: EngineParams, prompt: str | list[int], sampling: dict
     finally:
         if not finished:
             generation.cancel()
-        info.update(generation_info(params, generation))
+        info.update(generation_info(model, generation))
 
 
-def generation_info(params: EngineParams, generation: Any) -> dict[str, Any]:
-    model = params.engine_model
+def generation_info(model: Any, generation: Any) -> dict[str, Any]:
     return {
         "finish_reason": getattr(generation, "finish_reason", None),
         "n_prompt_tokens": int(getattr(generation, "n_prompt_tokens", 0) or 0),

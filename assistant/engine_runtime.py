@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.config import Settings
-from assistant.models import resolve_model
+from assistant.models import ModelError, resolve_model
 
 _lock = threading.Lock()
 _models: dict[Path, Any] = {}
@@ -22,10 +22,17 @@ _loading: dict[Path, threading.Lock] = {}
 
 
 def resolve_model_path(spec: str | Path, models_dir: Path | None = None) -> Path:
-    """A preset name or a GGUF path → the file's absolute path (raises ``ModelError``)."""
+    """A preset name, a GGUF path, or the name of a GGUF file in the models folder → the file's
+    absolute path (raises ``ModelError`` saying how to fetch a missing preset)."""
     if models_dir is None:
         models_dir = Settings.from_env().models_dir
-    return resolve_model(str(spec), models_dir).resolve()
+    try:
+        return resolve_model(str(spec), models_dir).resolve()
+    except ModelError:
+        in_folder = models_dir / str(spec)
+        if Path(str(spec)).name == str(spec) and in_folder.is_file():
+            return in_folder.resolve()
+        raise
 
 
 def _default_loader(path: Path) -> Any:

@@ -66,7 +66,8 @@ class EngineLLM(EngineParams, LLM):
                 run_manager: CallbackManagerForLLMRun | None = None,
                 **kwargs: Any) -> Iterator[GenerationChunk]:
         info: dict[str, Any] = {}
-        for piece in run_generation(self, prompt, self.sampling(stop, **kwargs), info):
+        model = self.engine_model_for(kwargs.get("model"))
+        for piece in run_generation(model, prompt, self.sampling(stop, **kwargs), info):
             chunk = GenerationChunk(text=piece)
             if run_manager:
                 run_manager.on_llm_new_token(piece, chunk=chunk)

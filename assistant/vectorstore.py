@@ -7,11 +7,11 @@ Two ways in:
 * ``GuidelineVectorStore.create(folder, embedding)`` — a new, empty, writable store for any
   LangChain ``Embeddings`` (``add_texts``/``add_documents``, ``delete``, ``get_by_ids``).
 
-Scores are cosine similarities (vectors are normalised by the store); relevance scores clip
+Scores are cosine similarities (the store normalises vectors); relevance scores clip
 them to [0, 1].  Search takes ``k``, ``sources=[...]`` (corpus sources) and ``filter={key:
-value}`` (exact metadata match); MMR re-ranks ``fetch_k`` candidates.  Documents come back with
-``id`` = the stored id and the metadata exactly as stored.  Async variants are LangChain's (the
-sync call in an executor).
+value}`` (exact metadata match, or a callable on the metadata); MMR re-ranks ``fetch_k``
+candidates.  Documents come back with ``id`` = the stored id and the metadata as stored.
+Async variants are LangChain's (the sync call in an executor).
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
-FILTER_OVERFETCH = 10  # candidates fetched per wanted result when a metadata filter applies
-
 
 def _hit_parts(hit: Any) -> tuple[str, str, dict[str, Any], float | None]:
     """(id, text, metadata, score) of an ingest Hit / record (object or dict)."""
@@ -37,12 +35,6 @@ def _hit_parts(hit: Any) -> tuple[str, str, dict[str, Any], float | None]:
         return str(hid), hit["text"], dict(hit.get("metadata") or {}), hit.get("score")
     hid = getattr(hit, "chunk_id", None) or getattr(hit, "id", None)
     return str(hid), hit.text, dict(hit.metadata or {}), getattr(hit, "score", None)
-
-
-def _matches(metadata: dict[str, Any], where: dict[str, Any] | None) -> bool:
-    if not where:
-        return True
-    return all(metadata.get(key) == value for key, value in where.items())
 
 
 class GuidelineVectorStore(VectorStore):
@@ -104,9 +96,11 @@ class GuidelineVectorStore(VectorStore):
         final_ids = [str(i) if i else str(uuid.uuid4()) for i in (ids or [None] * len(texts))]
         vectors = np.asarray(self._embedding.embed_documents(texts), dtype=np.float32)  # (n, dim)
         metas = [dict(m or {}) for m in (metadatas or [{}] * len(texts))]
-        self.store.delete(final_ids)  # upsert: re-adding an id replaces it
-        self.store.add(final_ids, vectors, texts, metas)
+        self.store.add(final_ids, vectors, texts, metas)  # upsert: an existing id is replaced
         return final_ids
+
+    def close(self) -> None:
+        self.store.close()
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         if ids is None:
@@ -124,11 +118,9 @@ class GuidelineVectorStore(VectorStore):
     # -- searching ---------------------------------------------------------------------------
 
     def _search(self, vector: Sequence[float], k: int, sources: list[str] | None = None,
-                where: dict[str, Any] | None = None, n: int | None = None) -> list[Any]:
-        want = n or (k * FILTER_OVERFETCH if where else k)
+                where: dict[str, Any] | Callable[[dict], bool] | None = None) -> list[Any]:
         vec = np.asarray(vector, dtype=np.float32)  # (dim,)
-        hits = self.store.search_by_vector(vec, k=want, sources=sources)
-        return [h for h in hits if _matches(_hit_parts(h)[2], where)][: n or k]
+        return self.store.search_by_vector(vec, k=k, sources=sources, filter=where)
 
     def similarity_search_with_score_by_vector(
         self, embedding: Sequence[float], k: int = 4, **kwargs: Any
@@ -158,8 +150,8 @@ class GuidelineVectorStore(VectorStore):
         self, embedding: list[float], k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5,
         **kwargs: Any,
     ) -> list[Document]:
-        hits = self._search(embedding, k, kwargs.get("sources"), kwargs.get("filter"),
-                            n=max(k, fetch_k))
+        hits = self._search(embedding, max(k, fetch_k), kwargs.get("sources"),
+                            kwargs.get("filter"))
         if not hits:
             return []
         parts = [_hit_parts(h) for h in hits]

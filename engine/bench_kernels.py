@@ -81,7 +81,9 @@ def time_matmul(m: QuantMatrix, n_tok: int, min_seconds: float = 0.3) -> float:
     return best
 
 
-def bench_matmuls(types: list[GGMLType], n_toks: list[int], out_type: GGMLType = GGMLType.Q8_0) -> list[dict]:
+def bench_matmuls(
+    types: list[GGMLType], n_toks: list[int], out_type: GGMLType = GGMLType.Q8_0
+) -> list[dict]:
     """Time every SmolLM2 matrix for each layer type and token count; one dict per case."""
     rows = []
     for ggml_type in types:
@@ -119,6 +121,89 @@ def bench_matmuls(types: list[GGMLType], n_toks: list[int], out_type: GGMLType =
     return rows
 
 
+def llamacpp_scheme_product(w: np.ndarray, x: np.ndarray, ggml_type: GGMLType) -> np.ndarray:
+    """x @ w.T as llama.cpp's CPU backend computes it, simulated in float64: activations
+    quantized to its vec_dot type (Q8_1 with f16 scale and sum for Q4_1/Q5_1, Q8_0 with f16
+    scale for Q4_0/Q5_0/Q8_0, Q8_K with f32 scale per 256 for the K-quants)."""
+    from engine.quants import quantize_q8_0, quantize_q8_k
+
+    if ggml_type in (GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K):
+        qs, d = quantize_q8_k(x)
+        xs = qs.reshape(*x.shape[:-1], -1, 256) * d[..., None].astype(np.float64)
+    else:
+        qs, d = quantize_q8_0(x)
+        d16 = d.astype(np.float16).astype(np.float64)
+        xs = qs.reshape(*x.shape[:-1], -1, 32) * d16[..., None]
+    return xs.reshape(x.shape) @ w.T
+
+
+def accuracy(m: QuantMatrix, x: np.ndarray) -> dict:
+    """RMS error of our product and of llama.cpp's scheme against exact float64."""
+    from engine.quants import dequantize
+
+    w = dequantize(m.data, m.ggml_type).astype(np.float64)
+    exact = x.astype(np.float64) @ w.T
+    ours = m.matmul(x).astype(np.float64)
+    ref = llamacpp_scheme_product(w, x, m.ggml_type)
+    scale = np.sqrt(np.mean(exact**2))
+    return {
+        "type": m.ggml_type.name,
+        "shape": [m.n_out, m.n_in],
+        "n_tok": x.shape[0],
+        "rms_exact": float(scale),
+        "rms_err_ours": float(np.sqrt(np.mean((ours - exact) ** 2))),
+        "rms_err_llamacpp_scheme": float(np.sqrt(np.mean((ref - exact) ** 2))),
+    }
+
+
+def crossover(types: list[GGMLType], n_toks: list[int]) -> list[dict]:
+    """Time both paths (8-bit integer dots, float tiles) on ffn_up's shape for each n_tok."""
+    from engine import kernels
+
+    saved, rows = kernels.FLOAT_PATH_MIN_TOKENS, []
+    try:
+        for ggml_type in types:
+            m = random_quant_matrix(ggml_type, 1536, 576 if ggml_type.name[-1] != "K" else 1536)
+            for n_tok in n_toks:
+                row = {"type": ggml_type.name, "n_tok": n_tok}
+                for path, threshold in (("int_ms", 1 << 30), ("float_ms", 0)):
+                    kernels.FLOAT_PATH_MIN_TOKENS = threshold
+                    row[path] = time_matmul(m, n_tok, min_seconds=0.1) * 1e3
+                rows.append(row)
+    finally:
+        kernels.FLOAT_PATH_MIN_TOKENS = saved
+    return rows
+
+
+def activations(n_tok: int, n_in: int, seed: int = 2) -> np.ndarray:
+    """Hidden-state-like rows: unit normal with a few large outlier channels."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_tok, n_in)).astype(np.float32)
+    x[:, rng.choice(n_in, 4, replace=False)] *= 25
+    return x
+
+
+def accuracy_cases(types: list[GGMLType], n_toks: list[int], gguf_path: str | None):
+    """(matrix, activations) pairs: random matrices, or the first of each type in a GGUF."""
+    mats = []
+    if gguf_path:
+        import gguf  # dev-only reference reader
+
+        seen = set()
+        for t in gguf.GGUFReader(gguf_path).tensors:
+            ggml_type = GGMLType(int(t.tensor_type))
+            if ggml_type in types and ggml_type not in seen and len(t.shape) == 2:
+                seen.add(ggml_type)
+                data = np.asarray(t.data).view(np.uint8)
+                n_in = int(t.shape[0])
+                mats.append(QuantMatrix(data.reshape(int(t.shape[1]), -1)[:4096], ggml_type, n_in))
+    else:
+        mats = [random_quant_matrix(t, 512, 1536) for t in types]
+    for m in mats:
+        for n_tok in n_toks:
+            yield m, activations(n_tok, m.n_in)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=None)
@@ -126,6 +211,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-tok", default="1,256")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--cpu-time", action="store_true", help="time with process CPU time")
+    parser.add_argument("--crossover", action="store_true", help="int vs float path per n_tok")
+    parser.add_argument(
+        "--accuracy", action="store_true", help="RMS error vs float64 and llama.cpp"
+    )
+    parser.add_argument(
+        "--gguf", help="with --accuracy: real matrices of this file (needs gguf-py)"
+    )
     args = parser.parse_args(argv)
     if args.cpu_time:
         global CLOCK
@@ -135,13 +227,23 @@ def main(argv: list[str] | None = None) -> None:
     types = [GGMLType[t] for t in args.types.split(",")]
     n_toks = [int(n) for n in args.n_tok.split(",")]
     t0 = time.perf_counter()
-    rows = bench_matmuls(types, n_toks)
+    if args.crossover:
+        rows = crossover(types, n_toks)
+    elif args.accuracy:
+        rows = [accuracy(m, x) for m, x in accuracy_cases(types, n_toks, args.gguf)]
+    else:
+        rows = bench_matmuls(types, n_toks)
     for r in rows:
-        if args.json:
+        if args.json or args.crossover or args.accuracy:
             print(json.dumps(r))
             continue
-        rate = f"{r['tokens_per_s']:8.1f} tok/s" if "tokens_per_s" in r else f"{r['rows_per_s']:10.3g} rows/s"
-        print(f"{r['type']:5} n_tok={r['n_tok']:<4} {r['matrix']:34} {r['ms']:9.3f} ms {r['weight_GBps']:7.2f} GB/s {rate}")
+        rate = (
+            f"{r['tokens_per_s']:8.1f} tok/s"
+            if "tokens_per_s" in r
+            else f"{r['rows_per_s']:10.3g} rows/s"
+        )
+        head = f"{r['type']:5} n_tok={r['n_tok']:<4} {r['matrix']:34}"
+        print(f"{head} {r['ms']:9.3f} ms {r['weight_GBps']:7.2f} GB/s {rate}")
     print(f"threads={get_threads()} wall={time.perf_counter() - t0:.1f}s")
 
 

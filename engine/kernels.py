@@ -4,6 +4,20 @@ A weight matrix stays as the bytes of its GGUF tensor (uint8, ``(n_out, row_byte
 a view of the memory map); products decode each block on the fly inside numba kernels and
 never build a float copy of the matrix.  ``QuantMatrix.matmul(x)`` computes ``x @ W.T``;
 ``QuantMatrix.rows(ids)`` dequantizes only the requested rows (the token embedding).
+
+Two paths, chosen by the number of activation rows (tokens):
+
+* fewer than ``FLOAT_PATH_MIN_TOKENS`` (generation): the activations are quantized once to
+  8-bit blocks of 32 and every weight row is streamed once, with integer dot products per
+  block (``kernels_legacy.py``, ``kernels_kquants.py``), as llama.cpp does;
+* from ``FLOAT_PATH_MIN_TOKENS`` on (prompt batches): a tile of 4 weight rows is decoded once
+  to float32 (exactly, ``kernels_decode.py``) and multiplied with every token in a 4 × 2
+  register tile; float32 activations, so this path is more accurate than llama.cpp's.
+
+Both parallelise over output rows (``prange``).  numba's on-disk cache (``cache=True``)
+keys each kernel on the file that defines it only: after editing ``kernels_simd.py``,
+``kernels_decode.py``, ``kernels_legacy.py`` or ``kernels_kquants.py`` in a checkout, delete
+``engine/__pycache__/*.nb[ic]`` (an install replaces every file, which refreshes the cache).
 """
 
 from __future__ import annotations
@@ -30,7 +44,10 @@ from engine.kernels_kquants import dot_q2_k, dot_q3_k, dot_q4_k, dot_q5_k, dot_q
 from engine.kernels_legacy import dot_q4_0, dot_q4_1, dot_q5_0, dot_q5_1, dot_q8_0
 
 F32 = np.float32
-ROW_CHUNK = 16  # output rows per parallel work item of the float path
+TILE_ROWS = 4  # weight rows decoded together by the float path (register tile 4 x 2 tokens)
+# From this many tokens on, products decode each weight row once to float32 and reuse it for
+# all tokens (prompt batches); below it, 8-bit activations and integer dots (generation).
+FLOAT_PATH_MIN_TOKENS = 6  # measured crossover (python -m engine.bench_kernels --crossover)
 ACT_BLOCK = 32  # activation values per 8-bit block (one scale each)
 # Types whose products use 8-bit activations and integer dot products (the rest: float path).
 INT_DOT_TYPES = frozenset(
@@ -126,24 +143,43 @@ def matmul_int(code, w, xq, xd, xs, y):
             y[t, r] = dot_int(code, row, xq[t], xd[t], xs[t])
 
 
+@njit(inline="always")
+def _dot_4x2(w0, w1, w2, w3, xa, xb):
+    """The 8 dot products of 4 weight rows with 2 activation rows, in one pass over k."""
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = F32(0.0)
+    for k in range(xa.shape[0]):
+        u, v = xa[k], xb[k]
+        a0 += w0[k] * u
+        a1 += w1[k] * u
+        a2 += w2[k] * u
+        a3 += w3[k] * u
+        b0 += w0[k] * v
+        b1 += w1[k] * v
+        b2 += w2[k] * v
+        b3 += w3[k] * v
+    return a0, a1, a2, a3, b0, b1, b2, b3
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def matmul_decoded(code, w, x, y):
-    """y = x @ W.T: each weight row decoded once to float32, dotted with every row of x.
+    """y = x @ W.T in float32: a tile of 4 weight rows decoded once, used for every token.
 
     w: (n_out, row_bytes) uint8; x: (n_tok, n_in) float32; y: (n_tok, n_out) float32.
+    The inner loop multiplies 4 rows by 2 tokens at once (8 accumulators, 6 loads).
     """
     n_out, n_tok, n_in = w.shape[0], x.shape[0], x.shape[1]
-    n_chunks = (n_out + ROW_CHUNK - 1) // ROW_CHUNK
-    for c in prange(n_chunks):
-        wrow = np.empty(n_in, F32)  # (n_in,) one decoded weight row
-        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
-            decode_row(code, w[r], wrow)
-            for t in range(n_tok):
-                xt = x[t]
-                acc = F32(0.0)
-                for k in range(n_in):
-                    acc += wrow[k] * xt[k]
-                y[t, r] = acc
+    for c in prange((n_out + TILE_ROWS - 1) // TILE_ROWS):
+        r0 = c * TILE_ROWS
+        n_rows = min(TILE_ROWS, n_out - r0)
+        tile = np.zeros((TILE_ROWS, n_in), F32)  # (4, n_in) decoded weight rows
+        for i in range(n_rows):
+            decode_row(code, w[r0 + i], tile[i])
+        for t in range(0, n_tok, 2):
+            t1 = min(t + 1, n_tok - 1)
+            dots = _dot_4x2(tile[0], tile[1], tile[2], tile[3], x[t], x[t1])
+            for i in range(n_rows):
+                y[t, r0 + i] = dots[i]
+                y[t1, r0 + i] = dots[4 + i]
 
 
 class QuantMatrix:
@@ -167,6 +203,10 @@ class QuantMatrix:
             )
         if not data.flags.c_contiguous:
             data = np.ascontiguousarray(data)
+        # Always a read-only view: weights are never written, and the kernels then see one
+        # array type (memory maps are read-only) and compile once.
+        data = data.view()
+        data.flags.writeable = False
         self.data = data
         self.ggml_type = ggml_type
         self.code = int(ggml_type)
@@ -195,7 +235,7 @@ class QuantMatrix:
         elif out.shape != (n_tok, self.n_out) or out.dtype != F32:
             raise ValueError(f"out of shape {out.shape} / {out.dtype} for {n_tok} x {self!r}")
         target = out if out.flags.c_contiguous else np.empty((n_tok, self.n_out), F32)
-        if n_tok and self.ggml_type in INT_DOT_TYPES:
+        if 0 < n_tok < FLOAT_PATH_MIN_TOKENS and self.ggml_type in INT_DOT_TYPES:
             xq = np.empty((n_tok, self.n_in), np.int8)  # (n_tok, n_in)
             xd = np.empty((n_tok, self.n_in // ACT_BLOCK), F32)  # (n_tok, n_in / 32)
             xs = np.empty((n_tok, 2 * (self.n_in // ACT_BLOCK)), F32)  # (n_tok, n_in / 16)

@@ -3,6 +3,7 @@
 Each ``decode_<type>(row, o, out, k)`` reads the block at byte ``o`` of ``row`` (uint8) and
 writes its ``block_size`` values at ``out[k:]``, with the same float32 operations in the same
 order as ggml's ``dequantize_row_*`` (no fused multiply-add), so the results are bit-exact.
+32 values at a time through the SIMD vocabulary of ``kernels_simd.py`` (``vstore``).
 ``decode_row(code, row, out)`` decodes a whole row of any supported type.  These serve the
 row gather (token embedding) and the float paths of the matrix products.
 """
@@ -15,9 +16,11 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from engine.constants import GGML_BLOCK_LAYOUT, GGMLType
+from engine.kernels_simd import bits32, f16x2, nib16, qh_bits, vor_shl, vstore, vstore_s8
 
 F32 = np.float32
 I32 = np.int32
+ZERO = F32(0.0)
 
 # Type codes as plain ints (numba freezes module-level ints as constants).
 T_F32 = int(GGMLType.F32)
@@ -106,123 +109,95 @@ def q3_k_scale(row, s, i):
 
 @njit(inline="always")
 def decode_q4_0(row, o, out, k):
-    d = f16_at(row, o)
-    for j in range(16):
-        q = I32(row[o + 2 + j])
-        out[k + j] = d * F32((q & 15) - 8)
-        out[k + j + 16] = d * F32((q >> 4) - 8)
+    d = f16x2(row, o)[0]  # d:f16 | qs[16]
+    vstore(out, k, nib16(row, o + 2), 8, d, ZERO, d, ZERO)
 
 
 @njit(inline="always")
 def decode_q4_1(row, o, out, k):
-    d = f16_at(row, o)
-    m = f16_at(row, o + 2)
-    for j in range(16):
-        q = I32(row[o + 4 + j])
-        out[k + j] = d * F32(q & 15) + m
-        out[k + j + 16] = d * F32(q >> 4) + m
+    d, m = f16x2(row, o)  # d:f16 | m:f16 | qs[16]
+    vstore(out, k, nib16(row, o + 4), 0, d, m, d, m)
 
 
 @njit(inline="always")
 def decode_q5_0(row, o, out, k):
-    d = f16_at(row, o)
-    qh = u32_at(row, o + 2)
-    for j in range(16):
-        q = I32(row[o + 6 + j])
-        h0 = I32((qh >> np.uint32(j)) & np.uint32(1)) << 4
-        h1 = I32((qh >> np.uint32(j + 16)) & np.uint32(1)) << 4
-        out[k + j] = d * F32(((q & 15) | h0) - 16)
-        out[k + j + 16] = d * F32(((q >> 4) | h1) - 16)
+    d = f16x2(row, o)[0]  # d:f16 | qh:u32 | qs[16]
+    q = vor_shl(nib16(row, o + 6), qh_bits(u32_at(row, o + 2)), 0)
+    vstore(out, k, q, 16, d, ZERO, d, ZERO)
 
 
 @njit(inline="always")
 def decode_q5_1(row, o, out, k):
-    d = f16_at(row, o)
-    m = f16_at(row, o + 2)
-    qh = u32_at(row, o + 4)
-    for j in range(16):
-        q = I32(row[o + 8 + j])
-        h0 = I32((qh >> np.uint32(j)) & np.uint32(1)) << 4
-        h1 = I32((qh >> np.uint32(j + 16)) & np.uint32(1)) << 4
-        out[k + j] = d * F32((q & 15) | h0) + m
-        out[k + j + 16] = d * F32((q >> 4) | h1) + m
+    d, m = f16x2(row, o)  # d:f16 | m:f16 | qh:u32 | qs[16]
+    q = vor_shl(nib16(row, o + 8), qh_bits(u32_at(row, o + 4)), 0)
+    vstore(out, k, q, 0, d, m, d, m)
 
 
 @njit(inline="always")
 def decode_q8_0(row, o, out, k):
-    d = f16_at(row, o)
-    for j in range(32):
-        out[k + j] = F32(i8(row[o + 2 + j])) * d
+    vstore_s8(out, k, row, o + 2, f16x2(row, o)[0])  # d:f16 | qs:int8[32]
 
 
 @njit(inline="always")
 def decode_q2_k(row, o, out, k):
-    d = f16_at(row, o + 80)
-    dmin = f16_at(row, o + 82)
-    for s in range(16):  # 16 sub-blocks of 16 values
-        sc = row[o + s]
-        dl = d * F32(sc & 15)
-        ml = dmin * F32(sc >> 4)
-        half, g, lo = s // 8, (s // 2) % 4, (s % 2) * 16
-        qs = o + 16 + half * 32 + lo
-        for i in range(16):
-            q = (row[qs + i] >> (2 * g)) & 3
-            out[k + s * 16 + i] = dl * F32(q) - ml
+    d, dmin = f16x2(row, o + 80)  # scales[16] | qs[64] | d | dmin
+    for g8 in range(8):  # 32 values: bytes of half g8 // 4, 2-bit field g8 % 4
+        sc0, sc1 = row[o + 2 * g8], row[o + 2 * g8 + 1]
+        q = bits32(row, o + 16 + 32 * (g8 // 4), 2 * (g8 % 4), 3)
+        dl0, ml0 = d * F32(sc0 & 15), dmin * F32(sc0 >> 4)
+        dl1, ml1 = d * F32(sc1 & 15), dmin * F32(sc1 >> 4)
+        vstore(out, k + 32 * g8, q, 0, dl0, -ml0, dl1, -ml1)
 
 
 @njit(inline="always")
 def decode_q3_k(row, o, out, k):
-    d = f16_at(row, o + 108)
-    for s in range(16):
-        dl = d * F32(q3_k_scale(row, o + 96, s))
-        half, g, lo = s // 8, (s // 2) % 4, (s % 2) * 16
-        qs = o + 32 + half * 32 + lo
-        bit = half * 4 + g  # hmask bit of this 32-value group
-        for i in range(16):
-            low = I32((row[qs + i] >> (2 * g)) & 3)
-            high = I32((row[o + lo + i] >> bit) & 1)
-            out[k + s * 16 + i] = dl * F32(low - 4 + 4 * high)
+    d = f16x2(row, o + 106)[1]  # hmask[32] | qs[64] | scales[12] | d
+    for g8 in range(8):
+        low = bits32(row, o + 32 + 32 * (g8 // 4), 2 * (g8 % 4), 3)
+        q = vor_shl(low, bits32(row, o, g8, 1), 2)  # value + 4
+        dl0 = d * F32(q3_k_scale(row, o + 96, 2 * g8))
+        dl1 = d * F32(q3_k_scale(row, o + 96, 2 * g8 + 1))
+        vstore(out, k + 32 * g8, q, 4, dl0, ZERO, dl1, ZERO)
 
 
 @njit(inline="always")
 def decode_q4_k(row, o, out, k):
-    d = f16_at(row, o)
-    dmin = f16_at(row, o + 2)
-    for s in range(8):  # 8 sub-blocks of 32 values
+    d, dmin = f16x2(row, o)  # d | dmin | scales[12] | qs[128]
+    for s in range(8):  # sub-block s: nibble s % 2 of the 32 bytes of chunk s // 2
         sc, mn = k_scale_min(row, o + 4, s)
-        dl = d * F32(sc)
-        ml = dmin * F32(mn)
-        qs, shift = o + 16 + (s // 2) * 32, 4 * (s % 2)
-        for i in range(32):
-            out[k + s * 32 + i] = dl * F32((row[qs + i] >> shift) & 15) - ml
+        dl, ml = d * F32(sc), dmin * F32(mn)
+        vstore(
+            out,
+            k + 32 * s,
+            bits32(row, o + 16 + 32 * (s // 2), 4 * (s % 2), 15),
+            0,
+            dl,
+            -ml,
+            dl,
+            -ml,
+        )
 
 
 @njit(inline="always")
 def decode_q5_k(row, o, out, k):
-    d = f16_at(row, o)
-    dmin = f16_at(row, o + 2)
+    d, dmin = f16x2(row, o)  # d | dmin | scales[12] | qh[32] | qs[128]
     for s in range(8):
         sc, mn = k_scale_min(row, o + 4, s)
-        dl = d * F32(sc)
-        ml = dmin * F32(mn)
-        qs, shift = o + 48 + (s // 2) * 32, 4 * (s % 2)
-        for i in range(32):
-            q = ((row[qs + i] >> shift) & 15) | (((row[o + 16 + i] >> s) & 1) << 4)
-            out[k + s * 32 + i] = dl * F32(q) - ml
+        dl, ml = d * F32(sc), dmin * F32(mn)
+        low = bits32(row, o + 48 + 32 * (s // 2), 4 * (s % 2), 15)
+        vstore(out, k + 32 * s, vor_shl(low, bits32(row, o + 16, s, 1), 4), 0, dl, -ml, dl, -ml)
 
 
 @njit(inline="always")
 def decode_q6_k(row, o, out, k):
-    d = f16_at(row, o + 208)
-    for s in range(16):
-        dl = d * F32(i8(row[o + 192 + s]))
-        half, g, lo = s // 8, (s // 2) % 4, (s % 2) * 16
-        ql = o + half * 64 + (g % 2) * 32 + lo
-        qh = o + 128 + half * 32 + lo
-        for i in range(16):
-            low = I32((row[ql + i] >> (4 * (g // 2))) & 15)
-            high = I32((row[qh + i] >> (2 * g)) & 3)
-            out[k + s * 16 + i] = dl * F32((low | (high << 4)) - 32)
+    d = f16x2(row, o + 206)[1]  # ql[128] | qh[64] | scales:int8[16] | d
+    for g8 in range(8):
+        half, g = g8 // 4, g8 % 4
+        low = bits32(row, o + 64 * half + 32 * (g % 2), 4 * (g // 2), 15)
+        q = vor_shl(low, bits32(row, o + 128 + 32 * half, 2 * g, 3), 4)  # value + 32
+        dl0 = d * F32(i8(row[o + 192 + 2 * g8]))
+        dl1 = d * F32(i8(row[o + 193 + 2 * g8]))
+        vstore(out, k + 32 * g8, q, 32, dl0, ZERO, dl1, ZERO)
 
 
 @njit(inline="always")

@@ -206,7 +206,7 @@ def vor_shl(typingctx, a, b, k):
     return u8x32(a, b, types.intp), codegen
 
 
-def _x86_call(builder, name, ret, args):
+def _llvm_call(builder, name, ret, args):
     fn = builder.module.declare_intrinsic(name, fnty=ir.FunctionType(ret, [a.type for a in args]))
     return builder.call(fn, args)
 
@@ -215,9 +215,9 @@ def _quad_sums(builder, u, s):
     """Unsigned bytes ``u`` · signed bytes ``s`` (<32 x i8> each) → <8 x i32>, lane i the sum
     of products 4i..4i+3.  Exact while |u·s| pairs fit int16 (weights ≤ 127 unsigned)."""
     if AVX2:
-        pairs = _x86_call(builder, "llvm.x86.avx2.pmadd.ub.sw", ir.VectorType(_I16, 16), [u, s])
+        pairs = _llvm_call(builder, "llvm.x86.avx2.pmadd.ub.sw", ir.VectorType(_I16, 16), [u, s])
         ones = _const_vec(_I16, [1] * 16)
-        return _x86_call(builder, "llvm.x86.avx2.pmadd.wd", ir.VectorType(_I32, 8), [pairs, ones])
+        return _llvm_call(builder, "llvm.x86.avx2.pmadd.wd", ir.VectorType(_I32, 8), [pairs, ones])
     v32 = ir.VectorType(_I32, 32)
     p = builder.mul(builder.zext(u, v32), builder.sext(s, v32))
     quads = [_shuffle(builder, p, p, list(range(k, 32, 4))) for k in range(4)]
@@ -246,8 +246,8 @@ def vdot_s8(typingctx, row, o, x, xo):
         wv = _load(context, builder, signature.args[0], args[0], args[1], v8)
         xv = _load(context, builder, signature.args[2], args[2], args[3], v8)
         if AVX2:
-            absw = _x86_call(builder, "llvm.abs.v32i8", v8, [wv, ir.Constant(ir.IntType(1), 0)])
-            signed_x = _x86_call(builder, "llvm.x86.avx2.psign.b", v8, [xv, wv])
+            absw = _llvm_call(builder, "llvm.abs.v32i8", v8, [wv, ir.Constant(ir.IntType(1), 0)])
+            signed_x = _llvm_call(builder, "llvm.x86.avx2.psign.b", v8, [xv, wv])
             return _quad_sums(builder, absw, signed_x)
         v32 = ir.VectorType(_I32, 32)
         p = builder.mul(builder.sext(wv, v32), builder.sext(xv, v32))
@@ -276,6 +276,50 @@ def vfma(typingctx, acc, v, scale):
     def codegen(context, builder, signature, args):
         a, s, sc = args
         f = builder.sitofp(s, _LLVM_TYPES["f32x8"])
-        return builder.fadd(a, builder.fmul(f, _splat(builder, sc, 8)))
+        vt = _LLVM_TYPES["f32x8"]
+        return _llvm_call(builder, "llvm.fmuladd.v8f32", vt, [f, _splat(builder, sc, 8), a])
 
     return f32x8(acc, v, types.float32), codegen
+
+
+def _store_f32(context, builder, arrty, arr, k, vec):
+    data = context.make_array(arrty)(context, builder, arr).data
+    ptr = builder.gep(data, [k])
+    builder.store(vec, builder.bitcast(ptr, vec.type.as_pointer()), align=4)
+
+
+@intrinsic
+def vstore(typingctx, out, k, q, off, d0, m0, d1, m1):
+    """out[k:k+32] = d * float(q - off) + m, with (d0, m0) for values 0..15, (d1, m1) for 16..31.
+
+    The float operations (one multiply, one add, no fusing) are ggml's, so values are exact."""
+
+    def codegen(context, builder, signature, args):
+        o, kk, qv, offv, a0, b0, a1, b1 = args
+        v32 = ir.VectorType(_I32, 32)
+        qi = builder.sub(builder.zext(qv, v32), _splat(builder, builder.trunc(offv, _I32), 32))
+        f = builder.sitofp(qi, ir.VectorType(_F32, 32))
+        d = _shuffle(builder, _splat(builder, a0, 16), _splat(builder, a1, 16), list(range(32)))
+        m = _shuffle(builder, _splat(builder, b0, 16), _splat(builder, b1, 16), list(range(32)))
+        _store_f32(context, builder, signature.args[0], o, kk, builder.fadd(builder.fmul(d, f), m))
+        return context.get_dummy_value()
+
+    f32 = types.float32
+    sig = types.void(out, types.intp, q, types.intp, f32, f32, f32, f32)
+    return sig, codegen
+
+
+@intrinsic
+def vstore_s8(typingctx, out, k, row, o, d):
+    """out[k:k+32] = float(int8 row[o:o+32]) * d (Q8_0, exact)."""
+
+    def codegen(context, builder, signature, args):
+        dst, kk, src, oo, dd = args
+        wv = _load(context, builder, signature.args[2], src, oo, ir.VectorType(_I8, 32))
+        f = builder.sitofp(wv, ir.VectorType(_F32, 32))
+        _store_f32(
+            context, builder, signature.args[0], dst, kk, builder.fmul(f, _splat(builder, dd, 32))
+        )
+        return context.get_dummy_value()
+
+    return types.void(out, types.intp, row, types.intp, types.float32), codegen

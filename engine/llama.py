@@ -271,15 +271,15 @@ def _attend(q, k_cache, v_cache, pos0, scale, out, th, scores, acc):  # pragma: 
     kv = h // (n_head // n_kv)  # grouped-query: consecutive query heads share a kv head
     n_keys = pos0 + t + 1  # causal
     qh = q[t, h * hd : (h + 1) * hd]  # (hd,)
-    m = np.float32(-np.inf)
     for j in range(n_keys):
         kj = k_cache[kv, j]  # (hd,)
         s = np.float32(0.0)
         for d in range(hd):
             s += qh[d] * kj[d]
-        s *= scale
-        scores[j] = s
-        m = max(m, s)
+        scores[j] = s * scale
+    m = scores[0]  # (no -inf start: fastmath assumes finite values)
+    for j in range(1, n_keys):
+        m = max(m, scores[j])
     total = np.float32(0.0)
     for j in range(n_keys):
         e = np.exp(scores[j] - m)

@@ -10,24 +10,26 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import PromptTemplate
 
-from assistant.chat_format import IM_END, render_chatml
+from assistant.chat_format import IM_END, IM_START, render_chatml
 from assistant.llm import EngineLLM
 
-MAX_TOKENS = 24
-# A pattern any language model continues: the greedy text holds "<5 mg" again.
-COPY_PROMPT = "Dose table\nDrug A: <5 mg daily\nDrug B: <5 mg daily\nDrug C: <5 mg daily\nDrug D:"
-CHAT_PROMPT = render_chatml([("user", "What is hypertension?")])
+MAX_TOKENS = 10
+# Greedy decoding without a repeat penalty continues this pattern: the text holds "<5 mg".
+COPY_PROMPT = "Dose: <5 mg daily\n" * 8 + "Dose:"
 
 
 @pytest.fixture(scope="module")
 def llm(default_model_path: Path) -> EngineLLM:
-    return EngineLLM(model=str(default_model_path), max_tokens=MAX_TOKENS, temperature=0.0)
+    return EngineLLM(model=str(default_model_path), max_tokens=MAX_TOKENS, temperature=0.0,
+                     repeat_penalty=1.0)
 
 
 @pytest.fixture(scope="module")
 def copied(llm: EngineLLM) -> str:
-    """The greedy answer to the copy prompt, with no stop string at all."""
-    return llm.invoke(COPY_PROMPT)
+    """The greedy continuation of the copy prompt, with no stop string at all."""
+    text = llm.invoke(COPY_PROMPT)
+    assert "<5 mg" in text, f"the model did not continue the pattern: {text!r}"
+    return text
 
 
 class TokenCounter(BaseCallbackHandler):
@@ -38,17 +40,12 @@ class TokenCounter(BaseCallbackHandler):
         self.tokens.append(token)
 
 
-def test_greedy_invoke_is_deterministic(llm: EngineLLM, copied: str) -> None:
-    assert copied.strip()
-    assert llm.invoke(COPY_PROMPT) == copied
-
-
 def regex_traps(text: str) -> list[str]:
     """Stop strings that match ``text`` as regular expressions but never occur in it literally."""
     traps = [IM_END]  # as a regex: "<" or "im_end" or ">"
     for i in range(len(text) - 2):
         dotted = f"{text[i]}.{text[i + 2]}"  # "." as a regex matches any character
-        if text[i] not in ".|\\" and text[i + 2] not in ".|\\" and dotted not in text:
+        if ".|\\" not in dotted.replace(".", "", 1) and dotted not in text:
             traps.append(dotted)
             break
     traps.append("qqq|" + text[:3])  # "|" as a regex: an alternative that matches at 0
@@ -57,51 +54,52 @@ def regex_traps(text: str) -> list[str]:
 
 
 def test_stop_strings_are_literal_not_regex(llm: EngineLLM, copied: str) -> None:
-    assert "<5 mg" in copied, f"the model did not continue the pattern: {copied!r}"
-    # LangChain's enforce_stop_tokens would cut at each trap; the engine matches them literally.
+    # LangChain's enforce_stop_tokens would cut at each trap (e.g. at the "<" of "<5 mg");
+    # the engine matches them literally, so the text comes back whole.
     assert llm.invoke(COPY_PROMPT, stop=regex_traps(copied)) == copied
     # "<5 mg" ends the text right before it, and nothing of it is returned.
     assert llm.invoke(COPY_PROMPT, stop=["<5 mg"]) == copied[: copied.index("<5 mg")]
-    cut = copied.index("mg", copied.index("<5 mg")) + 2  # a stop set at construction
-    stopped = EngineLLM(model=llm.model, max_tokens=MAX_TOKENS, temperature=0.0,
-                        stop=[copied[cut - 4: cut + 1]])
-    assert stopped.invoke(COPY_PROMPT) == copied[: cut - 4]
+    at = copied.index("5 mg")  # a stop set at construction, with a space and a newline after
+    stopped = llm.model_copy(update={"stop": [copied[at: at + 5]]})
+    assert stopped.invoke(COPY_PROMPT) == copied[:at]
 
 
 def test_chatml_prompt_ends_at_the_turn_marker(llm: EngineLLM) -> None:
-    text = llm.invoke(CHAT_PROMPT, stop=[IM_END], max_tokens=48)
+    text = llm.invoke(render_chatml([("user", "What is hypertension?")]), stop=[IM_END],
+                      max_tokens=16)
     assert "hypertension" in text.lower() or "blood pressure" in text.lower()
-    assert IM_END not in text and "<|im_start|>" not in text
+    assert IM_END not in text and IM_START not in text
 
 
 def test_stream_reports_each_piece_and_finishes_with_generation_info(llm: EngineLLM,
                                                                      copied: str) -> None:
     counter = TokenCounter()
     pieces = list(llm.stream(COPY_PROMPT, config={"callbacks": [counter]}))
-    assert "".join(pieces) == copied
+    assert "".join(pieces) == copied  # greedy: the same text as invoke
     assert [t for t in counter.tokens if t] == [p for p in pieces if p] and len(pieces) > 3
-    result = llm.generate([COPY_PROMPT])
-    info = result.generations[0][0].generation_info
-    assert info["finish_reason"] in {"eos", "length", "stop"}
-    assert 0 < info["n_generated_tokens"] <= MAX_TOKENS
+    result = llm.generate([COPY_PROMPT], max_tokens=3)  # per-call override
+    gen = result.generations[0][0]
+    assert copied.startswith(gen.text) and gen.text
+    info = gen.generation_info
+    assert info["finish_reason"] == "length" and info["n_generated_tokens"] == 3
     assert info["n_prompt_tokens"] == len(llm.get_token_ids(COPY_PROMPT))
     assert info["quantization"] == "Q4_1" and info["model_name"].endswith(".gguf")
+    assert set(info["timings"]) >= {"prompt_s", "gen_s"}
 
 
 def test_lcel_invoke_batch_and_async(llm: EngineLLM) -> None:
-    prompt = PromptTemplate.from_template(
-        "<|im_start|>user\nName one {thing}.<|im_end|>\n<|im_start|>assistant\n")
-    chain = prompt | llm.bind(max_tokens=8) | StrOutputParser()
-    one = chain.invoke({"thing": "fruit"})
-    assert isinstance(one, str) and one.strip()
-    both = chain.batch([{"thing": "fruit"}, {"thing": "colour"}])
+    prompt = PromptTemplate.from_template("Dose: <5 mg {when}\n" * 8 + "Dose:")
+    chain = prompt | llm.bind(max_tokens=4) | StrOutputParser()
+    one = chain.invoke({"when": "daily"})
+    assert one == llm.invoke(COPY_PROMPT, max_tokens=4)
+    both = chain.batch([{"when": "daily"}, {"when": "weekly"}])
     assert both[0] == one and isinstance(both[1], str) and both[1].strip()
 
 
 async def test_async_invoke_and_stream(llm: EngineLLM, copied: str) -> None:
-    assert await llm.ainvoke(COPY_PROMPT) == copied
     pieces = [p async for p in llm.astream(COPY_PROMPT)]
     assert "".join(pieces) == copied
+    assert copied.startswith(await llm.ainvoke(COPY_PROMPT, max_tokens=2))
 
 
 def test_model_loaded_once_and_shared(llm: EngineLLM, default_model_path: Path) -> None:
@@ -117,10 +115,3 @@ def test_identifying_params(llm: EngineLLM) -> None:
     assert params["temperature"] == 0.0 and params["max_tokens"] == MAX_TOKENS
     assert {"top_k", "top_p", "min_p", "repeat_penalty", "seed"} <= params.keys()
     assert llm._llm_type == "guidelines-engine"
-
-
-def test_per_call_overrides(llm: EngineLLM) -> None:
-    short = llm.invoke(COPY_PROMPT, max_tokens=3)
-    info = llm.generate([COPY_PROMPT], max_tokens=3).generations[0][0].generation_info
-    assert info["n_generated_tokens"] == 3 and info["finish_reason"] == "length"
-    assert llm.invoke(COPY_PROMPT).startswith(short)

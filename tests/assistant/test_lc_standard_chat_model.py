@@ -14,8 +14,9 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from assistant.chat_model import ChatEngine
+from tests.conftest import shared_path
 
-MAX_TOKENS = 12  # small answers keep the integration suite at a few minutes of CPU
+MAX_TOKENS = 8  # small answers keep the integration suite short
 
 
 class TestChatEngineUnit(ChatModelUnitTests):
@@ -37,10 +38,22 @@ class TestChatEngineUnit(ChatModelUnitTests):
 
 class TestChatEngineIntegration(ChatModelIntegrationTests):
     model_path: str = ""
+    models_dir: str = ""
+    override: str | None = None
 
     @pytest.fixture(autouse=True)
-    def _default_model(self, default_model_path: Path) -> None:
-        type(self).model_path = str(default_model_path)
+    def _models(self, default_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+        cls = type(self)
+        cls.model_path = str(default_model_path)
+        if not cls.models_dir:
+            folder = tmp_path_factory.mktemp("models")
+            cls.models_dir = str(folder)
+            try:  # a second model for the per-call `model=` override: a Llama-2 vocabulary
+                tiny = shared_path("models", "tiny-llama-spm.Q8_0.gguf")
+                (folder / tiny.name).symlink_to(tiny)
+                cls.override = tiny.name
+            except pytest.skip.Exception:
+                cls.override = None  # its four tests then skip: "model_override_value not ..."
 
     @property
     def chat_model_class(self) -> type[ChatEngine]:
@@ -48,4 +61,9 @@ class TestChatEngineIntegration(ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict:
-        return {"model": self.model_path, "max_tokens": MAX_TOKENS, "temperature": 0.0}
+        return {"model": self.model_path, "models_dir": self.models_dir,
+                "max_tokens": MAX_TOKENS, "temperature": 0.0}
+
+    @property
+    def model_override_value(self) -> str | None:
+        return self.override

@@ -170,3 +170,23 @@ def test_citation_parsing() -> None:
     assert [c.id for c in cites] == ["g2"] and unresolved == [7]
     cites, unresolved = resolve_citations("no numbers", passages)
     assert [c.cited_in_text for c in cites] == [False, False] and unresolved == []
+
+
+def test_a_chat_model_gets_system_and_user_messages() -> None:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    seen = []
+
+    class Recording(FakeListChatModel):
+        def _stream(self, messages, stop=None, run_manager=None, **kwargs):
+            seen.append(messages)
+            return super()._stream(messages, stop, run_manager, **kwargs)
+
+    chat = Recording(responses=["Chat answer [2]."], custom_get_token_ids=words)
+    answer = RAGChain(ListRetriever(docs=DOCS), chat, max_tokens=32).invoke("Kids?")
+    assert answer.text == "Chat answer [2]." and answer.citations[0].id == "g2"
+    system, user = seen[0]
+    assert isinstance(system, SystemMessage) and "[1]" in system.content
+    assert isinstance(user, HumanMessage) and "[2] Kids (nhlbi)" in user.content
+    assert user.content.endswith("Question: Kids?")

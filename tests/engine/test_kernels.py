@@ -110,3 +110,14 @@ def test_int_path_equals_its_own_scheme(ggml_type: GGMLType) -> None:
     kernels.matmul_int(m.code, m.data, xq, xd, xs, got)
     slack = 2e-6 * (np.abs(x8) @ np.abs(w).T) + 1e-6
     assert (np.abs(got - x8 @ w.T) <= slack).all()
+
+
+def test_read_only_weights_and_one_specialisation() -> None:
+    """Writable and read-only weights (a memory map) run the same compiled kernel."""
+    m = random_matrix(GGMLType.Q4_1, 5, 2, seed=3)
+    writable = m.data.copy()
+    m2 = kernels.QuantMatrix(writable, GGMLType.Q4_1, 64)
+    assert not m2.data.flags.writeable and writable.flags.writeable
+    x = np.ones((1, 64), np.float32)
+    np.testing.assert_array_equal(m.matmul(x), m2.matmul(x))
+    assert len(kernels.matmul_int.signatures) == 1
