@@ -23,10 +23,6 @@ from ui_test_data import QUESTION, QUESTION_DOC_TITLE
 
 from assistant.notice import ADVISORY_NOTICE
 
-# TEMPORARY until the ingest and assistant branches are merged into ui: remove then.
-pytest.importorskip("ingest.cli", reason="ingest's CLI has not landed on this branch yet")
-pytest.importorskip("assistant.chain", reason="the assistant chain has not landed yet")
-
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

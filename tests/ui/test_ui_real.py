@@ -13,10 +13,6 @@ from ui_test_data import QUESTION, QUESTION_DOC_TITLE, SMALL_INDEX_IDS
 from assistant.config import Settings
 from assistant.notice import ADVISORY_NOTICE
 
-# TEMPORARY until the ingest and assistant branches are merged into ui: remove then.
-pytest.importorskip("ingest.cli", reason="ingest's CLI has not landed on this branch yet")
-pytest.importorskip("assistant.chain", reason="the assistant chain has not landed yet")
-
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "ui" / "app.py"
 RUN_TIMEOUT_S = 600  # the first question loads the model and may compile the engine's kernels
