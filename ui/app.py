@@ -37,6 +37,7 @@ MESSAGES = "messages"  # session_state key: the conversation, a list of dicts
 K_RANGE = (1, 12)
 TEMPERATURE_RANGE = (0.0, 1.5)
 MAX_TOKENS_RANGE = (8, 4096)
+INTERRUPTED = Reply(text="", error="stopped before the answer was complete")
 
 
 @dataclass(frozen=True)
@@ -212,15 +213,19 @@ def render(services: Services, settings: Settings) -> None:
         if isinstance(problem, SetupProblem):
             render_setup_problem(problem)
     ready = isinstance(index, IndexView) and isinstance(model, ModelView)
-    question = st.chat_input("Ask a question about the guidelines", disabled=not ready)
+    question = (st.chat_input("Ask a question about the guidelines", disabled=not ready) or "")
+    question = question.strip()
     if not (question and ready):
         return
-    question = question.strip()
     st.session_state[MESSAGES].append({"role": "user", "content": question})
     with st.chat_message("user"):
         st.markdown(question)
     with st.chat_message("assistant"):
-        reply = stream_answer(services, index, model, question, controls.options)
+        try:
+            reply = stream_answer(services, index, model, question, controls.options)
+        except BaseException:  # a new question or Stop interrupted it: keep the turn, noted
+            st.session_state[MESSAGES].append({"role": "assistant", "reply": INTERRUPTED})
+            raise
     st.session_state[MESSAGES].append({"role": "assistant", "reply": reply})
 
 

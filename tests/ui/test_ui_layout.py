@@ -162,3 +162,8 @@ def test_other_model_path_is_passed_through(tmp_path):
     at.sidebar.text_input[0].set_value("/data/meditron-7b.Q8_0.gguf").run()
     ask(at, "a question")
     assert fake_services.CALLS[-1][1] == "/data/meditron-7b.Q8_0.gguf"
+
+
+def test_blank_question_is_ignored(tmp_path):
+    at = ask(page(tmp_path), "   ")
+    assert not at.exception and not at.chat_message and not fake_services.CALLS
