@@ -28,12 +28,20 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, prange
+from numba.typed import List as TypedList
 
 from engine.config import LlamaConfig
 from engine.constants import ENGINE_WEIGHT_TYPES, GGMLType
 from engine.errors import ContextOverflow, GGUFError, UnsupportedTensorType
 from engine.gguf import GGUFFile
-from engine.kernels import QuantMatrix
+from engine.kernels import (
+    ACT_BLOCK,
+    INT_DOT_TYPES,
+    QuantMatrix,
+    dot_int,
+    quantize_activations,
+)
+from engine.kernels_decode import decode_row
 
 # Tensor names of architecture ``llama`` (llama.cpp's LLM_TENSOR_NAMES); {i} is the layer.
 TOKEN_EMBD = "token_embd.weight"
@@ -85,6 +93,7 @@ class LlamaWeights:
     layers: tuple[LayerWeights, ...]
     output_norm: np.ndarray  # (n_embd,) float32
     output: QuantMatrix  # n_embd -> n_vocab (the token embedding itself when tied)
+    decode_plan: DecodePlan | None = None  # the layers as one compiled decode step takes them
 
     @classmethod
     def from_gguf(cls, gguf: GGUFFile, config: LlamaConfig) -> LlamaWeights:
@@ -113,7 +122,42 @@ class LlamaWeights:
                 else:
                     parts[key] = _vector(gguf, name, c.n_embd)
             layers.append(LayerWeights(**parts))  # type: ignore[arg-type]
-        return cls(c, token_embd, tuple(layers), _vector(gguf, OUTPUT_NORM, c.n_embd), output)
+        layers_t = tuple(layers)
+        out_norm = _vector(gguf, OUTPUT_NORM, c.n_embd)
+        return cls(c, token_embd, layers_t, out_norm, output, DecodePlan.build(c, layers_t))
+
+
+# The matrices of a layer in the order the fused decode step reads them.
+LAYER_MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """Every layer's matrices in one typed list (7 per layer, LAYER_MATRICES order), their type
+    codes and the norm weights stacked: what ``decode_layers`` needs to run all layers of one
+    decode step in a single compiled call.  Only for models whose layer matrices all have
+    integer-dot kernels (every quantized type); float-weight models take the general path."""
+
+    mats: TypedList  # (n_layer * 7) uint8 (n_out, row_bytes) read-only views
+    codes: np.ndarray  # (n_layer * 7,) int64 ggml type codes
+    norms: np.ndarray  # (n_layer, 2, n_embd) float32: attn_norm, ffn_norm
+
+    @classmethod
+    def build(cls, config: LlamaConfig, layers: tuple[LayerWeights, ...]) -> DecodePlan | None:
+        dims = (config.n_embd, config.n_head * config.head_dim, config.n_ff)
+        matrices = [getattr(L, name) for L in layers for name in LAYER_MATRICES]
+        if any(m.ggml_type not in INT_DOT_TYPES for m in matrices) or any(
+            d % ACT_BLOCK for d in dims
+        ):
+            return None
+        mats = TypedList()
+        for m in matrices:
+            view = m.data.view()
+            view.flags.writeable = False  # one numba type for every element
+            mats.append(view)
+        codes = np.array([m.code for m in matrices], np.int64)
+        norms = np.stack([np.stack([L.attn_norm, L.ffn_norm]) for L in layers])
+        return cls(mats, codes, np.ascontiguousarray(norms, np.float32))
 
 
 def _tensor(gguf: GGUFFile, name: str, shape: tuple[int, ...]):
@@ -193,6 +237,12 @@ class Workspace:
         self.gate = np.empty((n_batch, c.n_ff), np.float32)
         self.up = np.empty((n_batch, c.n_ff), np.float32)
         self.logits = np.empty((1, c.n_vocab), np.float32)
+        # 8-bit activations of one position (decode step): values, block scales, half sums
+        self.act = [
+            (np.empty((1, d), np.int8), np.empty((1, d // ACT_BLOCK), np.float32),
+             np.empty((1, 2 * (d // ACT_BLOCK)), np.float32))
+            for d in (c.n_embd, q_dim, c.n_ff)
+        ]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,6 +373,72 @@ ATTENTION_PARALLEL_MIN_WORK = 1 << 20
 
 
 # ----------------------------------------------------------------------------------------------
+# one decode step, all layers in one compiled call
+
+
+@njit(cache=True, nogil=True)
+def _row_dot(code, row, xq, xd, xs):  # pragma: no cover - compiled
+    """One weight row · the 8-bit activations (a call, so the type dispatch is compiled once)."""
+    return dot_int(code, row, xq, xd, xs)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def decode_layers(
+    token, embd, embd_code, mats, codes, norms, k_cache, v_cache, pos, cos, sin, rope_dim,
+    scale, eps, parallel_attention, x, h, q, k, v, att, o, gate, up, a_embd, a_q, a_ff,
+):  # pragma: no cover - compiled  # fmt: skip
+    """Every layer for one new token at position ``pos``: the decode step without Python.
+
+    Same computation as ``forward`` with n = 1 (same kernels, same 8-bit activations); each
+    matrix product is one parallel loop over its output rows (q, k and v share one, as do
+    gate and up).  On return ``x + o`` is the final residual (the output norm comes next).
+    a_embd, a_q, a_ff: (values, scales, half sums) buffers of 8-bit activations.
+    """
+    n_q, n_kv, n_ff = q.shape[1], k.shape[1], gate.shape[1]
+    n_embd = x.shape[1]
+    decode_row(embd_code, embd[token], x[0])  # (1, n_embd) token embedding
+    o[:] = 0.0
+    for il in range(norms.shape[0]):
+        m = il * 7
+        wq, wk, wv, wo = mats[m], mats[m + 1], mats[m + 2], mats[m + 3]  # (n_out, row_bytes)
+        wg, wu, wd = mats[m + 4], mats[m + 5], mats[m + 6]
+        cq, ck, cv, co = codes[m], codes[m + 1], codes[m + 2], codes[m + 3]
+        cg, cu, cd = codes[m + 4], codes[m + 5], codes[m + 6]
+        add_rms_norm(x, o, norms[il, 0], eps, h)  # x += o; h = norm(x)   (1, n_embd)
+        xq, xd, xs = a_embd[0][0], a_embd[1][0], a_embd[2][0]
+        quantize_activations(h, a_embd[0], a_embd[1], a_embd[2])
+        for r in prange(n_q + 2 * n_kv):  # q, k, v  (1, n_q), (1, n_kv), (1, n_kv)
+            if r < n_q:
+                q[0, r] = _row_dot(cq, wq[r], xq, xd, xs)
+            elif r < n_q + n_kv:
+                k[0, r - n_q] = _row_dot(ck, wk[r - n_q], xq, xd, xs)
+            else:
+                v[0, r - n_q - n_kv] = _row_dot(cv, wv[r - n_q - n_kv], xq, xd, xs)
+        rope_store(q, k, v, k_cache[il], v_cache[il], pos, cos, sin, rope_dim)
+        if parallel_attention:
+            attention_parallel(q, k_cache[il], v_cache[il], pos, scale, att)
+        else:
+            attention_serial(q, k_cache[il], v_cache[il], pos, scale, att)  # (1, n_q)
+        xq, xd, xs = a_q[0][0], a_q[1][0], a_q[2][0]
+        quantize_activations(att, a_q[0], a_q[1], a_q[2])
+        for r in prange(n_embd):  # attn_output  (1, n_embd)
+            o[0, r] = _row_dot(co, wo[r], xq, xd, xs)
+        add_rms_norm(x, o, norms[il, 1], eps, h)  # (1, n_embd)
+        xq, xd, xs = a_embd[0][0], a_embd[1][0], a_embd[2][0]
+        quantize_activations(h, a_embd[0], a_embd[1], a_embd[2])
+        for r in prange(2 * n_ff):  # gate, up  (1, n_ff) each
+            if r < n_ff:
+                gate[0, r] = _row_dot(cg, wg[r], xq, xd, xs)
+            else:
+                up[0, r - n_ff] = _row_dot(cu, wu[r - n_ff], xq, xd, xs)
+        swiglu(gate, up)  # (1, n_ff)
+        xq, xd, xs = a_ff[0][0], a_ff[1][0], a_ff[2][0]
+        quantize_activations(gate, a_ff[0], a_ff[1], a_ff[2])
+        for r in prange(n_embd):  # ffn_down  (1, n_embd)
+            o[0, r] = _row_dot(cd, wd[r], xq, xd, xs)
+
+
+# ----------------------------------------------------------------------------------------------
 # the forward pass
 
 
@@ -332,11 +448,13 @@ def forward(
     tokens: np.ndarray,
     ws: Workspace,
     logits_out: np.ndarray | None = None,
+    fused: bool = True,
 ) -> np.ndarray:
     """Run ``tokens`` ((n,) ints, n <= ws.n_batch) at positions cache.n_past.. ; advance the cache.
 
     Returns the logits of the last position ((n_vocab,), a view on ``ws.logits``), or, when
     ``logits_out`` ((n, n_vocab) float32) is given, fills it with the logits of every position.
+    ``fused=False`` runs a decode step op by op, as a prompt batch runs (for tests).
     """
     c = w.config
     n = tokens.shape[0]
@@ -354,6 +472,16 @@ def forward(
 
     work = n * c.n_head * (pos0 + n) * c.head_dim  # multiply-adds of q k^T
     attention = attention_parallel if work >= ATTENTION_PARALLEL_MIN_WORK else attention_serial
+    plan = w.decode_plan
+    if fused and n == 1 and plan is not None:  # one decode step: all layers in one compiled call
+        with FORWARD_LOCK:
+            decode_layers(
+                tokens[0], w.token_embd.data, w.token_embd.code, plan.mats, plan.codes,
+                plan.norms, cache.k, cache.v, pos0, cos, sin, c.rope_dim, scale, eps,
+                work >= ATTENTION_PARALLEL_MIN_WORK, x, h, q, k, v, att, o, gate, up, *ws.act,
+            )  # fmt: skip
+            cache.n_past = pos0 + 1
+            return _output(w, x, o, h, eps, ws, logits_out)
     with FORWARD_LOCK:
         x[:] = w.token_embd.rows(tokens)  # (n, n_embd)
         o[:] = 0.0  # (n, n_embd): nothing to add before the first layer
@@ -374,13 +502,19 @@ def forward(
             swiglu(gate, up)  # (n, n_ff)
             L.ffn_down.matmul(gate, out=o)  # (n, n_embd)
         cache.n_past = pos0 + n
-        if logits_out is not None:
-            add_rms_norm(x, o, w.output_norm, eps, h)  # (n, n_embd)
-            w.output.matmul(h, out=logits_out)  # (n, n_vocab)
-            return logits_out
-        add_rms_norm(x[n - 1 :], o[n - 1 :], w.output_norm, eps, h[:1])  # last position only
-        w.output.matmul(h[:1], out=ws.logits)  # (1, n_vocab)
-        return ws.logits[0]
+        return _output(w, x, o, h, eps, ws, logits_out)
+
+
+def _output(w, x, o, h, eps, ws: Workspace, logits_out: np.ndarray | None) -> np.ndarray:
+    """Final residual, output norm and projection: every position or the last one."""
+    if logits_out is not None:
+        add_rms_norm(x, o, w.output_norm, eps, h)  # (n, n_embd)
+        w.output.matmul(h, out=logits_out)  # (n, n_vocab)
+        return logits_out
+    n = x.shape[0]
+    add_rms_norm(x[n - 1 :], o[n - 1 :], w.output_norm, eps, h[:1])  # last position only
+    w.output.matmul(h[:1], out=ws.logits)  # (1, n_vocab)
+    return ws.logits[0]
 
 
 def prefill(
