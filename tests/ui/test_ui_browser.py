@@ -87,8 +87,10 @@ def chromium() -> str:
 
 
 @pytest.fixture
-def served_page(chromium: str, small_index: Path, default_model_path: Path,
-                tmp_path: Path) -> Iterator[str]:
+def served_page(chromium: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    # asked for only once Chromium is known to be there: no index is built for a skipped test
+    small_index: Path = request.getfixturevalue("small_index")
+    request.getfixturevalue("default_model_path")
     port = _free_port()
     log = tmp_path / "streamlit.log"
     env = {**os.environ, "GUIDELINES_INDEX": str(small_index)}
