@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .chunking import ChunkingSettings
 from .errors import IngestError, StrictModeFailure
+from .pipeline import BATCH_CHUNKS
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -74,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~4*sqrt(chunks))")
     b.add_argument("--nprobe", type=int, default=16, help="IVF lists searched per query")
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: all CPUs)")
+    b.add_argument(
+        "--batch-chunks",
+        type=int,
+        default=BATCH_CHUNKS,
+        help="chunks embedded and committed together (what a crash can lose)",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument("--json", action="store_true", help="print the build report as JSON")
 
@@ -121,6 +128,7 @@ def _build(args) -> int:
             threads=args.threads,
             progress=not args.quiet,
             ann=ann,
+            batch_chunks=args.batch_chunks,
         )
     except StrictModeFailure as e:
         print(f"error: {e}", file=sys.stderr)

@@ -155,7 +155,7 @@ def read_jsonl(path: Path) -> Iterator[Record | Rejection]:
                 try:
                     row = json.loads(text)
                 except json.JSONDecodeError as e:
-                    yield Rejection(origin, lineno, f"malformed JSON: {e.msg} at column {e.colno}")
+                    yield Rejection(origin, lineno, f"malformed JSON: {e.msg} (column {e.colno})")
                     continue
                 yield validate(row, origin, lineno)
     except (OSError, EOFError, gzip.BadGzipFile) as e:

@@ -326,7 +326,7 @@ class IndexStore:
         )
 
     def _mark_deleted(self, conn, gen: int, where: str, params: Sequence) -> None:
-        """Delete live chunks matching ``where``: rows staged in ``gen`` now, others as of ``gen``."""
+        """Delete live chunks matching ``where`` (staged in ``gen``: at once; others: as of gen)."""
         staged = f"gen_deleted IS NULL AND gen_added = ? AND ({where})"
         conn.execute(
             "INSERT INTO chunks_fts (chunks_fts, rowid, context, text) SELECT 'delete', rid, "

@@ -101,6 +101,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON next to ``path`` then rename over it: readers see the old or the new file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, ensure_ascii=False, sort_keys=False)
             f.write("\n")

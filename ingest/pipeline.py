@@ -142,14 +142,20 @@ class _Builder:
         settings: ChunkingSettings,
         report: BuildReport,
         bars,
+        batch_chunks: int = BATCH_CHUNKS,
     ) -> None:
         self.store, self.gen, self.settings, self.report = store, gen, settings, report
+        self.batch_chunks = max(1, batch_chunks)
         self._get_embedder = get_embedder
         self.chunker: Chunker | None = None
         self.group: list[tuple[Record, bool]] = []
         self.batch: list[tuple[Record, bool, list[Chunk]]] = []
         self.n_batch_chunks = 0
         self.docs_bar, self.chunks_bar = bars
+
+    @property
+    def n_pending_docs(self) -> int:
+        return len(self.group) + len(self.batch)
 
     def add(self, rec: Record, replacing: bool) -> None:
         self.group.append((rec, replacing))
@@ -166,7 +172,7 @@ class _Builder:
             self.batch.append((rec, replacing, chunks))
             self.n_batch_chunks += len(chunks)
         self.group = []
-        if self.n_batch_chunks >= BATCH_CHUNKS:
+        if self.n_batch_chunks >= self.batch_chunks:
             self.flush()
 
     def flush(self) -> None:
@@ -234,6 +240,21 @@ def _open_store(
     return store
 
 
+@dataclass
+class _Job:
+    """What one build was asked to do."""
+
+    spec: str
+    index: Path
+    sources: list[str] | None
+    limit: int | None
+    prune: bool
+    settings: ChunkingSettings
+    progress: bool
+    batch_chunks: int
+    log: Callable[[str], None]
+
+
 def build(
     input: str | Path,
     index: str | Path,
@@ -248,17 +269,31 @@ def build(
     threads: int | None = None,
     progress: bool = True,
     ann: dict | None = None,
+    batch_chunks: int = BATCH_CHUNKS,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
 ) -> BuildReport:
-    """Build or update the index at ``index`` from ``input``; see the module docstring."""
+    """Build or update the index at ``index`` from ``input``; see the module docstring.
+
+    ``embedder`` (or ``embedding_model``, a name or path) is loaded only when a document needs
+    embedding, so a re-run over an unchanged input is quick.
+    """
     t_start = time.perf_counter()
-    spec, index = str(input), Path(index)
-    settings = settings or ChunkingSettings()
-    sources = [s.strip() for s in sources if s.strip()] if sources else None
+    job = _Job(
+        str(input),
+        Path(index),
+        [s.strip() for s in sources if s.strip()] if sources else None,
+        limit,
+        prune,
+        settings or ChunkingSettings(),
+        progress,
+        batch_chunks,
+        log,
+    )
     if prune and limit is not None:
         raise ValueError("--prune with --limit would remove every document past the limit")
     model_name = embedder.name if embedder is not None else canonical_name(embedding_model)
     loaded: list[Embedder] = [embedder] if embedder is not None else []
+    store_ref: list[IndexStore] = []
 
     def get_embedder() -> Embedder:
         if not loaded:
@@ -266,31 +301,28 @@ def build(
         emb = loaded[0]
         if store_ref:
             store_ref[0].check_embedding(emb.name, emb.dim)
-        if settings.max_tokens > emb.max_tokens:
+        if job.settings.max_tokens > emb.max_tokens:
             raise SettingsMismatch(
-                index, f"chunks of {settings.max_tokens} tokens exceed the model's {emb.max_tokens}"
+                job.index,
+                f"chunks of {job.settings.max_tokens} tokens exceed the model's {emb.max_tokens}",
             )
         return emb
 
-    store_ref: list[IndexStore] = []
     if strict:
-        _scan_strict(spec, sources, limit, log)
-    store = _open_store(index, model_name, settings, get_embedder, ann)
+        _scan_strict(job.spec, job.sources, limit, log)
+    store = _open_store(job.index, model_name, job.settings, get_embedder, ann)
     store_ref.append(store)
-    report = BuildReport(index=str(index))
+    report = BuildReport(index=str(job.index))
     gen = store.begin_build()
     try:
-        _run(store, gen, spec, sources, limit, prune, settings, get_embedder, report, progress, log)
+        _run(store, gen, job, get_embedder, report)
         report.seconds = time.perf_counter() - t_start
         if store.has_changes(gen):
-            man = store.publish(
-                gen,
-                {
-                    "last_build": {**report.to_dict(), "input": spec},
-                    "inputs": _inputs(store.manifest, spec, sources),
-                },
-                before=_ann_hook(store),
-            )
+            update = {
+                "last_build": {**report.to_dict(), "input": job.spec},
+                "inputs": _inputs(store.manifest, job.spec, job.sources),
+            }
+            man = store.publish(gen, update, before=_ann_hook(store))
             report.published, report.generation = True, man["generation"]
         else:
             store.discard_build(gen)
@@ -315,16 +347,18 @@ def _inputs(man: dict, spec: str, sources) -> list[dict]:
     return [*inputs, {"input": spec, "sources": sources, "at": mf.now()}]
 
 
-def _run(store, gen, spec, sources, limit, prune, settings, get_embedder, report, progress, log):
+def _run(store: IndexStore, gen: int, job: _Job, get_embedder, report: BuildReport) -> None:
     live = store.live_documents()
-    total = _count_lines(spec) if limit is None else limit
+    total = _count_lines(job.spec) if job.limit is None else job.limit
     with (
-        _progress("documents", "doc", total, progress) as docs_bar,
-        _progress("chunks", "chunk", None, progress) as chunks_bar,
+        _progress("documents", "doc", total, job.progress) as docs_bar,
+        _progress("chunks", "chunk", None, job.progress) as chunks_bar,
     ):
-        builder = _Builder(store, gen, get_embedder, settings, report, (docs_bar, chunks_bar))
+        builder = _Builder(
+            store, gen, get_embedder, job.settings, report, (docs_bar, chunks_bar), job.batch_chunks
+        )
         seen: set[str] = set()
-        for item in read_corpus(spec, sources, limit):
+        for item in read_corpus(job.spec, job.sources, job.limit):
             if isinstance(item, Rejection):
                 report.n_rejected += 1
                 if len(report.rejected) < MAX_REPORTED:
@@ -339,14 +373,14 @@ def _run(store, gen, spec, sources, limit, prune, settings, get_embedder, report
                 report.unchanged += 1
                 continue
             builder.add(item, replacing=known is not None)
-            if report.documents_seen and chunks_bar.n and docs_bar.total:
-                rate = (chunks_bar.n + builder.n_batch_chunks) / max(
-                    1, report.added + report.replaced
-                )
-                chunks_bar.total = int(rate * (docs_bar.total - report.unchanged))
+            done = report.added + report.replaced
+            if done and docs_bar.total:  # chunks still to come, from the chunks per document so far
+                per_doc = report.chunks_added / done
+                left = docs_bar.total - report.documents_seen + builder.n_pending_docs
+                chunks_bar.total = int(chunks_bar.n + per_doc * max(0, left))
         builder.flush()
-    if prune:
-        _prune(store, gen, live, seen, sources, report, log)
+    if job.prune:
+        _prune(store, gen, live, seen, job.sources, report, job.log)
 
 
 def _prune(store, gen, live, seen, sources, report, log) -> None:

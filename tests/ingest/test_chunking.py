@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from ingest_helpers import sample_docs
@@ -88,13 +90,13 @@ def test_overlap_repeats_whole_sentences(counter):
         counter, ChunkingSettings(max_tokens=64, overlap_tokens=16, context=False)
     ).chunk("d", text)
     assert len(chunks) > 3
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert b.start < a.end  # overlapping
         assert text[b.start : a.end].startswith("Sentence number")  # at a sentence start
     no_overlap = Chunker(
         counter, ChunkingSettings(max_tokens=64, overlap_tokens=0, context=False)
     ).chunk("d", text)
-    assert all(b.start >= a.end for a, b in zip(no_overlap, no_overlap[1:], strict=False))
+    assert all(b.start >= a.end for a, b in itertools.pairwise(no_overlap))
 
 
 def test_a_long_run_without_punctuation_is_cut_at_token_bounds(counter):

@@ -202,7 +202,7 @@ def test_concurrent_readers_while_writing(store):
             for i in range(40):
                 hits = reader.search_by_vector(v[i % 10], k=3)
                 assert hits and all(h.text == "t" for h in hits)
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=read) for _ in range(4)]

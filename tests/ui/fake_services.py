@@ -1,0 +1,70 @@
+"""A fake of ``ui.backend.Services`` for layout tests only (the real path is tested beside it).
+
+The question picks the behaviour: a normal cited answer; "nothing ..." a refusal with no
+sources; "boom ..." a few pieces then a generation error.  Every ``ask`` is recorded in CALLS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from ui.backend import (
+    IndexView,
+    ModelMissing,
+    ModelView,
+    NoIndex,
+    Options,
+    Reply,
+    SourceView,
+)
+
+CALLS: list[tuple[str, str, Options]] = []  # (question, model spec, options)
+
+ANSWER_PIECES = ("Adults aged 50 to 75 ", "should be screened ", "for colorectal cancer [1].")
+SOURCES = (
+    SourceView(number=1, title="Screening for colorectal cancer: [USPSTF] *recommendation*",
+               source="ngc", url="https://example.org/ngc-1", heading="Major Recommendations",
+               passage="The USPSTF recommends screening for colorectal cancer in adults.",
+               doc_id="ngc-1"),
+    SourceView(number=2, title="Colorectal cancer facts", source="cdc", url="",
+               heading="", passage="Colorectal cancer is the third most common cancer.",
+               doc_id="cdc-2"),
+)
+REFUSAL = "I found nothing relevant to this question in the indexed guidelines."
+
+
+class FakeServices:
+    def __init__(self, *, index_missing: bool = False, model_missing: bool = False) -> None:
+        self.index_missing = index_missing
+        self.model_missing = model_missing
+        self.name = f"fake-{index_missing}-{model_missing}"
+
+    def presets(self) -> dict[str, str]:
+        return {"smollm2-135m": "the small default", "meditron-7b": "Meditron-7B"}
+
+    def open_index(self, path: Path) -> IndexView:
+        if self.index_missing:
+            raise NoIndex(f"no index at {path}", value=path,
+                          fix=f"python -m ingest build --input corpus.jsonl --index {path}")
+        return IndexView(path=path, documents=3, chunks=12, sources={"cdc": 4, "ngc": 8},
+                         embedding_model="sentence-transformers/all-MiniLM-L6-v2")
+
+    def load_model(self, spec: str) -> ModelView:
+        if self.model_missing or not spec:
+            raise ModelMissing(f"model {spec!r} is not downloaded yet", value=spec,
+                               fix=f"python -m assistant fetch-model {spec}")
+        return ModelView(spec=spec, path=Path(f"/models/{spec}.gguf"), quantization="Q4_1")
+
+    def ask(self, index: IndexView, model: ModelView, question: str,
+            options: Options) -> Iterator[str | Reply]:
+        CALLS.append((question, model.spec, options))
+        if question.startswith("nothing"):
+            yield Reply(text=REFUSAL, refused=True)
+            return
+        if question.startswith("boom"):
+            yield ANSWER_PIECES[0]
+            raise RuntimeError("the engine ran out of context")
+        yield from ANSWER_PIECES
+        yield Reply(text="".join(ANSWER_PIECES), sources=SOURCES[: options.k],
+                    details={"n_generated_tokens": 11, "gen_s": 0.5, "finish_reason": "stop"})

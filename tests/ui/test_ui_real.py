@@ -1,0 +1,140 @@
+"""The page end to end in AppTest with the real parts: the default model through our engine,
+a small real index (tests/ui/conftest.py), the assistant's chain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+from ui_test_data import QUESTION, QUESTION_DOC_TITLE, SMALL_INDEX_IDS
+
+from assistant.config import Settings
+from assistant.notice import ADVISORY_NOTICE
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "ui" / "app.py"
+RUN_TIMEOUT_S = 600  # the first question loads the model and may compile the engine's kernels
+MAX_TOKENS = 24
+PASSAGES = 2  # a short prompt: the engine reads it on the CPU
+
+
+@pytest.fixture
+def page(monkeypatch, small_index, default_model_path):
+    monkeypatch.setenv("GUIDELINES_INDEX", str(small_index))
+    monkeypatch.delenv("GUIDELINES_MODEL", raising=False)
+    monkeypatch.delenv("GUIDELINES_HOME", raising=False)
+    at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT_S).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+@pytest.mark.slow
+def test_real_question_streams_a_cited_answer_with_notice(page):
+    at = page
+    sidebar = " ".join(texts(at.sidebar.markdown) + texts(at.sidebar.caption))
+    assert f"**{len(SMALL_INDEX_IDS)}** documents" in sidebar
+    assert "MiniLM" in sidebar
+    assert "**smollm2-135m**" in sidebar
+    assert set(at.sidebar.multiselect[0].options) == {"cdc", "ngc", "nhlbi"}
+
+    at.sidebar.slider[0].set_value(PASSAGES)
+    at.sidebar.number_input[0].set_value(MAX_TOKENS)
+    at.chat_input[0].set_value(QUESTION)
+    at.run()
+    assert not at.exception, at.exception
+    user, answer = at.chat_message
+    assert user.markdown[0].value == QUESTION
+    assert not answer.error, texts(answer.error)
+    body = texts(answer.markdown)
+    assert body[0].strip(), "the model produced no text"
+    sources = [t for t in body if t.startswith("**\\[")]
+    assert sources, body
+    assert any(QUESTION_DOC_TITLE in t and "(http" in t for t in sources), sources
+    passages = [e.text[0].value for e in answer.expander]
+    assert len(passages) == len(sources) <= PASSAGES
+    assert any("lung cancer" in p.lower() for p in passages)
+    assert texts(answer.info) == [ADVISORY_NOTICE]
+
+
+@pytest.mark.slow
+def test_real_source_filter_keeps_other_sources_out(page):
+    at = page
+    at.sidebar.multiselect[0].set_value(["cdc"])
+    at.sidebar.slider[0].set_value(1)
+    at.sidebar.number_input[0].set_value(8)
+    at.chat_input[0].set_value("How is chickenpox prevented with a vaccine?")
+    at.run()
+    assert not at.exception, at.exception
+    answer = at.chat_message[-1]
+    sources = [t for t in texts(answer.markdown) if t.startswith("**\\[")]
+    assert sources and all(t.endswith("· CDC") for t in sources), sources
+    assert texts(answer.info) == [ADVISORY_NOTICE]
+
+
+def test_real_refusal_when_nothing_is_relevant(page):
+    at = page
+    at.chat_input[0].set_value("zxqv blorft wibble quux")
+    at.run()
+    assert not at.exception, at.exception
+    answer = at.chat_message[-1]
+    assert not answer.expander, "a refusal has no passages"
+    assert any("nothing relevant" in c for c in texts(answer.caption))
+    assert texts(answer.info) == [ADVISORY_NOTICE]
+
+
+def test_real_no_index_says_how_to_build_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("GUIDELINES_INDEX", str(tmp_path / "not-built"))
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT_S).run()
+    assert not at.exception, at.exception
+    assert any(e.startswith("**No index yet.**") for e in texts(at.error))
+    fix = texts(at.code)
+    assert any(c.startswith("python -m ingest build") and str(tmp_path / "not-built") in c
+               for c in fix), fix
+    assert at.chat_input[0].disabled
+
+
+def test_real_model_missing_says_how_to_fetch_it(monkeypatch, tmp_path, small_index):
+    monkeypatch.setenv("GUIDELINES_INDEX", str(small_index))
+    monkeypatch.setenv("GUIDELINES_HOME", str(tmp_path / "empty-home"))  # no models there
+    at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT_S).run()
+    assert not at.exception, at.exception
+    assert any(e.startswith("**Model missing.**") for e in texts(at.error))
+    assert "python -m assistant fetch-model smollm2-135m" in texts(at.code)
+    assert at.chat_input[0].disabled
+
+
+@pytest.mark.slow
+def test_real_services_are_shared_safely_between_sessions(small_index, default_model_path):
+    """Two sessions asking at once over the one cached model and index (as st.cache_resource
+    shares them): both answers complete, with their own sources and the notice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ui.backend import Options, Reply
+    from ui.services import AssistantServices
+
+    services = AssistantServices(Settings.from_env(env={}, index_dir=small_index))
+    index = services.open_index(small_index)
+    model = services.load_model("smollm2-135m")
+    assert services.load_model("smollm2-135m").handle is model.handle  # loaded once
+    options = Options(k=1, temperature=0.0, max_tokens=4)
+    questions = [QUESTION, "How is chickenpox prevented with a vaccine?"]
+
+    def session(question: str) -> Reply:
+        items = list(services.ask(index, model, question, options))
+        assert all(isinstance(i, str) for i in items[:-1])
+        return items[-1]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        replies = list(pool.map(session, questions))
+    for reply in replies:
+        assert isinstance(reply, Reply) and reply.error is None, reply
+        assert len(reply.sources) == 1 and reply.notice == ADVISORY_NOTICE
+    assert "lung cancer" in replies[0].sources[0].passage.lower()
+    assert replies[1].sources[0].doc_id == "medquad-cdc-0000094"
