@@ -168,15 +168,19 @@ class _Builder:
         if self.chunker is None:
             self.chunker = Chunker(self._get_embedder().counter, self.settings)
         chunked = self.chunker.chunk_many([(r.id, r.clean_text, r.title) for r, _ in self.group])
-        for (rec, replacing), chunks in zip(self.group, chunked, strict=True):
+        group, self.group = self.group, []
+        for (rec, replacing), chunks in zip(group, chunked, strict=True):
             self.batch.append((rec, replacing, chunks))
             self.n_batch_chunks += len(chunks)
-        self.group = []
-        if self.n_batch_chunks >= self.batch_chunks:
-            self.flush()
+            if self.n_batch_chunks >= self.batch_chunks:
+                self._commit_batch()
 
     def flush(self) -> None:
+        """Embed and commit everything pending."""
         self._chunk_group()
+        self._commit_batch()
+
+    def _commit_batch(self) -> None:
         if not self.batch:
             return
         t0 = time.perf_counter()
