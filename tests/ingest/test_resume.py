@@ -1,4 +1,4 @@
-"""Crash safety with real processes: a killed build is invisible, loses one batch at most, resumes."""
+"""Crash safety with real processes: a killed build stays invisible, loses a batch at most."""
 
 from __future__ import annotations
 
