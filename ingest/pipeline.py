@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import manifest as mf
 from .chunking import Chunk, Chunker, ChunkingSettings
-from .corpus import Record, Rejection, read_corpus
+from .corpus import Record, Rejection, check_input, read_corpus
 from .embedding import Embedder, canonical_name, load_embedder
 from .errors import SettingsMismatch, StrictModeFailure
 from .index import DB_NAME, IndexStore
@@ -312,6 +312,7 @@ def build(
             )
         return emb
 
+    check_input(job.spec)
     if strict:
         _scan_strict(job.spec, job.sources, limit, log)
     store = _open_store(job.index, model_name, job.settings, get_embedder, ann)
