@@ -69,10 +69,7 @@ def run_anchor(docs: list[Record], emb: Embedder):
     index = faiss.IndexFlatL2(vecs.shape[1])
     index.add(np.asarray(vecs, dtype=np.float32))
     seconds = time.perf_counter() - t0
-    tokens = [
-        min(len(e.ids), emb.max_tokens)
-        for e in emb.model.tokenizer.backend_tokenizer.encode_batch(texts)
-    ]
+    tokens = [min(len(ids), emb.max_tokens) for ids in emb.counter.ids(texts, 1 << 30)]
     return chunks, vecs, seconds, tokens
 
 

@@ -43,7 +43,9 @@ class ChunkingSettings:
     max_tokens: int = 256  # including the model's special tokens; <= the model's max length
     overlap_tokens: int = 32  # whole sentences carried over from the previous chunk
     context: bool = True  # prefix "title › heading path" to the embedded and lexical text
-    implicit_headings: bool = True  # short stand-alone title lines open sub-sections
+    # short stand-alone title lines open sub-sections (off: it lowered passage hit@1 on the dev
+    # questions, 0.73 -> 0.65 dense, by cutting passages into small, misleadingly titled pieces)
+    implicit_headings: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

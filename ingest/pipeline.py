@@ -235,7 +235,11 @@ def _open_store(
     if man["kind"] != mf.KIND_CORPUS:
         raise SettingsMismatch(index, "is a plain vector store, not a corpus index")
     store.check_embedding(model_name, store.dim)
-    if man.get("chunking") != settings.to_dict():
+    try:
+        built = ChunkingSettings.from_dict(man.get("chunking") or {})
+    except (KeyError, TypeError, ValueError):
+        built = None
+    if built != settings:
         raise SettingsMismatch(
             index,
             f"was built with chunking {man.get('chunking')}, not "

@@ -55,15 +55,19 @@ def test_sections_follow_headings_paragraphs_and_bullets():
 
 
 def test_implicit_headings_open_sub_sections():
-    text = ("Babesiosis is caused by parasites.\n\nTreatment\n\nMost people need no treatment.\n\n"
-            "Transmission of infection to others can be prevented by\n\n- washing hands\n\n"
-            "More on: Removing Ticks\n\nLast line.")
+    text = (
+        "Babesiosis is caused by parasites.\n\nTreatment\n\nMost people need no treatment.\n\n"
+        "Transmission of infection to others can be prevented by\n\n- washing hands\n\n"
+        "More on: Removing Ticks\n\nLast line."
+    )
     heads = [s.headings for s in parse_sections(text)]
     assert heads == [(), ("Treatment",)]  # a long lead-in and a link line are not headings
     assert [s.headings for s in parse_sections(text, implicit_headings=False)] == [()]
     doc = "# Care\n\nPhysician Diagnosis\n\nA test is done.\n\n## Follow-up\n\nSee a doctor."
-    assert [s.headings for s in parse_sections(doc)] == [("Care", "Physician Diagnosis"),
-                                                         ("Care", "Follow-up")]
+    assert [s.headings for s in parse_sections(doc)] == [
+        ("Care", "Physician Diagnosis"),
+        ("Care", "Follow-up"),
+    ]
 
 
 def test_chunks_keep_headings_offsets_and_context(counter):
