@@ -14,7 +14,7 @@ from tests.conftest import shared_path
 # LangChain recipe: 0.67 and 0.93). Measured with the default configuration: 0.755 and 0.985, so
 # hit@5 meets its target and hit@1 does NOT yet (see docs/retrieval.md). These floors guard what is
 # reached, so a regression fails. Latency is reported, not asserted (CONTRIBUTING.md).
-PASSAGE_HIT_1 = 0.75
+PASSAGE_HIT_1 = 0.74  # measured 0.755; a little room for near-ties across CPUs
 PASSAGE_HIT_5 = 0.97
 
 
