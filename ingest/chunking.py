@@ -20,6 +20,10 @@ import numpy as np
 # Break strengths: where a chunk may end, strongest first.
 PARAGRAPH, LINE, SENTENCE, PIECE = 3, 2, 1, 0
 CONTEXT_SEPARATOR = " › "
+# Implicit headings: at most this many words and characters, one level below ``######``.
+IMPLICIT_HEADING_WORDS = 8
+IMPLICIT_HEADING_CHARS = 80
+IMPLICIT_HEADING_LEVEL = 7
 # At most this share of the token budget goes to the context line (title › headings).
 CONTEXT_SHARE = 0.25
 # A chunk ends at a weaker break only if the stronger one would leave it shorter than this share.
@@ -39,6 +43,9 @@ class ChunkingSettings:
     max_tokens: int = 256  # including the model's special tokens; <= the model's max length
     overlap_tokens: int = 32  # whole sentences carried over from the previous chunk
     context: bool = True  # prefix "title › heading path" to the embedded and lexical text
+    # short stand-alone title lines open sub-sections (off: it lowered passage hit@1 on the dev
+    # questions, 0.73 -> 0.65 dense, by cutting passages into small, misleadingly titled pieces)
+    implicit_headings: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,6 +56,7 @@ class ChunkingSettings:
             max_tokens=int(data["max_tokens"]),
             overlap_tokens=int(data["overlap_tokens"]),
             context=bool(data["context"]),
+            implicit_headings=bool(data.get("implicit_headings", False)),
         )
 
 
@@ -137,23 +145,48 @@ def _sentences(text: str, start: int, end: int, strength: int) -> list[_Unit]:
     return [u for u in units if u.end > u.start]
 
 
-def parse_sections(text: str) -> list[_Section]:
-    """Split a document into heading sections of sentence units with their break strengths."""
+def _is_implicit_heading(lines: list[tuple[int, str]], i: int) -> bool:
+    """A title line that lost its markup: a short stand-alone paragraph without end punctuation,
+    followed by a blank line and more text (e.g. "Treatment", "Physician Diagnosis")."""
+    text = lines[i][1].strip()
+    if (
+        len(text) > IMPLICIT_HEADING_CHARS
+        or len(text.split()) > IMPLICIT_HEADING_WORDS
+        or text[-1] in ".!?;,)"
+        or ":" in text
+        or not text[0].isupper()
+        or _BULLET.match(text)
+    ):
+        return False
+    if i + 2 >= len(lines) or lines[i + 1][1].strip():
+        return False
+    nxt = next((ln for _, ln in lines[i + 2 :] if ln.strip()), None)
+    return nxt is not None and not _HEADING.fullmatch(nxt)
+
+
+def parse_sections(text: str, implicit_headings: bool = True) -> list[_Section]:
+    """Split a document into heading sections of sentence units with their break strengths.
+
+    ``#`` headings set the heading path; with ``implicit_headings``, a short stand-alone title
+    line (see :func:`_is_implicit_heading`) opens a sub-section below the current ``#`` heading.
+    """
     sections = [_Section(())]
     stack: list[tuple[int, str]] = []
     pending = PARAGRAPH
-    for m in _LINE.finditer(text):
-        line_start, line = m.start(), m.group().rstrip("\n")
-        if not m.group():
-            break
+    lines = [(m.start(), m.group().rstrip("\n")) for m in _LINE.finditer(text) if m.group()]
+    for i, (line_start, line) in enumerate(lines):
         stripped = line.strip()
         if not stripped:
             pending = PARAGRAPH
             continue
         heading = _HEADING.fullmatch(line)
+        level, title = 0, ""
         if heading:
-            level = len(line) - len(line.lstrip("#"))
-            stack = [(lv, h) for lv, h in stack if lv < level] + [(level, heading.group(1).strip())]
+            level, title = len(line) - len(line.lstrip("#")), heading.group(1).strip()
+        elif implicit_headings and pending == PARAGRAPH and _is_implicit_heading(lines, i):
+            level, title = IMPLICIT_HEADING_LEVEL, stripped
+        if level:
+            stack = [(lv, h) for lv, h in stack if lv < level] + [(level, title)]
             sections.append(_Section(tuple(h for _, h in stack)))
             pending = PARAGRAPH
             continue
@@ -208,7 +241,7 @@ class Chunker:
             return bisect.bisect_right(ends, b) - bisect.bisect_left(starts, a)
 
         chunks: list[Chunk] = []
-        for section in parse_sections(text):
+        for section in parse_sections(text, self.settings.implicit_headings):
             context, ctx_ids = self._context(title, section.headings)
             budget = self.settings.max_tokens - self.counter.n_special - len(ctx_ids)
             units = _split_long(text, section.units, budget, count, starts, ends)

@@ -268,6 +268,19 @@ def _open_spec(spec: str | Path) -> Iterator[Record | Rejection]:
     raise CorpusError(spec, "no such file or folder (nor a Hugging Face dataset name owner/name)")
 
 
+def check_input(spec: str | Path) -> None:
+    """Raise :class:`CorpusError` now for an input that cannot be opened (before any work)."""
+    text, path = str(spec), Path(spec)
+    if text.startswith(HF_PREFIX) or path.is_dir() or (not path.exists() and _HF_NAME.match(text)):
+        return
+    if not path.exists():
+        raise CorpusError(
+            spec, "no such file or folder (nor a Hugging Face dataset name owner/name)"
+        )
+    if not path.name.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES):
+        raise CorpusError(path, "unknown format: expected .jsonl, .jsonl.gz, .parquet or a folder")
+
+
 def read_corpus(
     spec: str | Path, sources: Iterable[str] | None = None, limit: int | None = None
 ) -> Iterator[Record | Rejection]:

@@ -702,17 +702,21 @@ class IndexStore:
         ann = man.get("ann") or {}
         if ann.get("type") != "ivf":
             return None
+        from .ann import decode_centroids
+
         nlist, dim = int(ann["nlist"]), int(man["embedding"]["dim"])
+        if not 0 < nlist <= 1 << 20:
+            raise VectorDataError(f"implausible IVF list count {nlist}")
         row = conn.execute(
             "SELECT value FROM meta WHERE key='ivf_centroids' AND length(value) <= ?",
-            (nlist * dim * 40 + 1024,),
+            (nlist * dim * 6 + 64,),
         ).fetchone()
         if row is None:
             raise VectorDataError("the manifest names an IVF index but its centroids are missing")
-        arr = np.asarray(json.loads(row[0]), dtype=np.float32)
-        if arr.shape != (nlist, dim):
-            raise VectorDataError(f"IVF centroids of shape {arr.shape}, expected {(nlist, dim)}")
-        return arr
+        try:
+            return decode_centroids(json.loads(row[0]), nlist, dim)
+        except (ValueError, TypeError) as e:
+            raise VectorDataError(str(e)) from e
 
     def search_by_vector(
         self,

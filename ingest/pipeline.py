@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import manifest as mf
 from .chunking import Chunk, Chunker, ChunkingSettings
-from .corpus import Record, Rejection, read_corpus
+from .corpus import Record, Rejection, check_input, read_corpus
 from .embedding import Embedder, canonical_name, load_embedder
 from .errors import SettingsMismatch, StrictModeFailure
 from .index import DB_NAME, IndexStore
@@ -168,15 +168,19 @@ class _Builder:
         if self.chunker is None:
             self.chunker = Chunker(self._get_embedder().counter, self.settings)
         chunked = self.chunker.chunk_many([(r.id, r.clean_text, r.title) for r, _ in self.group])
-        for (rec, replacing), chunks in zip(self.group, chunked, strict=True):
+        group, self.group = self.group, []
+        for (rec, replacing), chunks in zip(group, chunked, strict=True):
             self.batch.append((rec, replacing, chunks))
             self.n_batch_chunks += len(chunks)
-        self.group = []
-        if self.n_batch_chunks >= self.batch_chunks:
-            self.flush()
+            if self.n_batch_chunks >= self.batch_chunks:
+                self._commit_batch()
 
     def flush(self) -> None:
+        """Embed and commit everything pending."""
         self._chunk_group()
+        self._commit_batch()
+
+    def _commit_batch(self) -> None:
         if not self.batch:
             return
         t0 = time.perf_counter()
@@ -231,7 +235,11 @@ def _open_store(
     if man["kind"] != mf.KIND_CORPUS:
         raise SettingsMismatch(index, "is a plain vector store, not a corpus index")
     store.check_embedding(model_name, store.dim)
-    if man.get("chunking") != settings.to_dict():
+    try:
+        built = ChunkingSettings.from_dict(man.get("chunking") or {})
+    except (KeyError, TypeError, ValueError):
+        built = None
+    if built != settings:
         raise SettingsMismatch(
             index,
             f"was built with chunking {man.get('chunking')}, not "
@@ -308,6 +316,7 @@ def build(
             )
         return emb
 
+    check_input(job.spec)
     if strict:
         _scan_strict(job.spec, job.sources, limit, log)
     store = _open_store(job.index, model_name, job.settings, get_embedder, ann)

@@ -29,7 +29,7 @@ class HybridSettings:
 
     rrf_k: int = 60
     dense_weight: float = 1.0
-    lexical_weight: float = 1.0
+    lexical_weight: float = 0.5  # BM25 is the weaker retriever here (see docs/retrieval.md)
     depth: int = 50  # candidates taken from each retriever (at least k)
 
 

@@ -9,7 +9,13 @@ import pytest
 from ingest_helpers import sample_docs
 from tokenizers import Tokenizer
 
-from ingest.chunking import Chunker, ChunkingSettings, TokenCounter, parse_sections
+from ingest.chunking import (
+    Chunker,
+    ChunkingSettings,
+    TokenCounter,
+    _is_implicit_heading,
+    parse_sections,
+)
 from ingest.embedding import packaged_model_path
 
 
@@ -48,6 +54,22 @@ def test_sections_follow_headings_paragraphs_and_bullets():
     ]
 
 
+def test_implicit_headings_open_sub_sections():
+    text = (
+        "Babesiosis is caused by parasites.\n\nTreatment\n\nMost people need no treatment.\n\n"
+        "Transmission of infection to others can be prevented by\n\n- washing hands\n\n"
+        "More on: Removing Ticks\n\nLast line."
+    )
+    heads = [s.headings for s in parse_sections(text)]
+    assert heads == [(), ("Treatment",)]  # a long lead-in and a link line are not headings
+    assert [s.headings for s in parse_sections(text, implicit_headings=False)] == [()]
+    doc = "# Care\n\nPhysician Diagnosis\n\nA test is done.\n\n## Follow-up\n\nSee a doctor."
+    assert [s.headings for s in parse_sections(doc)] == [
+        ("Care", "Physician Diagnosis"),
+        ("Care", "Follow-up"),
+    ]
+
+
 def test_chunks_keep_headings_offsets_and_context(counter):
     chunks = Chunker(counter, ChunkingSettings(max_tokens=64)).chunk("d1", DOC, "Screening")
     assert [c.heading for c in chunks] == [
@@ -78,8 +100,9 @@ def test_real_documents_never_exceed_the_bound_and_ids_are_exact(counter, max_to
         covered = np.zeros(len(d["clean_text"]), bool)
         for c in chunks:
             covered[c.start : c.end] = True
-        for i, line in enumerate(d["clean_text"].split("\n")):
-            if line.strip() and not line.startswith("#"):
+        lines = [(0, ln) for ln in d["clean_text"].split("\n")]
+        for i, (_, line) in enumerate(lines):
+            if line.strip() and not line.startswith("#") and not _is_implicit_heading(lines, i):
                 start = len("\n".join(d["clean_text"].split("\n")[:i])) + (1 if i else 0)
                 assert covered[start + len(line) - len(line.lstrip())], (d["id"], line[:40])
 

@@ -1,0 +1,256 @@
+"""Benchmarks of the ingest pipeline against the standard LangChain recipe (the anchor).
+
+``python -m ingest.bench speed``  — chunks/s of the anchor (RecursiveCharacterTextSplitter
+    1000/200 + the same MiniLM through sentence-transformers ``encode`` + a flat FAISS index, what
+    ``FAISS.from_documents`` does) and of ``ingest.build``, on the same documents, in one run,
+    alternating, with chunk sizes reported (mean model tokens per chunk) so they can be matched.
+``python -m ingest.bench anchor-eval --qa FILE`` — the anchor's retrieval quality with our harness.
+``python -m ingest.bench ann --index DIR --qa FILE`` — IVF recall against exact search on the
+    embeddings of real questions, per nprobe.
+
+The anchor needs ``langchain-text-splitters`` (installed by hand for the benchmark only; never a
+dependency of the project).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import SAMPLE_CORPUS
+from .chunking import ChunkingSettings
+from .corpus import Record, read_corpus
+from .embedding import Embedder, load_embedder
+
+ANCHOR_CHUNK_CHARS = 1000
+ANCHOR_OVERLAP_CHARS = 200
+ANCHOR_BATCH = 32  # HuggingFaceEmbeddings' default encode batch size
+
+
+def _docs(spec: str, n_docs: int | None) -> list[Record]:
+    recs = [r for r in read_corpus(spec) if isinstance(r, Record)]
+    if n_docs and n_docs < len(recs):  # an even spread over the corpus (its sources, its lengths)
+        step = len(recs) / n_docs
+        recs = [recs[int(i * step)] for i in range(n_docs)]
+    return recs
+
+
+def _splitter():
+    try:
+        from langchain_text_splitters import RecursiveCharacterTextSplitter
+    except ImportError:
+        sys.exit("the anchor needs langchain-text-splitters: pip install langchain-text-splitters")
+    return RecursiveCharacterTextSplitter(
+        chunk_size=ANCHOR_CHUNK_CHARS, chunk_overlap=ANCHOR_OVERLAP_CHARS
+    )
+
+
+def anchor_chunks(docs: list[Record]) -> list[tuple[str, str]]:
+    """(doc_id, text) of the anchor's chunks."""
+    sp = _splitter()
+    return [(d.id, t) for d in docs for t in sp.split_text(d.clean_text)]
+
+
+def run_anchor(docs: list[Record], emb: Embedder):
+    """The anchor's build: split, embed (sentence-transformers encode), flat FAISS index."""
+    import faiss
+
+    t0 = time.perf_counter()
+    chunks = anchor_chunks(docs)
+    texts = [t.replace("\n", " ") for _, t in chunks]  # as langchain-huggingface does
+    vecs = emb.model.encode(texts, batch_size=ANCHOR_BATCH, convert_to_numpy=True)
+    index = faiss.IndexFlatL2(vecs.shape[1])
+    index.add(np.asarray(vecs, dtype=np.float32))
+    seconds = time.perf_counter() - t0
+    tokens = [min(len(ids), emb.max_tokens) for ids in emb.counter.ids(texts, 1 << 30)]
+    return chunks, vecs, seconds, tokens
+
+
+def run_ours(docs: list[Record], emb: Embedder, settings: ChunkingSettings, folder: Path):
+    from .pipeline import build
+
+    corpus = folder / "corpus.jsonl"
+    with open(corpus, "w", encoding="utf-8") as f:
+        for d in docs:
+            f.write(
+                json.dumps(
+                    {
+                        "id": d.id,
+                        "source": d.source,
+                        "title": d.title,
+                        "url": d.url,
+                        "clean_text": d.clean_text,
+                    }
+                )
+                + "\n"
+            )
+    index = folder / f"index-{time.monotonic_ns()}"
+    t0 = time.perf_counter()
+    report = build(corpus, index, embedder=emb, settings=settings, progress=False)
+    seconds = time.perf_counter() - t0
+    from .index import IndexStore
+
+    store = IndexStore.open(index, readonly=True)
+    tokens = [
+        len(e.ids)
+        for e in emb.counter._tok.encode_batch(
+            [
+                (c + "\n" + t) if c else t
+                for c, t in store._conn().execute("SELECT context, text FROM chunks")
+            ],
+            add_special_tokens=True,
+        )
+    ]
+    store.close()
+    return report.chunks_added, seconds, tokens
+
+
+def cmd_speed(args) -> None:
+    emb = load_embedder(args.embedding_model, threads=args.threads)
+    docs = _docs(args.input, args.docs)
+    settings = ChunkingSettings(max_tokens=args.max_tokens)
+    emb.model.encode(["warm up"] * 8)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.repeats):
+            for who in ("anchor", "ours") if rep % 2 == 0 else ("ours", "anchor"):
+                if who == "anchor":
+                    chunks, _, sec, toks = run_anchor(docs, emb)
+                    n = len(chunks)
+                else:
+                    n, sec, toks = run_ours(docs, emb, settings, Path(tmp))
+                rows.append(
+                    {
+                        "run": who,
+                        "repeat": rep,
+                        "chunks": n,
+                        "seconds": round(sec, 2),
+                        "chunks_per_s": round(n / sec, 2),
+                        "tokens_per_s": round(sum(toks) / sec, 1),
+                        "mean_tokens_per_chunk": round(statistics.mean(toks), 1),
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+    best = {
+        w: max((r for r in rows if r["run"] == w), key=lambda r: r["chunks_per_s"])
+        for w in ("anchor", "ours")
+    }
+    ratio = best["ours"]["chunks_per_s"] / best["anchor"]["chunks_per_s"]
+    tok_ratio = best["ours"]["tokens_per_s"] / best["anchor"]["tokens_per_s"]
+    summary = {
+        "documents": len(docs),
+        "max_tokens": args.max_tokens,
+        "threads": args.threads,
+        "anchor": best["anchor"],
+        "ours": best["ours"],
+        "chunks_per_s_ratio": round(ratio, 2),
+        "tokens_per_s_ratio": round(tok_ratio, 2),
+    }
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_anchor_eval(args) -> None:
+    import faiss
+
+    from .evaluate import format_table, load_qa, run_queries, score_rankings
+
+    emb = load_embedder(args.embedding_model, threads=args.threads)
+    docs = _docs(args.input, None)
+    chunks, vecs, sec, _ = run_anchor(docs, emb)
+    print(f"anchor: {len(chunks)} chunks embedded in {sec:.1f} s", file=sys.stderr)
+    index = faiss.IndexFlatL2(vecs.shape[1])
+    index.add(np.asarray(vecs, dtype=np.float32))
+
+    def search(question: str, k: int):
+        q = emb.model.encode([question], convert_to_numpy=True)
+        _, ids = index.search(np.asarray(q, dtype=np.float32), k)
+        return [chunks[i] for i in ids[0] if i >= 0]
+
+    qas = load_qa(args.qa)
+    rankings, times = run_queries(search, qas, max(args.k))
+    metrics = score_rankings(qas, rankings, args.k)
+    metrics.update(
+        p50_ms=round(float(np.percentile(times, 50)), 2),
+        p95_ms=round(float(np.percentile(times, 95)), 2),
+    )
+    print(format_table(metrics, args.k, label="anchor (LangChain recipe)"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def cmd_ann(args) -> None:
+    from . import ann as ann_mod
+    from .evaluate import load_qa
+    from .search import open_index
+
+    idx = open_index(args.index, threads=args.threads)
+    view = idx.store.view()
+    vecs = view.vectors
+    queries = idx.embedder.embed([q.question for q in load_qa(args.qa)])
+    nlist = args.nlist or ann_mod.default_nlist(len(vecs))
+    centroids = ann_mod.train(vecs, nlist)
+    lists = ann_mod.assign(vecs, centroids)
+    exact = vecs @ queries.T  # (n, n_queries)
+    k = min(10, len(vecs))
+    want = np.argsort(-exact, axis=0)[:k].T  # (n_queries, k)
+    import faiss
+
+    quantizer = faiss.IndexFlatIP(vecs.shape[1])
+    quantizer.add(centroids)
+    ivf = faiss.IndexIVFFlat(quantizer, vecs.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.is_trained = True
+    ids = np.arange(len(vecs), dtype=np.int64)
+    ivf.add_core(len(vecs), faiss.swig_ptr(vecs), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
+    out = {"chunks": len(vecs), "nlist": nlist, "queries": len(queries), "recall@10": {}}
+    for nprobe in args.nprobe:
+        ivf.nprobe = nprobe
+        _, got = ivf.search(queries, k)
+        rec = float(np.mean([len(set(w) & set(g)) / k for w, g in zip(want, got, strict=True)]))
+        out["recall@10"][nprobe] = round(rec, 4)
+    print(json.dumps(out, indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m ingest.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("speed", "anchor-eval", "ann"):
+        s = sub.add_parser(name)
+        s.add_argument("--threads", type=int, default=2)
+        s.add_argument("--embedding-model", default=None)
+        if name != "ann":
+            s.add_argument("--input", default=str(SAMPLE_CORPUS))
+    speed = sub.choices["speed"]
+    speed.add_argument("--docs", type=int, default=40, help="documents (an even spread)")
+    speed.add_argument(
+        "--max-tokens",
+        type=int,
+        default=208,
+        help="our chunk bound; 208 matches the anchor's mean tokens per chunk",
+    )
+    speed.add_argument("--repeats", type=int, default=2)
+    ae = sub.choices["anchor-eval"]
+    ae.add_argument("--qa", required=True)
+    ae.add_argument("--k", type=lambda s: [int(x) for x in s.split(",")], default=[1, 3, 5, 10])
+    ae.add_argument("--json", default=None)
+    an = sub.choices["ann"]
+    an.add_argument("--index", required=True)
+    an.add_argument("--qa", required=True)
+    an.add_argument("--nlist", type=int, default=None)
+    an.add_argument("--nprobe", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16])
+    args = p.parse_args(argv)
+    {"speed": cmd_speed, "anchor-eval": cmd_anchor_eval, "ann": cmd_ann}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
