@@ -5,7 +5,40 @@
 >>> model.generate("<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n", temperature=0)
 """
 
+import hashlib
 import os
+import sys
+from pathlib import Path
+
+
+def _pin_numba_cache() -> None:
+    """Key numba's on-disk cache by the engine's own sources.
+
+    numba checks only the timestamp of the file that defines a kernel, so a kernel calling a
+    helper from another file keeps running stale machine code after that helper changes.  A
+    cache folder named by a hash of every ``engine/*.py`` makes any source change start a fresh
+    cache: compile once per machine and version, never run stale code.  An explicit
+    ``NUMBA_CACHE_DIR`` in the environment wins.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for source in sorted(here.glob("*.py")):
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    name = f"numba-{digest.hexdigest()[:16]}"
+    folder = here / "__pycache__" / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only install: fall back to the user's cache
+        folder = Path.home() / ".cache" / "guidelines-assistant" / name
+    os.environ["NUMBA_CACHE_DIR"] = str(folder)
+    if "numba" in sys.modules:  # imported before us: its config was read already
+        sys.modules["numba"].config.CACHE_DIR = str(folder)
+
+
+_pin_numba_cache()
 
 # numba's parallel kernels run on OpenMP.  By default its idle threads spin, which is fastest on
 # an otherwise idle machine but collapses when the cores are shared (another process, a web
@@ -15,7 +48,8 @@ import os
 # loads OpenMP; OMP_WAIT_POLICY=active in the environment restores spinning.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from engine.errors import (
+# The environment above must be set before these imports load numba and OpenMP.
+from engine.errors import (  # noqa: E402
     ContextOverflow,
     EngineError,
     GenerationCancelled,
@@ -24,8 +58,8 @@ from engine.errors import (
     UnsupportedArchitecture,
     UnsupportedTensorType,
 )
-from engine.generation import Generation
-from engine.model import Model, load
+from engine.generation import Generation  # noqa: E402
+from engine.model import Model, load  # noqa: E402
 
 __all__ = [
     "ContextOverflow",
