@@ -58,8 +58,21 @@ from engine.errors import (  # noqa: E402
     UnsupportedArchitecture,
     UnsupportedTensorType,
 )
-from engine.generation import Generation  # noqa: E402
-from engine.model import Model, load  # noqa: E402
+
+# The model and generation modules load numba (and compile or load kernels on first use): they
+# are imported on first access, so that reading a GGUF file or tokenizing stays light.
+_LAZY = {"Generation": "engine.generation", "Model": "engine.model", "load": "engine.model"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+
 
 __all__ = [
     "ContextOverflow",

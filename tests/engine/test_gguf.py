@@ -465,6 +465,18 @@ def test_import_engine_does_not_pull_heavy_packages():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
+def test_reading_and_tokenizing_do_not_load_numba(default_model_path):
+    """Opening a GGUF and tokenizing need neither numba nor its kernels (issue 3: ``load``
+    compiles nothing tokenizing does not need); ``engine.load`` brings numba in."""
+    code = (
+        "import sys, engine; from engine.tokenizer import Tokenizer;"
+        f"t = Tokenizer.from_file({str(default_model_path)!r}); t.encode('BP 140/90 mmHg');"
+        "assert 'numba' not in sys.modules, 'numba imported';"
+        "engine.load; assert 'numba' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
 def test_cli_info_and_tokenize(default_model_path):
     def run(*args: str) -> str:
         r = subprocess.run(
