@@ -208,6 +208,7 @@ class Answer:
         data["answer"] = data.pop("text")
         for c, d in zip(self.citations, data["citations"], strict=True):
             d["label"] = c.label
+            d["cited_in_text"] = c.cited_in_text  # kept for readers of the earlier JSON
         return data
 
 

@@ -135,5 +135,6 @@ def test_answer_shows_the_kinds_and_keeps_the_model_text() -> None:
     assert [(c["number"], c["kind"]) for c in data["citations"]] == [(2, "cited"), (1, "matched")]
     assert data["citations"][1]["quote"] == LUNG.rstrip(".")
     assert data["citations"][1]["label"] == "matched by quoted text; not cited by the model"
+    assert [c["cited_in_text"] for c in data["citations"]] == [True, False]
     given = Answer("q", "Nothing.", resolve_citations("Nothing.", ps)[0], ps).sources_text()
     assert "neither cites a passage by number nor quotes one" in given
