@@ -120,21 +120,23 @@ class Citation:
         return cls(p.number, p.id, p.title, p.source, p.url, p.heading, p.chunk_id, kind, quote)
 
 
-def resolve_citations(text: str, passages: list[Passage],
-                      min_words: int = MATCH_MIN_WORDS) -> tuple[list[Citation], list[int]]:
+def resolve_citations(text: str, passages: list[Passage], min_words: int = MATCH_MIN_WORDS,
+                      question: str = "") -> tuple[list[Citation], list[int]]:
     """(citations, unresolved numbers) of an answer over the numbered ``passages``.
 
     First the ``[n]`` the text writes, in order (kind ``"cited"``); then the passages the text
     reproduces without citing them (kind ``"matched"``, :func:`match_passages`).  Each passage
     appears once, with the longest quote found in it.  When there is neither, every passage
     given is listed with kind ``"given"``: the answer was generated from those passages only.
+    Words the answer echoes from ``question`` are not a match.
     """
     by_number = {p.number: p for p in passages}
     numbers = cited_numbers(text)
     unresolved = [n for n in numbers if n not in by_number]
     quotes: dict[int, tuple[int, str]] = {}  # number -> (words, quote), the longest per passage
     order: list[int] = []  # matched numbers, in order of first matching sentence
-    for m in match_passages(text, {p.number: p.text for p in passages}, min_words):
+    for m in match_passages(text, {p.number: p.text for p in passages}, min_words,
+                            question):
         if m.number not in order:
             order.append(m.number)
         if m.n_words > quotes.get(m.number, (0, ""))[0]:

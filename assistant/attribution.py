@@ -9,6 +9,8 @@ passage the model was given, and the rule is:
     case-insensitively; punctuation, spacing and the answer's own ``[n]`` markers are
     ignored.  The sentence is attributed to the passage(s) with its longest such run
     (every passage tied at that length, e.g. overlapping chunks of one guideline).
+    A run that the question itself holds (the answer echoing the question, whose words
+    the passage may share) is not evidence of use and does not count.
 
 Sentences end at ``.``, ``!`` or ``?`` followed by white space (not after a single letter, so
 ``U.S.`` and ``e.g.`` do not end one) and at line breaks.  The rule is deterministic and only
@@ -64,15 +66,22 @@ def longest_shared_run(a: list[str], b: list[str]) -> tuple[int, int]:
     return m.size, m.a
 
 
-def match_passages(text: str, passages: Mapping[int, str],
-                   min_words: int = MATCH_MIN_WORDS) -> list[Match]:
+def _holds_run(haystack: list[str], run: list[str]) -> bool:
+    """``run`` occurs in ``haystack`` as consecutive words."""
+    return bool(run) and f" {' '.join(run)} " in f" {' '.join(haystack)} "
+
+
+def match_passages(text: str, passages: Mapping[int, str], min_words: int = MATCH_MIN_WORDS,
+                   question: str = "") -> list[Match]:
     """Every sentence of ``text`` that reproduces one of ``passages`` (number → text).
 
-    In sentence order; within a sentence, tied passages in number order.
+    In sentence order; within a sentence, tied passages in number order.  A run of words the
+    ``question`` holds is not counted (see the module docstring).
     """
     if min_words < 1:
         raise ValueError(f"min_words must be at least 1, got {min_words}")
     passage_words = {n: _words(t)[0] for n, t in sorted(passages.items())}
+    question_words = _words(question)[0]
     matches: list[Match] = []
     for i, sentence in enumerate(answer_sentences(text)):
         clean = CITATION_MARKER.sub(" ", sentence)
@@ -80,6 +89,8 @@ def match_passages(text: str, passages: Mapping[int, str],
         if len(words) < min_words:
             continue
         runs = {n: longest_shared_run(words, pw) for n, pw in passage_words.items()}
+        runs = {n: (0, 0) if _holds_run(question_words, words[start:start + size]) else
+                (size, start) for n, (size, start) in runs.items()}
         best = max((size for size, _ in runs.values()), default=0)
         if best < min_words:
             continue

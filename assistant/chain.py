@@ -189,7 +189,7 @@ class RAGChain(Runnable[Any, Answer]):
     def _build_answer(self, question: str, text: str, fitted: FittedPrompt, info: dict[str, Any],
                       timings: dict[str, float]) -> Answer:
         passages = [Passage.from_document(i, d) for i, d in enumerate(fitted.passages, start=1)]
-        citations, unresolved = resolve_citations(text, passages)
+        citations, unresolved = resolve_citations(text, passages, question=question)
         engine_timings = info.get("timings") or {}
         timings = {**timings, **{f"engine_{k}": float(v) for k, v in engine_timings.items()}}
         usage = {"prompt_tokens": int(info.get("n_prompt_tokens") or fitted.n_prompt_tokens),

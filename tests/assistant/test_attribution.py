@@ -138,3 +138,15 @@ def test_answer_shows_the_kinds_and_keeps_the_model_text() -> None:
     assert [c["cited_in_text"] for c in data["citations"]] == [True, False]
     given = Answer("q", "Nothing.", resolve_citations("Nothing.", ps)[0], ps).sources_text()
     assert "neither cites a passage by number nor quotes one" in given
+
+
+def test_words_echoed_from_the_question_are_not_a_match() -> None:
+    question = "Who is at risk for lung cancer in adults aged 55 to 80 years who smoke?"
+    echo = "Lung cancer in adults aged 55 to 80 years who smoke is a concern."
+    assert [m.n_words for m in match_passages(echo, {1: LUNG})] == [8]  # without the question
+    assert match_passages(echo, {1: LUNG}, question=question) == []
+    copied = "Screening is for adults aged 55 to 80 years who have a 30 pack-year history."
+    (m,) = match_passages(copied, {1: LUNG}, question=question)  # more than the question holds
+    assert m.n_words == 12  # "adults aged ... 30 pack-year"
+    cites, _ = resolve_citations(echo, passages(LUNG), question=question)
+    assert [c.kind for c in cites] == [GIVEN]
