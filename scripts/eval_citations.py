@@ -1,6 +1,7 @@
 """How often the answering chain's answers cite a passage by number, per prompt variant.
 
-    python scripts/eval_citations.py --index DIR [--questions FILE] [--n 12] [--max-tokens 64]
+    python scripts/eval_citations.py --index DIR [--corpus DOCS.jsonl] [--questions FILE]
+        [--n 12] [--k 3] [--max-tokens 64] [--n-ctx 1024] [--variants NAME ...] [--show]
 
 Runs the same questions (spread evenly over the question file), greedy, through
 :class:`assistant.chain.RAGChain` with each prompt variant, and prints per variant how many
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -38,28 +40,37 @@ VARIANTS: dict[str, tuple[str, str | None]] = {  # name -> (system message, remi
 }
 
 
-def spread(path: Path, n: int) -> list[str]:
-    """``n`` questions taken at even steps through the JSONL file."""
+def spread(path: Path, n: int, corpus: Path | None = None) -> list[str]:
+    """``n`` questions taken at even steps through the JSONL file; with ``corpus``, only those
+    whose ``doc_id`` is a document of that corpus (the one the index was built from)."""
+    ids = None
+    if corpus is not None:
+        with corpus.open(encoding="utf-8") as f:
+            ids = {json.loads(line)["id"] for line in f if line.strip()}
     with path.open(encoding="utf-8") as f:
-        rows = [json.loads(line)["question"] for line in f if line.strip()]
-    step = max(1, len(rows) // n)
-    return rows[::step][:n]
+        rows = [json.loads(line) for line in f if line.strip()]
+    rows = [r["question"] for r in rows if ids is None or r["doc_id"] in ids]
+    n = min(n, len(rows))
+    return [rows[i * len(rows) // n] for i in range(n)]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--index", type=Path, required=True)
-    ap.add_argument("--questions", type=Path, default=ROOT.parent / "shared/data/qa-dev.jsonl")
+    shared = Path(os.environ.get("GUIDELINES_SHARED") or ROOT.parent / "shared")
+    ap.add_argument("--questions", type=Path, default=shared / "data/qa-dev.jsonl")
+    ap.add_argument("--corpus", type=Path, help="only questions on documents of this JSONL")
     ap.add_argument("--n", type=int, default=12)
+    ap.add_argument("--n-ctx", type=int, default=1024)
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--show", action="store_true", help="print every answer")
     args = ap.parse_args(argv)
     settings = replace(Settings.from_env(), index_dir=args.index, k=args.k,
-                       max_tokens=args.max_tokens, temperature=0.0)
+                       max_tokens=args.max_tokens, n_ctx=args.n_ctx, temperature=0.0)
     chain = build_chain(settings)
-    questions = spread(args.questions, args.n)
+    questions = spread(args.questions, args.n, args.corpus)
     for name in args.variants:
         chain.system_prompt, chain.reminder = VARIANTS[name]
         cited = drawn = unresolved = answered = 0
