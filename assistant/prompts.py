@@ -29,7 +29,7 @@ SYSTEM_PROMPT = (
 # on citing, briefly (measured in docs/assistant.md, "Citation rate").
 CITATION_REMINDER = (
     "Answer from the passages above and cite each one you use by its number, like [1].")
-DEFAULT_REMINDER: str | None = None
+DEFAULT_REMINDER: str | None = CITATION_REMINDER  # None: the question ends the user turn
 NO_PASSAGES_TEXT = "(no passages)"
 MIN_TRUNCATED_CHARS = 200  # a truncated passage shorter than this is not worth sending
 
