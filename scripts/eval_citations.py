@@ -32,11 +32,15 @@ from assistant.prompts import CITATION_REMINDER, SYSTEM_PROMPT  # noqa: E402
 # A format example with no clinical content, tried in the system message.
 CITATION_EXAMPLE = (" Answer format example: \"The guideline recommends this for adults [1], "
                     "but not for children [2].\"")
+# A reminder that asks for sentences, each ending with its passage's number.
+SENTENCE_REMINDER = ("Answer in one or two sentences of your own from the passages above, and "
+                     "end each sentence with the number of the passage it comes from, like [1].")
 VARIANTS: dict[str, tuple[str, str | None]] = {  # name -> (system message, reminder)
     "system only": (SYSTEM_PROMPT, None),
     "+ reminder after the question": (SYSTEM_PROMPT, CITATION_REMINDER),
     "+ format example": (SYSTEM_PROMPT + CITATION_EXAMPLE, None),
     "+ both": (SYSTEM_PROMPT + CITATION_EXAMPLE, CITATION_REMINDER),
+    "+ sentence reminder": (SYSTEM_PROMPT, SENTENCE_REMINDER),
 }
 
 
