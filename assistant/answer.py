@@ -1,5 +1,11 @@
 """What the chain returns: an :class:`Answer` with resolved citations, passages and the notice.
 
+A citation has a ``kind``: ``"cited"`` when the model wrote its ``[n]``; ``"matched"`` when the
+model did not, but a sentence of the answer reproduces that passage (:mod:`assistant.attribution`:
+eight or more consecutive words in common); ``"given"`` when the answer neither cites nor
+reproduces any passage, so the passages it was given are listed as such.  The answer's text is
+the model's, unaltered: attribution only adds to the list of citations.
+
 Also the one error type of the chain, :class:`AnswerError`, whose message carries the notice.
 """
 
@@ -7,15 +13,25 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.documents import Document
 
+from assistant.attribution import CITATION_MARKER, MATCH_MIN_WORDS, match_passages
 from assistant.notice import ADVISORY_NOTICE, with_notice
 
-# "[1]", "[1, 3]", "[2-4]", "[1][2]": numbers inside square brackets, lists and ranges allowed.
-_CITATION = re.compile(r"\[(\d{1,3}(?:\s*(?:,|–|-|and)\s*\d{1,3})*)\]")
 _NUMBER_OR_RANGE = re.compile(r"(\d{1,3})\s*(?:(?:–|-)\s*(\d{1,3}))?")
+
+CitationKind = Literal["cited", "matched", "given"]
+CITED: CitationKind = "cited"
+MATCHED: CitationKind = "matched"
+GIVEN: CitationKind = "given"
+QUOTE_SHOWN_CHARS = 160  # a longer quote is shown cut, with "…" (the JSON keeps it whole)
+KIND_LABELS: dict[str, str] = {  # how each kind is described to a reader
+    CITED: "cited by the model",
+    MATCHED: "matched by quoted text; not cited by the model",
+    GIVEN: "given to the model; neither cited nor quoted",
+}
 
 REFUSAL_TEXT = (
     "The indexed guidelines hold no passage relevant enough to this question, so no answer "
@@ -24,10 +40,17 @@ REFUSAL_TEXT = (
 )
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut at a word to at most ``limit`` characters, ``…`` marking the cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit - 1].rsplit(" ", 1)[0] + " …"
+
+
 def cited_numbers(text: str) -> list[int]:
     """The passage numbers cited in ``text``, in order of first appearance."""
     seen: list[int] = []
-    for group in _CITATION.finditer(text):
+    for group in CITATION_MARKER.finditer(text):
         for m in _NUMBER_OR_RANGE.finditer(group.group(1)):
             lo = int(m.group(1))
             hi = int(m.group(2)) if m.group(2) else lo
@@ -71,7 +94,7 @@ class Passage:
 
 @dataclass
 class Citation:
-    """A citation ``[number]`` resolved to its guideline."""
+    """A numbered passage the answer draws on, resolved to its guideline (see ``kind``)."""
 
     number: int
     id: str
@@ -80,26 +103,52 @@ class Citation:
     url: str
     heading: str | None
     chunk_id: str | None
-    cited_in_text: bool  # False: the model cited nothing; listed as the passages it was given
+    kind: CitationKind = CITED
+    quote: str | None = None  # the answer's words found in this passage (longest run), if any
+
+    @property
+    def cited_in_text(self) -> bool:
+        """The model wrote this passage's ``[n]``."""
+        return self.kind == CITED
+
+    @property
+    def label(self) -> str:
+        return KIND_LABELS[self.kind]
 
     @classmethod
-    def from_passage(cls, p: Passage, cited_in_text: bool) -> Citation:
-        return cls(p.number, p.id, p.title, p.source, p.url, p.heading, p.chunk_id, cited_in_text)
+    def from_passage(cls, p: Passage, kind: CitationKind, quote: str | None = None) -> Citation:
+        return cls(p.number, p.id, p.title, p.source, p.url, p.heading, p.chunk_id, kind, quote)
 
 
-def resolve_citations(text: str, passages: list[Passage]) -> tuple[list[Citation], list[int]]:
-    """(citations, unresolved numbers): ``[n]`` in ``text`` mapped to ``passages[n-1]``.
+def resolve_citations(text: str, passages: list[Passage], min_words: int = MATCH_MIN_WORDS,
+                      question: str = "") -> tuple[list[Citation], list[int]]:
+    """(citations, unresolved numbers) of an answer over the numbered ``passages``.
 
-    When the text cites no valid passage, every passage given is listed with
-    ``cited_in_text=False``: the answer was generated from those passages only.
+    First the ``[n]`` the text writes, in order (kind ``"cited"``); then the passages the text
+    reproduces without citing them (kind ``"matched"``, :func:`match_passages`).  Each passage
+    appears once, with the longest quote found in it.  When there is neither, every passage
+    given is listed with kind ``"given"``: the answer was generated from those passages only.
+    Words the answer echoes from ``question`` are not a match.
     """
     by_number = {p.number: p for p in passages}
     numbers = cited_numbers(text)
     unresolved = [n for n in numbers if n not in by_number]
-    cited = [Citation.from_passage(by_number[n], True) for n in numbers if n in by_number]
-    if not cited:
-        cited = [Citation.from_passage(p, False) for p in passages]
-    return cited, unresolved
+    quotes: dict[int, tuple[int, str]] = {}  # number -> (words, quote), the longest per passage
+    order: list[int] = []  # matched numbers, in order of first matching sentence
+    for m in match_passages(text, {p.number: p.text for p in passages}, min_words,
+                            question):
+        if m.number not in order:
+            order.append(m.number)
+        if m.n_words > quotes.get(m.number, (0, ""))[0]:
+            quotes[m.number] = (m.n_words, m.quote)
+    cited = [n for n in numbers if n in by_number]
+    citations = [Citation.from_passage(by_number[n], CITED, quotes.get(n, (0, None))[1])
+                 for n in cited]
+    citations += [Citation.from_passage(by_number[n], MATCHED, quotes[n][1])
+                  for n in order if n not in cited]
+    if not citations:
+        citations = [Citation.from_passage(p, GIVEN) for p in passages]
+    return citations, unresolved
 
 
 @dataclass
@@ -119,7 +168,8 @@ class Answer:
     notice: str = ADVISORY_NOTICE
 
     def sources_text(self) -> str:
-        """``Sources:`` then one line per citation: ``[n] Title (source) url``."""
+        """``Sources:`` then one line per citation: ``[n] Title (source) url``, its kind noted
+        when the model did not cite it by number."""
         if not self.citations:
             return ""
         lines = ["Sources:"]
@@ -131,9 +181,15 @@ class Answer:
                 line += f" ({c.source})"
             if c.url:
                 line += f" {c.url}"
+            if c.kind == MATCHED:
+                line += f"\n    {c.label}: \"{shorten(c.quote or '', QUOTE_SHOWN_CHARS)}\""
             lines.append(line)
-        if not any(c.cited_in_text for c in self.citations):
-            lines.append("(the answer cites no passage by number; "
+        if any(c.kind == MATCHED for c in self.citations):
+            lines.append(f"(matched: a sentence of the answer shares {MATCH_MIN_WORDS} or more "
+                         "consecutive words with that passage; the answer is shown as the model "
+                         "wrote it)")
+        if any(c.kind == GIVEN for c in self.citations):
+            lines.append("(the answer neither cites a passage by number nor quotes one; "
                          "these are the passages it was given)")
         return "\n".join(lines)
 
@@ -152,6 +208,9 @@ class Answer:
         """A JSON-ready dict (the CLI's ``--json`` output)."""
         data = asdict(self)
         data["answer"] = data.pop("text")
+        for c, d in zip(self.citations, data["citations"], strict=True):
+            d["label"] = c.label
+            d["cited_in_text"] = c.cited_in_text  # kept for readers of the earlier JSON
         return data
 
 

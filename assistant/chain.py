@@ -35,7 +35,13 @@ from assistant.answer import REFUSAL_TEXT, Answer, AnswerError, Passage, resolve
 from assistant.chat_format import ChatFormat
 from assistant.models import ModelError
 from assistant.notice import ADVISORY_NOTICE
-from assistant.prompts import SYSTEM_PROMPT, FittedPrompt, fit_passages, rag_messages
+from assistant.prompts import (
+    DEFAULT_REMINDER,
+    SYSTEM_PROMPT,
+    FittedPrompt,
+    fit_passages,
+    rag_messages,
+)
 
 DEFAULT_CONTEXT = 2048  # for a model that does not say its context length
 
@@ -80,7 +86,8 @@ class RAGChain(Runnable[Any, Answer]):
 
     def __init__(self, retriever: BaseRetriever, llm: BaseLanguageModel, *,
                  max_tokens: int | None = None, n_ctx: int | None = None,
-                 system_prompt: str = SYSTEM_PROMPT) -> None:
+                 system_prompt: str = SYSTEM_PROMPT,
+                 reminder: str | None = DEFAULT_REMINDER) -> None:
         self.retriever = retriever
         self.llm = llm
         if max_tokens is None:
@@ -88,6 +95,7 @@ class RAGChain(Runnable[Any, Answer]):
         self.max_tokens = max_tokens
         self.n_ctx = n_ctx
         self.system_prompt = system_prompt
+        self.reminder = reminder  # restated after the question; None leaves it out
 
     # -- the steps ---------------------------------------------------------------------------
 
@@ -108,13 +116,14 @@ class RAGChain(Runnable[Any, Answer]):
         fmt = self.chat_format
 
         def render(q: str, ps: Any) -> str:
-            return fmt.render(rag_messages(q, ps, self.system_prompt))
+            return fmt.render(rag_messages(q, ps, self.system_prompt, self.reminder))
 
         return fit_passages(question, docs, self.llm.get_num_tokens, self.context_length(),
                             self.max_tokens, render)
 
     def model_input(self, question: str, passages: list[Document]) -> Any:
-        messages = rag_messages(question, passages, self.system_prompt)
+        messages = rag_messages(question, passages, self.system_prompt,
+                                self.reminder)
         if isinstance(self.llm, BaseChatModel):
             return [SystemMessage(messages[0][1]), HumanMessage(messages[1][1])]
         return self.chat_format.render(messages)
@@ -180,7 +189,7 @@ class RAGChain(Runnable[Any, Answer]):
     def _build_answer(self, question: str, text: str, fitted: FittedPrompt, info: dict[str, Any],
                       timings: dict[str, float]) -> Answer:
         passages = [Passage.from_document(i, d) for i, d in enumerate(fitted.passages, start=1)]
-        citations, unresolved = resolve_citations(text, passages)
+        citations, unresolved = resolve_citations(text, passages, question=question)
         engine_timings = info.get("timings") or {}
         timings = {**timings, **{f"engine_{k}": float(v) for k, v in engine_timings.items()}}
         usage = {"prompt_tokens": int(info.get("n_prompt_tokens") or fitted.n_prompt_tokens),

@@ -25,6 +25,11 @@ SYSTEM_PROMPT = (
     "and do not give personal medical advice."
 )
 
+# Restated after the question, where a small model's attention is: the system message's rule
+# on citing, briefly (measured in docs/assistant.md, "Citation rate").
+CITATION_REMINDER = (
+    "Answer from the passages above and cite each one you use by its number, like [1].")
+DEFAULT_REMINDER: str | None = CITATION_REMINDER  # None: the question ends the user turn
 NO_PASSAGES_TEXT = "(no passages)"
 MIN_TRUNCATED_CHARS = 200  # a truncated passage shorter than this is not worth sending
 
@@ -65,15 +70,18 @@ def format_passages(passages: Sequence[Document]) -> str:
     return "\n\n".join(blocks)
 
 
-def user_message(question: str, passages: Sequence[Document]) -> str:
-    return (f"Guideline passages:\n\n{format_passages(passages)}\n\n"
+def user_message(question: str, passages: Sequence[Document],
+                 reminder: str | None = DEFAULT_REMINDER) -> str:
+    """The passages, the question and, when given, ``reminder`` after the question."""
+    text = (f"Guideline passages:\n\n{format_passages(passages)}\n\n"
             f"Question: {strip_markers(question.strip())}")
+    return f"{text}\n\n{reminder}" if reminder else text
 
 
-def rag_messages(question: str, passages: Sequence[Document],
-                 system: str = SYSTEM_PROMPT) -> list[tuple[str, str]]:
+def rag_messages(question: str, passages: Sequence[Document], system: str = SYSTEM_PROMPT,
+                 reminder: str | None = DEFAULT_REMINDER) -> list[tuple[str, str]]:
     """The conversation to send: ``[("system", ...), ("user", passages + question)]``."""
-    return [("system", system), ("user", user_message(question, passages))]
+    return [("system", system), ("user", user_message(question, passages, reminder))]
 
 
 def render_rag_prompt(question: str, passages: Sequence[Document],

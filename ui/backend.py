@@ -57,7 +57,12 @@ class SourceView:
     heading: str
     passage: str
     doc_id: str = ""
-    cited_in_text: bool = True  # False: the answer cites no number; it was given this passage
+    kind: str = "cited"  # "cited" (the model wrote [n]), "matched" (quoted) or "given"
+    quote: str = ""  # for "matched": the answer's words found in the passage
+
+    @property
+    def cited_in_text(self) -> bool:
+        return self.kind == "cited"
 
 
 @dataclass(frozen=True)

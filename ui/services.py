@@ -122,7 +122,7 @@ def reply_from_answer(answer: Answer) -> Reply:
         sources.append(SourceView(
             number=c.number, title=c.title, source=c.source, url=c.url,
             heading=c.heading or "", passage=passage.text if passage else "", doc_id=c.id,
-            cited_in_text=c.cited_in_text))
+            kind=c.kind, quote=c.quote or ""))
     details = {"n_generated_tokens": answer.usage.get("completion_tokens"),
                "gen_s": answer.timings.get("generate_s"), "finish_reason": answer.finish_reason,
                "unresolved_citations": list(answer.unresolved_citations)}

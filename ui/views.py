@@ -11,6 +11,8 @@ import re
 
 import streamlit as st
 
+from assistant.answer import KIND_LABELS, QUOTE_SHOWN_CHARS, shorten
+from assistant.attribution import MATCH_MIN_WORDS
 from ui.backend import Reply, SetupProblem, SourceView
 
 NOTICE_ICON = ":material/info:"
@@ -21,6 +23,11 @@ SETUP_TITLES = {
     "setup": "Not ready",
 }
 
+MATCHED_NOTE = (f"*Matched*: a sentence of the answer shares {MATCH_MIN_WORDS} or more "
+                "consecutive words with that passage, though the model did not cite it by "
+                "number. The answer is shown as the model wrote it.")
+GIVEN_NOTE = ("The answer neither cites a passage by number nor quotes one; these are the "
+              "passages it was given.")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~$])")
 
 
@@ -38,6 +45,15 @@ def source_line(source: SourceView) -> str:
     return f"**\\[{source.number}\\]** {title}{org}"
 
 
+def source_kind_line(source: SourceView) -> str | None:
+    """For a source matched by quoted text, that and the quote; None for the other kinds
+    (cited sources need no note; "given" ones are explained once, under the list)."""
+    if source.kind != "matched":
+        return None
+    quote = escape_md(shorten(source.quote, QUOTE_SHOWN_CHARS))
+    return f"{KIND_LABELS['matched']}: “{quote}”"
+
+
 def render_sources(sources: tuple[SourceView, ...], refused: bool) -> None:
     if not sources:
         if refused:
@@ -46,13 +62,18 @@ def render_sources(sources: tuple[SourceView, ...], refused: bool) -> None:
     st.markdown("**Sources**")
     for source in sources:
         st.markdown(source_line(source))
+        kind_line = source_kind_line(source)
+        if kind_line:
+            st.caption(kind_line)
         label = f"Passage [{source.number}]"
         if source.heading:
             label += f" — {source.heading}"
         with st.expander(label):
             st.text(source.passage)
-    if not any(s.cited_in_text for s in sources):
-        st.caption("The answer cites no passage by number; these are the passages it was given.")
+    if any(s.kind == "matched" for s in sources):
+        st.caption(MATCHED_NOTE)
+    if any(s.kind == "given" for s in sources):
+        st.caption(GIVEN_NOTE)
 
 
 def render_notice(notice: str) -> None:

@@ -16,6 +16,7 @@ from langchain_core.retrievers import BaseRetriever
 from assistant.answer import AnswerError, cited_numbers, resolve_citations
 from assistant.chain import RAGChain
 from assistant.notice import ADVISORY_NOTICE
+from assistant.prompts import CITATION_REMINDER
 
 
 class ListRetriever(BaseRetriever):
@@ -189,4 +190,4 @@ def test_a_chat_model_gets_system_and_user_messages() -> None:
     system, user = seen[0]
     assert isinstance(system, SystemMessage) and "[1]" in system.content
     assert isinstance(user, HumanMessage) and "[2] Kids (nhlbi)" in user.content
-    assert user.content.endswith("Question: Kids?")
+    assert user.content.endswith(f"Question: Kids?\n\n{CITATION_REMINDER}")

@@ -7,6 +7,7 @@ and JSON output, a refusal and an error.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from assistant.answer import CITED, MATCHED, cited_numbers
+from assistant.attribution import MATCH_MIN_WORDS
 from assistant.chain import build_chain
 from assistant.cli import main
 from assistant.config import Settings
@@ -23,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "How often should adults be screened for high blood pressure?"
 OFF_TOPIC = "Who won the football world cup in 1998?"
 MAX_TOKENS = 12
+CITING_QUESTION = "What is ascariasis?"
+CITING_MAX_TOKENS = 40  # enough words for a quote of 8 or a sentence ending in [n]
 N_CTX = 700  # a small context: the passages are fitted to it by the engine's token counts
 
 pytestmark = pytest.mark.slow
@@ -64,6 +69,36 @@ def test_chain_answers_with_resolving_citations(settings: Settings, small_index:
     assert answer.finish_reason in {"eos", "length", "stop"}
     assert answer.model == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert {"retrieve_s", "generate_s", "total_s", "engine_prompt_s"} <= answer.timings.keys()
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def test_greedy_answer_carries_a_citation_that_resolves(settings: Settings,
+                                                       small_index: Path) -> None:
+    """The default model, greedy, answers with a passage it cites by [n] or visibly quotes."""
+    chain = build_chain(replace(settings, max_tokens=CITING_MAX_TOKENS, n_ctx=1024, k=2))
+    answer = chain.invoke(CITING_QUESTION)
+    assert not answer.refused and answer.text
+    drawn = [c for c in answer.citations if c.kind in (CITED, MATCHED)]
+    assert drawn, f"no passage cited or quoted in {answer.text!r}"
+    corpus = index_urls(small_index)
+    by_number = {p.number: p for p in answer.passages}
+    for c in drawn:
+        passage = by_number[c.number]
+        assert (c.id, c.title, c.source, c.url) == (passage.id, *corpus[passage.id])
+        assert c.title and c.source and c.url
+        if c.kind == CITED:
+            assert c.number in cited_numbers(answer.text)
+        else:  # a matched source: the quote is the answer's and the passage's, 8+ words
+            quote = _words(c.quote or "")
+            assert len(quote) >= MATCH_MIN_WORDS
+            assert " ".join(quote) in " ".join(_words(answer.text))
+            assert " ".join(quote) in " ".join(_words(passage.text))
+    shown = str(answer)
+    assert shown.endswith(ADVISORY_NOTICE) and answer.notice == ADVISORY_NOTICE
+    assert all(f"[{c.number}] {c.title}" in shown for c in drawn)
 
 
 def test_streamed_answer_ends_with_sources_and_notice(settings: Settings) -> None:

@@ -7,10 +7,13 @@ from langchain_core.documents import Document
 
 from assistant.chat_format import IM_END, IM_START, ChatFormat, render_chatml, strip_markers
 from assistant.prompts import (
+    CITATION_REMINDER,
+    DEFAULT_REMINDER,
     SYSTEM_PROMPT,
     PromptTooLong,
     fit_passages,
     format_passages,
+    rag_messages,
     render_rag_prompt,
 )
 
@@ -40,6 +43,15 @@ def test_system_message_asks_for_numbered_citations_from_passages_only() -> None
     assert "[1] Guideline 1 (cdc)\nw1 w1 w1" in prompt
     assert "[2] Guideline 2 — Dosing (cdc)" in prompt
     assert prompt.index("[1]") < prompt.index("[2]") < prompt.index("Question: What dose?")
+
+
+def test_the_citation_rule_is_restated_after_the_question() -> None:
+    assert "[1]" in CITATION_REMINDER and DEFAULT_REMINDER == CITATION_REMINDER
+    prompt = render_rag_prompt("What dose?", [doc(1, 3)])
+    assert prompt.endswith(f"Question: What dose?\n\n{CITATION_REMINDER}{IM_END}\n"
+                           f"{IM_START}assistant\n")
+    (_, user), = rag_messages("What dose?", [doc(1, 3)], reminder=None)[1:]
+    assert user.endswith("Question: What dose?")
 
 
 def test_markers_in_untrusted_text_cannot_open_a_turn() -> None:

@@ -1,7 +1,8 @@
 """A fake of ``ui.backend.Services`` for layout tests only (the real path is tested beside it).
 
 The question picks the behaviour: a normal cited answer; "nothing ..." a refusal with no
-sources; "boom ..." a few pieces then a generation error.  Every ``ask`` is recorded in CALLS.
+sources; "quoted ..." an answer whose only source was matched by its quoted words, not cited;
+"boom ..." a few pieces then a generation error.  Every ``ask`` is recorded in CALLS.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ SOURCES = (
     SourceView(number=2, title="Colorectal cancer facts", source="cdc", url="",
                heading="", passage="Colorectal cancer is the third most common cancer.",
                doc_id="cdc-2"),
+)
+# "quoted ...": the model wrote no [n]; passage 1 was found by its quoted words, 2 only given
+QUOTED_SOURCES = (
+    SourceView(number=1, title="Colorectal cancer screening", source="ngc", url="",
+               heading="", passage="The USPSTF recommends screening for colorectal cancer in "
+               "adults aged 50 to 75 years.", doc_id="ngc-1", kind="matched",
+               quote="screening for colorectal cancer in adults aged 50 to 75 years"),
 )
 REFUSAL = "I found nothing relevant to this question in the indexed guidelines."
 
@@ -65,6 +73,11 @@ class FakeServices:
         if question.startswith("boom"):
             yield ANSWER_PIECES[0]
             raise RuntimeError("the engine ran out of context")
+        if question.startswith("quoted"):
+            text = "Do screening for colorectal cancer in adults aged 50 to 75 years."
+            yield text
+            yield Reply(text=text, sources=QUOTED_SOURCES)
+            return
         yield from ANSWER_PIECES
         yield Reply(text="".join(ANSWER_PIECES), sources=SOURCES[: options.k],
                     details={"n_generated_tokens": 11, "gen_s": 0.5, "finish_reason": "stop"})

@@ -124,6 +124,26 @@ def test_refusal_says_nothing_found_and_has_notice(tmp_path):
     assert texts(answer.info) == [ADVISORY_NOTICE]
 
 
+def test_a_source_matched_by_quoted_text_is_labelled_as_such(tmp_path):
+    at = ask(page(tmp_path), "quoted please")
+    assert not at.exception
+    (answer,) = assistant_blocks(at)
+    body = texts(answer.markdown)
+    assert "**\\[1\\]** Colorectal cancer screening · NGC" in body
+    captions = texts(answer.caption)
+    quote = fake_services.QUOTED_SOURCES[0].quote
+    assert captions[0] == f"matched by quoted text; not cited by the model: “{quote}”"
+    assert any("did not cite it by number" in c for c in captions)
+    assert not any("cites a passage by number nor quotes" in c for c in captions)
+    assert texts(answer.info) == [ADVISORY_NOTICE]
+
+
+def test_a_cited_answer_has_no_matched_or_given_note(tmp_path):
+    (answer,) = assistant_blocks(ask(page(tmp_path), "cited please"))
+    captions = " ".join(texts(answer.caption))
+    assert "matched by quoted text" not in captions and "passages it was given" not in captions
+
+
 def test_generation_error_is_shown_and_page_keeps_working(tmp_path):
     at = ask(page(tmp_path), "boom please")
     assert not at.exception

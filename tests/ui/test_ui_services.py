@@ -50,6 +50,16 @@ def test_uncited_answer_lists_every_passage_given():
     assert reply.sources[1].heading == ""
 
 
+def test_quoted_passage_is_a_matched_source_with_its_quote():
+    passages = _passages()
+    text = "In short: the USPSTF recommends annual screening for lung cancer with LDCT!"
+    citations, _ = resolve_citations(text, passages)
+    reply = reply_from_answer(Answer("q", text, citations, passages))
+    (source,) = reply.sources  # passage 2 is neither cited nor quoted: not listed
+    assert (source.number, source.kind, source.cited_in_text) == (1, "matched", False)
+    assert source.quote == "the USPSTF recommends annual screening for lung cancer with LDCT"
+
+
 def test_refusal_keeps_the_notice_and_has_no_sources():
     reply = reply_from_answer(Answer("q", REFUSAL_TEXT, [], [], refused=True))
     assert reply.refused and reply.sources == () and reply.notice == ADVISORY_NOTICE
