@@ -18,6 +18,7 @@ from numba import njit
 
 from engine.kernels_simd import (
     bits32,
+    f16,
     f16x2,
     scales16,
     scales16_k,
@@ -96,7 +97,7 @@ def dot_q3_k(row, xq, xd, xs):
     acc, offset = vzero(), vzero()
     for i in range(xd.shape[0] // 8):
         o = i * 110  # hmask[32] | qs[64] | scales[12] | d
-        d = f16x2(row, o + 106)[1]
+        d = f16(row, o + 108)
         sc = scales16_q3_k(row, o + 94)
         offset = vaxpy(offset, vmins(sc, xs, 16 * i, False), d)
         acc = vaxpy(acc, _super_block(Q3, row, o, xq, xd, 8 * i, sc), d)
@@ -132,7 +133,7 @@ def dot_q6_k(row, xq, xd, xs):
     acc, offset = vzero(), vzero()
     for i in range(xd.shape[0] // 8):
         o = i * 210  # ql[128] | qh[64] | scales:int8[16] | d
-        d = f16x2(row, o + 206)[1]
+        d = f16(row, o + 208)
         sc = scales16(row, o + 192, 0, 255, True)
         offset = vaxpy(offset, vmins(sc, xs, 16 * i, False), d)
         acc = vaxpy(acc, _super_block(Q6, row, o, xq, xd, 8 * i, sc), d)
