@@ -213,11 +213,13 @@ def qh_bits(typingctx, qh):
     """A uint32 of 32 high bits → lane i = ((qh >> i) & 1) << 4 (the 5th bit of Q5_0/Q5_1)."""
 
     def codegen(context, builder, signature, args):
-        word = _splat(builder, builder.trunc(args[0], _I32), 32)
-        bit = builder.and_(
-            builder.lshr(word, _const_vec(_I32, range(32))), _const_vec(_I32, [1] * 32)
-        )
-        return builder.trunc(builder.shl(bit, _const_vec(_I32, [4] * 32)), ir.VectorType(_I8, 32))
+        # Byte i // 8 of the word into lane i, test bit i % 8 (no 32-bit lanes: pshufb, pand,
+        # pcmpeqb on AVX2).
+        v4 = builder.bitcast(builder.trunc(args[0], _I32), ir.VectorType(_I8, 4))
+        spread = _shuffle(builder, v4, v4, [i // 8 for i in range(32)])
+        bit = builder.and_(spread, _const_vec(_I8, [1 << (i % 8) for i in range(32)]))
+        is_set = builder.icmp_unsigned("!=", bit, _const_vec(_I8, [0] * 32))
+        return builder.select(is_set, _const_vec(_I8, [16] * 32), _const_vec(_I8, [0] * 32))
 
     return u8x32(types.intp), codegen
 
