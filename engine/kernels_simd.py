@@ -5,7 +5,7 @@ with their scales interleaved in the bytes): it either leaves the 32-value dot s
 vectorizes across blocks with byte gathers.  These intrinsics state the vector work
 directly, in portable LLVM IR (``<32 x i8>`` loads, widening multiplies, pairwise adds),
 which LLVM lowers to the target's instructions (on x86 AVX2: ``vpmaddwd``, ``vcvtdq2ps``,
-``vcvtph2ps``).  Three value types travel between them inside numba code:
+``vcvtph2ps``).  Four value types travel between them inside numba code:
 
 * ``u8x32``  — 32 unsigned weight values (0..255) of one 32-value group;
 * ``i32x8``  — sums of 32 int products in groups of 4 (lane i = products 4i..4i+3);
