@@ -1,11 +1,14 @@
 """Row · activation dot products for the K-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
 
 Same contract as ``kernels_legacy.py``: one quantized weight row against one activation row
-in 8-bit blocks of 32 (``xq``, ``xd`` per 32, ``xs`` = scaled sums per 16).  A 256-value
-super-block is walked as eight 32-value groups, each matching one activation block; groups
-of two 16-value sub-blocks (Q2_K, Q3_K, Q6_K) multiply their two integer scales into the
-pairwise sums (``vscale2``).  Offsets (−4 of Q3_K, −32 of Q6_K) and minima (Q2_K, Q4_K,
-Q5_K) go through the activation block sums.  Bit layouts: see ``engine/quants.py``.
+in 8-bit blocks of 32 (``xq``, ``xd`` per 32, ``xs`` = scaled sums per 16).  As ggml does on
+AVX2, each 256-value super-block decodes its 16 small integer scales once into a vector
+(``scales16*``) and every 32-value group folds its two sub-block scales into the pairwise adds
+(``vdot_sc``); the group loop is written out (``_group*``, four pairs of groups) so every
+shift and scale lane is a constant, and two float accumulators alternate to overlap the
+conversions.  The super-block scale ``d`` multiplies once per super-block.  Offsets (−4 of
+Q3_K, −32 of Q6_K) and minima (Q2_K, Q4_K, Q5_K) are one vector dot per super-block of the
+16 scales with the 16 activation sums ``xs`` (``vmins``).  Bit layouts: ``engine/quants.py``.
 """
 
 from __future__ import annotations
@@ -13,96 +16,125 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from engine.kernels_decode import i8, k_scale_min, q3_k_scale
-from engine.kernels_simd import bits32, f16x2, vdot, vfma, vor_shl, vscale2, vsum, vzero
+from engine.kernels_simd import (
+    bits32,
+    f16,
+    f16x2,
+    scales16,
+    scales16_k,
+    scales16_q3_k,
+    vadd,
+    vaxpy,
+    vdot_sc,
+    vfma,
+    vmins,
+    vor_shl,
+    vsum,
+    vzero,
+)
 
 F32 = np.float32
+# Super-block kinds for the written-out group loop (constants once inlined).
+Q2, Q3, Q4, Q5, Q6 = 2, 3, 4, 5, 6
+
+
+@njit(inline="always")
+def _weights(kind, row, o, g):
+    """The 32 unsigned values (offset included) of group ``g`` (0..7) of the super-block at
+    byte ``o``: its value j is weight 32g + j."""
+    h, c = g // 4, g % 4  # Q2_K/Q3_K/Q6_K: 128-value half h, 2-bit field c of its bytes
+    if kind == Q2:  # scales[16] | qs[64] | d | dmin
+        return bits32(row, o + 16 + 32 * h, 2 * c, 3)
+    if kind == Q3:  # hmask[32] | qs[64] | scales[12] | d; bit g of hmask = third bit
+        return vor_shl(bits32(row, o + 32 + 32 * h, 2 * c, 3), bits32(row, o, g, 1), 2)
+    if kind == Q4:  # d | dmin | scales[12] | qs[128]; nibble g % 2 of chunk g // 2
+        return bits32(row, o + 16 + 32 * (g // 2), 4 * (g % 2), 15)
+    if kind == Q5:  # d | dmin | scales[12] | qh[32] | qs[128]; bit g of qh = fifth bit
+        low = bits32(row, o + 48 + 32 * (g // 2), 4 * (g % 2), 15)
+        return vor_shl(low, bits32(row, o + 16, g, 1), 4)
+    # Q6: ql[128] | qh[64] | scales[16] | d
+    low = bits32(row, o + 64 * h + 32 * (c % 2), 4 * (c // 2), 15)
+    return vor_shl(low, bits32(row, o + 128 + 32 * h, 2 * c, 3), 4)
+
+
+@njit(inline="always")
+def _group(acc, q, xq, xd, ab, sc, g, k):
+    """acc + float(scaled integer dot of group g with activation block ab) · xd[ab]; the
+    scales are lanes k·g and k·g + k − 1 of ``sc`` (k = 2: two per group, 1: one)."""
+    return vfma(acc, vdot_sc(q, xq, 32 * ab, sc, k * g, k * g + k - 1), xd[ab])
+
+
+@njit(inline="always")
+def _super_block(kind, row, o, xq, xd, b, sc):
+    """Σ over the 8 groups of the super-block at byte ``o`` (activation blocks b..b+7), before
+    the super-block scale: written out, two accumulators alternating."""
+    k = 1 if kind in (Q4, Q5) else 2
+    a0 = _group(vzero(), _weights(kind, row, o, 0), xq, xd, b, sc, 0, k)
+    a1 = _group(vzero(), _weights(kind, row, o, 1), xq, xd, b + 1, sc, 1, k)
+    a0 = _group(a0, _weights(kind, row, o, 2), xq, xd, b + 2, sc, 2, k)
+    a1 = _group(a1, _weights(kind, row, o, 3), xq, xd, b + 3, sc, 3, k)
+    a0 = _group(a0, _weights(kind, row, o, 4), xq, xd, b + 4, sc, 4, k)
+    a1 = _group(a1, _weights(kind, row, o, 5), xq, xd, b + 5, sc, 5, k)
+    a0 = _group(a0, _weights(kind, row, o, 6), xq, xd, b + 6, sc, 6, k)
+    a1 = _group(a1, _weights(kind, row, o, 7), xq, xd, b + 7, sc, 7, k)
+    return vadd(a0, a1)
 
 
 @njit(inline="always")
 def dot_q2_k(row, xq, xd, xs):
-    acc = vzero()
-    mins = F32(0.0)
+    acc, mins = vzero(), vzero()
     for i in range(xd.shape[0] // 8):
-        o = i * 84  # scales[16] | qs[64] | d:f16 | dmin:f16
+        o = i * 84  # scales[16] (low nibble scale, high nibble min) | qs[64] | d | dmin
         d, dmin = f16x2(row, o + 80)
-        for g8 in range(8):  # 32-value group: half g8 // 4, crumb g8 % 4
-            half, g = g8 // 4, g8 % 4
-            s0 = o + 2 * g8  # its two sub-block scale bytes
-            q = bits32(row, o + 16 + 32 * half, 2 * g, 3)
-            v = vscale2(vdot(q, xq, (8 * i + g8) * 32), row[s0] & 15, row[s0 + 1] & 15)
-            ab = 8 * i + g8
-            acc = vfma(acc, v, d * xd[ab])
-            mins += dmin * (F32(row[s0] >> 4) * xs[2 * ab] + F32(row[s0 + 1] >> 4) * xs[2 * ab + 1])
-    return vsum(acc) - mins
+        mins = vaxpy(mins, vmins(scales16(row, o, 4, 15, False), xs, 16 * i, False), dmin)
+        sc = scales16(row, o, 0, 15, False)
+        acc = vaxpy(acc, _super_block(Q2, row, o, xq, xd, 8 * i, sc), d)
+    return vsum(acc) - vsum(mins)
 
 
 @njit(inline="always")
 def dot_q3_k(row, xq, xd, xs):
-    acc = vzero()
-    offset = F32(0.0)
+    acc, offset = vzero(), vzero()
     for i in range(xd.shape[0] // 8):
-        o = i * 110  # hmask[32] | qs[64] | scales[12] | d:f16
-        d = f16x2(row, o + 106)[1]
-        for g8 in range(8):
-            half, g = g8 // 4, g8 % 4
-            sc0 = q3_k_scale(row, o + 96, 2 * g8)
-            sc1 = q3_k_scale(row, o + 96, 2 * g8 + 1)
-            low = bits32(row, o + 32 + 32 * half, 2 * g, 3)
-            q = vor_shl(low, bits32(row, o, g8, 1), 2)  # 0..7 = value + 4
-            ab = 8 * i + g8
-            acc = vfma(acc, vscale2(vdot(q, xq, ab * 32), sc0, sc1), d * xd[ab])
-            offset += d * (F32(sc0) * xs[2 * ab] + F32(sc1) * xs[2 * ab + 1])
-    return vsum(acc) - F32(4.0) * offset
+        o = i * 110  # hmask[32] | qs[64] | scales[12] | d
+        d = f16(row, o + 108)
+        sc = scales16_q3_k(row, o + 94)
+        offset = vaxpy(offset, vmins(sc, xs, 16 * i, False), d)
+        acc = vaxpy(acc, _super_block(Q3, row, o, xq, xd, 8 * i, sc), d)
+    return vsum(acc) - F32(4.0) * vsum(offset)
 
 
 @njit(inline="always")
 def dot_q4_k(row, xq, xd, xs):
-    acc = vzero()
-    mins = F32(0.0)
+    acc, mins = vzero(), vzero()
     for i in range(xd.shape[0] // 8):
-        o = i * 144  # d:f16 | dmin:f16 | scales[12] | qs[128]
+        o = i * 144  # d | dmin | scales[12] | qs[128]
         d, dmin = f16x2(row, o)
-        for s in range(8):  # sub-block s: nibble s % 2 of 32 bytes at chunk s // 2
-            sc, mn = k_scale_min(row, o + 4, s)
-            q = bits32(row, o + 16 + 32 * (s // 2), 4 * (s % 2), 15)
-            ab = 8 * i + s
-            acc = vfma(acc, vdot(q, xq, ab * 32), d * F32(sc) * xd[ab])
-            mins += dmin * F32(mn) * (xs[2 * ab] + xs[2 * ab + 1])
-    return vsum(acc) - mins
+        sc = scales16_k(row, o + 4)
+        mins = vaxpy(mins, vmins(sc, xs, 16 * i, True), dmin)
+        acc = vaxpy(acc, _super_block(Q4, row, o, xq, xd, 8 * i, sc), d)
+    return vsum(acc) - vsum(mins)
 
 
 @njit(inline="always")
 def dot_q5_k(row, xq, xd, xs):
-    acc = vzero()
-    mins = F32(0.0)
+    acc, mins = vzero(), vzero()
     for i in range(xd.shape[0] // 8):
-        o = i * 176  # d:f16 | dmin:f16 | scales[12] | qh[32] | qs[128]
+        o = i * 176  # d | dmin | scales[12] | qh[32] | qs[128]
         d, dmin = f16x2(row, o)
-        for s in range(8):
-            sc, mn = k_scale_min(row, o + 4, s)
-            low = bits32(row, o + 48 + 32 * (s // 2), 4 * (s % 2), 15)
-            q = vor_shl(low, bits32(row, o + 16, s, 1), 4)
-            ab = 8 * i + s
-            acc = vfma(acc, vdot(q, xq, ab * 32), d * F32(sc) * xd[ab])
-            mins += dmin * F32(mn) * (xs[2 * ab] + xs[2 * ab + 1])
-    return vsum(acc) - mins
+        sc = scales16_k(row, o + 4)
+        mins = vaxpy(mins, vmins(sc, xs, 16 * i, True), dmin)
+        acc = vaxpy(acc, _super_block(Q5, row, o, xq, xd, 8 * i, sc), d)
+    return vsum(acc) - vsum(mins)
 
 
 @njit(inline="always")
 def dot_q6_k(row, xq, xd, xs):
-    acc = vzero()
-    offset = F32(0.0)
+    acc, offset = vzero(), vzero()
     for i in range(xd.shape[0] // 8):
-        o = i * 210  # ql[128] | qh[64] | scales:int8[16] | d:f16
-        d = f16x2(row, o + 206)[1]
-        for g8 in range(8):
-            half, g = g8 // 4, g8 % 4
-            low = bits32(row, o + 64 * half + 32 * (g % 2), 4 * (g // 2), 15)
-            q = vor_shl(low, bits32(row, o + 128 + 32 * half, 2 * g, 3), 4)  # value + 32
-            sc0 = i8(row[o + 192 + 2 * g8])
-            sc1 = i8(row[o + 193 + 2 * g8])
-            ab = 8 * i + g8
-            acc = vfma(acc, vscale2(vdot(q, xq, ab * 32), sc0, sc1), d * xd[ab])
-            offset += d * (F32(sc0) * xs[2 * ab] + F32(sc1) * xs[2 * ab + 1])
-    return vsum(acc) - F32(32.0) * offset
+        o = i * 210  # ql[128] | qh[64] | scales:int8[16] | d
+        d = f16(row, o + 208)
+        sc = scales16(row, o + 192, 0, 255, True)
+        offset = vaxpy(offset, vmins(sc, xs, 16 * i, False), d)
+        acc = vaxpy(acc, _super_block(Q6, row, o, xq, xd, 8 * i, sc), d)
+    return vsum(acc) - F32(32.0) * vsum(offset)

@@ -15,7 +15,18 @@ import numpy as np
 from numba import njit
 
 from engine.kernels_decode import u32_at
-from engine.kernels_simd import f16x2, nib16, qh_bits, vdot, vdot_s8, vfma, vor_shl, vsum, vzero
+from engine.kernels_simd import (
+    f16,
+    f16x2,
+    nib16,
+    qh_bits,
+    vdot,
+    vdot_s8,
+    vfma,
+    vor_shl,
+    vsum,
+    vzero,
+)
 
 F32 = np.float32
 
@@ -26,7 +37,7 @@ def dot_q4_0(row, xq, xd, xs):
     offset = F32(0.0)  # Σ d·Σx, times the -8 offset of every value
     for b in range(xd.shape[0]):
         o = b * 18  # d:f16 | qs[16]
-        d = f16x2(row, o)[0]
+        d = f16(row, o)
         acc = vfma(acc, vdot(nib16(row, o + 2), xq, b * 32), d * xd[b])
         offset += d * (xs[2 * b] + xs[2 * b + 1])
     return vsum(acc) - F32(8.0) * offset
@@ -50,7 +61,7 @@ def dot_q5_0(row, xq, xd, xs):
     offset = F32(0.0)
     for b in range(xd.shape[0]):
         o = b * 22  # d:f16 | qh:u32 | qs[16]
-        d = f16x2(row, o)[0]
+        d = f16(row, o)
         q = vor_shl(nib16(row, o + 6), qh_bits(u32_at(row, o + 2)), 0)
         acc = vfma(acc, vdot(q, xq, b * 32), d * xd[b])
         offset += d * (xs[2 * b] + xs[2 * b + 1])
@@ -75,6 +86,6 @@ def dot_q8_0(row, xq, xd, xs):
     acc = vzero()
     for b in range(xd.shape[0]):
         o = b * 34  # d:f16 | qs:int8[32]
-        d = f16x2(row, o)[0]
+        d = f16(row, o)
         acc = vfma(acc, vdot_s8(row, o + 2, xq, b * 32), d * xd[b])
     return vsum(acc)

@@ -5,11 +5,14 @@ with their scales interleaved in the bytes): it either leaves the 32-value dot s
 vectorizes across blocks with byte gathers.  These intrinsics state the vector work
 directly, in portable LLVM IR (``<32 x i8>`` loads, widening multiplies, pairwise adds),
 which LLVM lowers to the target's instructions (on x86 AVX2: ``vpmaddwd``, ``vcvtdq2ps``,
-``vcvtph2ps``).  Three value types travel between them inside numba code:
+``vcvtph2ps``).  Four value types travel between them inside numba code:
 
 * ``u8x32``  — 32 unsigned weight values (0..255) of one 32-value group;
 * ``i32x8``  — sums of 32 int products in groups of 4 (lane i = products 4i..4i+3);
-* ``f32x8``  — a float accumulator, summed horizontally once per output (``vsum``).
+* ``f32x8``  — a float accumulator, summed horizontally once per output (``vsum``);
+* ``i16x16`` — the 16 small integer scales (or 8 scales and 8 minima) of one K-quant
+  super-block, decoded once per super-block (``scales16``, ``scales16_q3_k``, ``scales16_k``)
+  and folded into the pairwise adds of each 32-value group (``vdot_sc``), as ggml does.
 
 The kernels of ``kernels_legacy.py`` and ``kernels_kquants.py`` are written with them.
 """
@@ -34,7 +37,9 @@ class _VectorType(types.Type):
 u8x32 = _VectorType("u8x32")
 i32x8 = _VectorType("i32x8")
 f32x8 = _VectorType("f32x8")
+i16x16 = _VectorType("i16x16")
 _LLVM_TYPES = {
+    "i16x16": ir.VectorType(_I16, 16),
     "u8x32": ir.VectorType(_I8, 32),
     "i32x8": ir.VectorType(_I32, 8),
     "f32x8": ir.VectorType(_F32, 8),
@@ -45,6 +50,9 @@ _LLVM_TYPES = {
 class _VectorModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
         super().__init__(dmm, fe_type, _LLVM_TYPES[fe_type.name])
+
+
+_X86 = llvm_binding.get_process_triple().startswith(("x86_64", "i386", "i686"))
 
 
 def _has_native_f16() -> bool:
@@ -130,6 +138,25 @@ def f16x2(typingctx, row, o):
 
 
 @intrinsic
+def f16(typingctx, row, o):
+    """The IEEE half at bytes ``o..o+2`` of ``row`` as a float32.
+
+    On x86 the zero-extended half passes through an empty asm: LLVM would otherwise load it
+    with ``vpinsrw`` into whatever register it likes, often a loop's accumulator, a false
+    dependency that serialises the loop (it made Q4_0 ~1.8x slower per byte than Q4_1)."""
+
+    def codegen(context, builder, signature, args):
+        half = _load(context, builder, signature.args[0], args[0], args[1], _I16)
+        word = builder.zext(half, _I32)
+        if _X86:
+            word = builder.asm(ir.FunctionType(_I32, [_I32]), "", "=r,0", [word], False)
+        pair = _half_pair_to_float(builder, word)
+        return builder.extract_element(pair, ir.Constant(_I32, 0))
+
+    return types.float32(row, types.intp), codegen
+
+
+@intrinsic
 def vzero(typingctx):
     """A zero float accumulator."""
 
@@ -186,11 +213,13 @@ def qh_bits(typingctx, qh):
     """A uint32 of 32 high bits → lane i = ((qh >> i) & 1) << 4 (the 5th bit of Q5_0/Q5_1)."""
 
     def codegen(context, builder, signature, args):
-        word = _splat(builder, builder.trunc(args[0], _I32), 32)
-        bit = builder.and_(
-            builder.lshr(word, _const_vec(_I32, range(32))), _const_vec(_I32, [1] * 32)
-        )
-        return builder.trunc(builder.shl(bit, _const_vec(_I32, [4] * 32)), ir.VectorType(_I8, 32))
+        # Byte i // 8 of the word into lane i, test bit i % 8 (no 32-bit lanes: pshufb, pand,
+        # pcmpeqb on AVX2).
+        v4 = builder.bitcast(builder.trunc(args[0], _I32), ir.VectorType(_I8, 4))
+        spread = _shuffle(builder, v4, v4, [i // 8 for i in range(32)])
+        bit = builder.and_(spread, _const_vec(_I8, [1 << (i % 8) for i in range(32)]))
+        is_set = builder.icmp_unsigned("!=", bit, _const_vec(_I8, [0] * 32))
+        return builder.select(is_set, _const_vec(_I8, [16] * 32), _const_vec(_I8, [0] * 32))
 
     return u8x32(types.intp), codegen
 
@@ -323,3 +352,137 @@ def vstore_s8(typingctx, out, k, row, o, d):
         return context.get_dummy_value()
 
     return types.void(out, types.intp, row, types.intp, types.float32), codegen
+
+
+# --- K-quant super-blocks: 16 scales decoded once, folded into the pairwise adds ----------
+
+
+def _i16_shift_mask(builder, v8, lanes, shifts, masks):
+    """<16 x i16> lane i = (v8[lanes[i]] >> shifts[i]) & masks[i] (bytes zero-extended)."""
+    picked = _shuffle(builder, v8, v8, lanes)
+    wide = builder.zext(picked, ir.VectorType(_I16, 16))
+    return builder.and_(builder.lshr(wide, _const_vec(_I16, shifts)), _const_vec(_I16, masks))
+
+
+@intrinsic
+def scales16(typingctx, row, o, shift, mask, signed):
+    """16 scale bytes at ``o`` → lane i = (byte i >> shift) & mask, or the int8 bytes when
+    ``signed`` (Q6_K)."""
+
+    def codegen(context, builder, signature, args):
+        v = _load(context, builder, signature.args[0], args[0], args[1], ir.VectorType(_I8, 16))
+        s16 = ir.VectorType(_I16, 16)
+        sh = _splat(builder, builder.trunc(args[2], _I8), 16)
+        mk = _splat(builder, builder.trunc(args[3], _I8), 16)
+        unsigned = builder.zext(builder.and_(builder.lshr(v, sh), mk), s16)
+        return builder.select(builder.trunc(args[4], ir.IntType(1)), builder.sext(v, s16), unsigned)
+
+    return i16x16(row, types.intp, types.intp, types.intp, types.boolean), codegen
+
+
+@intrinsic
+def scales16_q3_k(typingctx, row, o):
+    """Q3_K's 16 six-bit scales − 32; ``o`` = 2 bytes before its 12 scale bytes (the 16-byte
+    load then ends at the block's last byte).  Scale i: low 4 bits from byte i % 8 (nibble
+    i // 8), high 2 bits from byte 8 + i % 4 (crumb i // 4)."""
+
+    def codegen(context, builder, signature, args):
+        v = _load(context, builder, signature.args[0], args[0], args[1], ir.VectorType(_I8, 16))
+        low = _i16_shift_mask(
+            builder, v, [2 + i % 8 for i in range(16)], [4 * (i // 8) for i in range(16)], [15] * 16
+        )
+        high = _i16_shift_mask(
+            builder, v, [10 + i % 4 for i in range(16)], [2 * (i // 4) for i in range(16)], [3] * 16
+        )
+        both = builder.or_(low, builder.shl(high, _const_vec(_I16, [4] * 16)))
+        return builder.sub(both, _const_vec(_I16, [32] * 16))
+
+    return i16x16(row, types.intp), codegen
+
+
+@intrinsic
+def scales16_k(typingctx, row, o):
+    """Q4_K/Q5_K's 12 scale bytes at ``o`` → lanes 0..7 the 6-bit scales, 8..15 the 6-bit
+    minima (sub-block j < 4: low 6 bits of bytes j, j + 4; j ≥ 4: a nibble of byte j + 4 and
+    the top 2 bits of byte j − 4, j)."""
+
+    def codegen(context, builder, signature, args):
+        v = _load(context, builder, signature.args[0], args[0], args[1], ir.VectorType(_I8, 16))
+        idx = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11]
+        low = _i16_shift_mask(builder, v, idx, [0] * 12 + [4] * 4, ([63] * 4 + [15] * 4) * 2)
+        top = _i16_shift_mask(
+            builder, v, [0, 1, 2, 3] * 2 + [4, 5, 6, 7] * 2, [6] * 16, ([0] * 4 + [3] * 4) * 2
+        )
+        return builder.or_(low, builder.shl(top, _const_vec(_I16, [4] * 16)))
+
+    return i16x16(row, types.intp), codegen
+
+
+@intrinsic
+def vdot_sc(typingctx, q, x, xo, sc, a, b):
+    """Unsigned weights ``q`` · int8 ``x[xo:xo+32]`` with values 0..15 times scale ``sc[a]``
+    and 16..31 times ``sc[b]`` → sums of 4 products (AVX2: the scales are pmaddwd's
+    multiplier instead of ones; ``a``, ``b`` constant once the group loop is unrolled)."""
+
+    def codegen(context, builder, signature, args):
+        qv, xarr, xoff, scv, ia, ib = args
+        xv = _load(context, builder, signature.args[1], xarr, xoff, ir.VectorType(_I8, 32))
+        s0 = builder.extract_element(scv, builder.trunc(ia, _I32))
+        s1 = builder.extract_element(scv, builder.trunc(ib, _I32))
+        if AVX2:
+            pairs = _llvm_call(
+                builder, "llvm.x86.avx2.pmadd.ub.sw", ir.VectorType(_I16, 16), [qv, xv]
+            )
+            scales = _shuffle(builder, _splat(builder, s0, 8), _splat(builder, s1, 8), range(16))
+            return _llvm_call(
+                builder, "llvm.x86.avx2.pmadd.wd", ir.VectorType(_I32, 8), [pairs, scales]
+            )
+        sums = _quad_sums(builder, qv, xv)
+        a4 = _splat(builder, builder.sext(s0, _I32), 4)
+        b4 = _splat(builder, builder.sext(s1, _I32), 4)
+        return builder.mul(sums, _shuffle(builder, a4, b4, range(8)))
+
+    t = types.intp
+    return i32x8(q, x, t, sc, t, t), codegen
+
+
+@intrinsic
+def vmins(typingctx, sc, xs, xo, paired):
+    """Σ float(scale) · ``xs`` over one super-block, as 8 partial sums: the 16 lanes of ``sc``
+    against ``xs[xo:xo+16]``, or with ``paired`` the minima (lanes 8..15) each against two
+    16-value sums (Q4_K/Q5_K: one minimum per 32 values)."""
+
+    def codegen(context, builder, signature, args):
+        scv, xarr, xoff, pr = args
+        v16 = ir.VectorType(_F32, 16)
+        dup = _shuffle(builder, scv, scv, [8 + i // 2 for i in range(16)])
+        lanes = builder.select(builder.trunc(pr, ir.IntType(1)), dup, scv)
+        xv = _load(context, builder, signature.args[1], xarr, xoff, v16)
+        p = builder.fmul(builder.sitofp(lanes, v16), xv)
+        return builder.fadd(
+            _shuffle(builder, p, p, range(8)), _shuffle(builder, p, p, range(8, 16))
+        )
+
+    return f32x8(sc, xs, types.intp, types.boolean), codegen
+
+
+@intrinsic
+def vaxpy(typingctx, acc, v, scale):
+    """acc + v * scale (float vectors)."""
+
+    def codegen(context, builder, signature, args):
+        a, x, sc = args
+        vt = _LLVM_TYPES["f32x8"]
+        return _llvm_call(builder, "llvm.fmuladd.v8f32", vt, [x, _splat(builder, sc, 8), a])
+
+    return f32x8(acc, v, types.float32), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """a + b (float vectors)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.fadd(args[0], args[1])
+
+    return f32x8(a, b), codegen
