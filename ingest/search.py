@@ -25,11 +25,19 @@ MODES = ("hybrid", "dense", "lexical")
 
 @dataclass(frozen=True)
 class HybridSettings:
-    """Reciprocal rank fusion (Cormack et al. 2009; MedRAG): sum of weight / (rrf_k + rank)."""
+    """Reciprocal rank fusion (Cormack et al. 2009; MedRAG): sum of weight / (rrf_k + rank).
+
+    Three rankings are fused: dense (chunk vectors), lexical (BM25) and, when the index has part
+    vectors, the candidates of those two ranked by their best sentence (the largest cosine
+    similarity between the question and one of the chunk's part vectors, see
+    ``Embedder.embed_parts``): a finer view of the same chunks, so a chunk whose one sentence
+    answers the question is not outranked by a chunk that is only about the same subject.
+    """
 
     rrf_k: int = 60
     dense_weight: float = 1.0
     lexical_weight: float = 0.5  # BM25 is the weaker retriever here (see docs/retrieval.md)
+    parts_weight: float = 1.0  # a dense ranking like the chunks', weighted alike
     depth: int = 50  # candidates taken from each retriever (at least k)
 
 
@@ -72,7 +80,7 @@ class Index:
             with self._embedder_lock:
                 if self._embedder is None:
                     emb = load_embedder(self.store.embedding_model, threads=self._threads)
-                    self.store.check_embedding(emb.name, emb.dim)
+                    self.store.check_embedding(emb.name, emb.dim, emb.inference)
                     self._embedder = emb
         return self._embedder
 
@@ -98,15 +106,23 @@ class Index:
             )
         if mode == "lexical":
             return self.store.hits(lexical)
-        dense = view.search(self.embed_query(query), depth, sources)
-        fused = rrf(
-            [
-                (self.hybrid.dense_weight, [r for r, _ in dense]),
-                (self.hybrid.lexical_weight, [r for r, _ in lexical]),
-            ],
-            self.hybrid.rrf_k,
-        )
+        vector = self.embed_query(query)
+        dense = view.search(vector, depth, sources)
+        rankings = [
+            (self.hybrid.dense_weight, [r for r, _ in dense]),
+            (self.hybrid.lexical_weight, [r for r, _ in lexical]),
+        ]
+        if self.manifest["embedding"].get("parts") and self.hybrid.parts_weight:
+            pool = list(dict.fromkeys([r for r, _ in dense] + [r for r, _ in lexical]))
+            rankings.append((self.hybrid.parts_weight, self._rank_by_parts(vector, pool)))
+        fused = rrf(rankings, self.hybrid.rrf_k)
         return self.store.hits(fused[:k])
+
+    def _rank_by_parts(self, vector: np.ndarray, rids: Sequence[int]) -> list[int]:
+        """These rows, best first by their best part's cosine similarity to the query."""
+        parts = self.store.part_vectors(rids)
+        best = {rid: float(np.max(vecs @ vector)) for rid, vecs in parts.items()}
+        return sorted(best, key=lambda rid: (-best[rid], rid))
 
     def search_by_vector(
         self, vector, k: int = 5, sources: Sequence[str] | None = None
@@ -164,7 +180,7 @@ def open_index(
             store.check_embedding(name, store.dim)
         embedder = None
     elif embedder is not None:
-        store.check_embedding(embedder.name, embedder.dim)
+        store.check_embedding(embedder.name, embedder.dim, embedder.inference)
     return Index(store, embedder, hybrid, threads)
 
 
