@@ -11,6 +11,7 @@ import ingest
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.embedding import Embedder
 from ingest.errors import EmbeddingMismatch
+from ingest.search import HybridSettings
 from ingest.vectors import VectorDataError, decode_parts, encode_parts
 
 
@@ -100,3 +101,21 @@ def test_index_records_inference_and_parts_and_uses_them(small_index, embedder):
     assert len(hits) == 5
     with pytest.raises(EmbeddingMismatch):
         idx.store.check_embedding(embedder.name, embedder.dim, "torch-int8")
+
+
+def test_rerank_reorders_only_the_first_fused_chunks(small_index, embedder):
+    plain = ingest.open_index(small_index, embedder=embedder, hybrid=HybridSettings(rerank_depth=0))
+    rerank = ingest.open_index(small_index, embedder=embedder)
+    depth = rerank.hybrid.rerank_depth
+    q = "How is the disease treated?"
+    before, after = plain.search(q, k=10), rerank.search(q, k=10)
+    ids = [h.chunk_id for h in before]
+    assert {h.chunk_id for h in after[:depth]} == set(ids[:depth])
+    assert [h.chunk_id for h in after[depth:]] == ids[depth:]
+    scores = [h.score for h in after[:depth]]
+    assert scores == sorted(scores, reverse=True)
+    # the new score is the chunk's cosine similarity plus its best sentence's
+    vec = embedder.embed_query(q)
+    top = after[0]
+    chunk_cos = float(rerank.get_vectors([top.chunk_id])[0] @ vec)
+    assert -1.0 - 1e-4 <= top.score - chunk_cos <= 1.0 + 1e-4  # a cosine: the best part's
