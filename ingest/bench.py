@@ -5,6 +5,8 @@
     ``FAISS.from_documents`` does) and of ``ingest.build``, on the same documents, in one run,
     alternating, with chunk sizes reported (mean model tokens per chunk) so they can be matched.
 ``python -m ingest.bench anchor-eval --qa FILE`` — the anchor's retrieval quality with our harness.
+``python -m ingest.bench latency --index DIR --qa FILE`` — search latency of the default and of
+    hybrid without the best-sentence re-ordering, alternating question by question in one process.
 ``python -m ingest.bench ann --index DIR --qa FILE`` — IVF recall against exact search on the
     embeddings of real questions, per nprobe.
 
@@ -185,6 +187,35 @@ def cmd_anchor_eval(args) -> None:
         Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
 
 
+def cmd_latency(args) -> None:
+    from .evaluate import load_qa
+    from .search import HybridSettings, open_index
+
+    default = open_index(args.index, threads=args.threads)
+    plain = open_index(
+        args.index, embedder=default.embedder, hybrid=HybridSettings(rerank_depth=0)
+    )
+    runs = {"default": (default, []), "no re-ordering": (plain, [])}
+    qas = load_qa(args.qa)
+    for qa in qas[:3]:  # warm-up
+        for idx, _ in runs.values():
+            idx.search(qa.question, k=10)
+    for i, qa in enumerate(qas):
+        order = list(runs.values()) if i % 2 == 0 else list(runs.values())[::-1]
+        for idx, times in order:
+            t0 = time.perf_counter()
+            idx.search(qa.question, k=10)
+            times.append((time.perf_counter() - t0) * 1000)
+    out = {
+        name: {
+            "p50_ms": round(float(np.percentile(t, 50)), 2),
+            "p95_ms": round(float(np.percentile(t, 95)), 2),
+        }
+        for name, (_, t) in runs.items()
+    }
+    print(json.dumps({"queries": len(qas), **out}, indent=2))
+
+
 def cmd_ann(args) -> None:
     from . import ann as ann_mod
     from .evaluate import load_qa
@@ -224,11 +255,11 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("speed", "anchor-eval", "ann"):
+    for name in ("speed", "anchor-eval", "ann", "latency"):
         s = sub.add_parser(name)
         s.add_argument("--threads", type=int, default=2)
         s.add_argument("--embedding-model", default=None)
-        if name != "ann":
+        if name not in ("ann", "latency"):
             s.add_argument("--input", default=str(SAMPLE_CORPUS))
     speed = sub.choices["speed"]
     speed.add_argument("--docs", type=int, default=40, help="documents (an even spread)")
@@ -248,8 +279,17 @@ def main(argv: list[str] | None = None) -> None:
     an.add_argument("--qa", required=True)
     an.add_argument("--nlist", type=int, default=None)
     an.add_argument("--nprobe", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16])
+    lat = sub.choices["latency"]
+    lat.add_argument("--index", required=True)
+    lat.add_argument("--qa", required=True)
     args = p.parse_args(argv)
-    {"speed": cmd_speed, "anchor-eval": cmd_anchor_eval, "ann": cmd_ann}[args.command](args)
+    commands = {
+        "speed": cmd_speed,
+        "anchor-eval": cmd_anchor_eval,
+        "ann": cmd_ann,
+        "latency": cmd_latency,
+    }
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

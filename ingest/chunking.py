@@ -72,6 +72,10 @@ class Chunk:
     heading: str  # heading path, " › "-joined ("" before the first heading)
     context: str  # the context line embedded before the text ("" when disabled)
     token_ids: np.ndarray | None = None  # ids of embed_text with special tokens (the model's)
+    # (n_parts, 2) token ranges [a, b) in token_ids of the chunk's sentences (its parts, see
+    # ``embedding.Embedder.embed_ids``): each part is pooled with the context tokens around it
+    parts: np.ndarray | None = None
+    n_lead: int = 0  # tokens before the text in token_ids ([CLS] and the context line)
 
     @property
     def n_tokens(self) -> int:
@@ -246,14 +250,34 @@ class Chunker:
             budget = self.settings.max_tokens - self.counter.n_special - len(ctx_ids)
             units = _split_long(text, section.units, budget, count, starts, ends)
             heading = CONTEXT_SEPARATOR.join(section.headings)
+            lead = len(self.counter.prefix) + len(ctx_ids)  # tokens before the body
+            unit_starts = [u.start for u in units]
             for a, b in _pack(units, budget, self.settings.overlap_tokens, count):
-                body = ids[bisect.bisect_left(starts, a) : bisect.bisect_right(ends, b)]
-                token_ids = self.counter.with_special(ctx_ids, body)
+                i0, i1 = bisect.bisect_left(starts, a), bisect.bisect_right(ends, b)
+                token_ids = self.counter.with_special(ctx_ids, ids[i0:i1])
                 assert len(token_ids) <= self.settings.max_tokens, (doc_id, a, b)
+                parts = _part_ranges(units, unit_starts, (a, b), (starts, ends), i0, lead)
                 chunks.append(
-                    Chunk(doc_id, len(chunks), a, b, text[a:b], heading, context, token_ids)
+                    Chunk(
+                        doc_id, len(chunks), a, b, text[a:b], heading, context, token_ids,
+                        parts, lead,
+                    )
                 )
         return chunks
+
+
+def _part_ranges(units: list[_Unit], unit_starts, span, offsets, i0: int, lead: int):
+    """Token ranges (n, 2) in a chunk's token ids of its units (sentences, lines, pieces)."""
+    (a, b), (starts, ends) = span, offsets
+    lo = bisect.bisect_left(unit_starts, a)  # units are in text order
+    out = []
+    for u in units[lo:]:
+        if u.start >= b:
+            break
+        j0, j1 = bisect.bisect_left(starts, u.start), bisect.bisect_right(ends, u.end)
+        if j1 > j0:
+            out.append((lead + j0 - i0, lead + j1 - i0))
+    return np.asarray(out, dtype=np.int64).reshape(-1, 2)
 
 
 def _split_long(text: str, units: list[_Unit], budget: int, count, starts, ends) -> list[_Unit]:

@@ -101,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--qa", required=True, type=Path, help="JSONL with question, answer, doc_id")
     e.add_argument("--k", type=_ks, default=[1, 3, 5, 10])
     e.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
+    e.add_argument(
+        "--no-parts",
+        action="store_true",
+        help="hybrid without the best-sentence re-ordering (to compare; the default uses it)",
+    )
     e.add_argument("--json", type=Path, default=None, help="write the metrics here")
     e.add_argument("--threads", type=int, default=None)
     return p
@@ -186,9 +191,10 @@ def _query(args) -> int:
 
 def _eval(args) -> int:
     from .evaluate import evaluate, format_table, load_qa
-    from .search import open_index
+    from .search import HybridSettings, open_index
 
-    idx = open_index(args.index, threads=args.threads)
+    hybrid = HybridSettings(rerank_depth=0) if args.no_parts else None
+    idx = open_index(args.index, hybrid=hybrid, threads=args.threads)
     metrics = evaluate(idx, load_qa(args.qa), ks=args.k, mode=args.mode)
     print(format_table(metrics, args.k))
     if args.json:

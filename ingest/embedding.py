@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,11 @@ DEFAULT_ALIASES = frozenset({DEFAULT_MODEL, "all-MiniLM-L6-v2", "default"})
 # Sequences per forward pass; the batch is also capped in tokens (batch x longest).
 BATCH_SIZE = 32
 BATCH_TOKENS = 32 * 256
+# The forward pass: the model's own float32 weights through PyTorch (see docs/retrieval.md for
+# what else was measured). An index records it; its queries are embedded the same way.
+INFERENCE = "torch-float32"
+# What an index built with part vectors records (manifest ``embedding.parts``).
+PARTS_SPEC = {"unit": "sentence", "pooling": "late-mean", "dtype": "float16"}
 
 
 def packaged_model_path() -> Path:
@@ -42,21 +48,35 @@ def canonical_name(model: str | None) -> str:
     return str(path.resolve()) if path.exists() else model
 
 
-def set_threads(threads: int | None) -> None:
-    """Torch intra-op threads: ``threads``, or the CPUs this process may use."""
+def cpu_count() -> int:
+    """The CPUs this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def set_threads(threads: int | None) -> int:
+    """Torch intra-op threads: ``threads``, or the CPUs this process may use; returns it."""
     import torch
 
-    n = threads or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else threads
-    if n:
-        torch.set_num_threads(max(1, int(n)))
+    n = max(1, int(threads or cpu_count()))
+    torch.set_num_threads(n)
+    return n
 
 
 class Embedder:
-    """A sentence-transformers model with the bits the index needs (name, dim, tokenizer)."""
+    """A sentence-transformers model with the bits the index needs (name, dim, tokenizer).
 
-    def __init__(self, model, name: str) -> None:
+    ``workers`` forward passes run at once, each on one torch thread, when a call has several
+    batches (data parallelism: on a shared machine a descheduled thread then delays only its own
+    batch, where intra-op threads wait for each other at every operation); a single batch (a
+    query) runs on ``workers`` intra-op threads.
+    """
+
+    def __init__(self, model, name: str, workers: int = 1) -> None:
         self.model = model
         self.name = name
+        self.workers = max(1, int(workers))
         dim = (
             model.get_embedding_dimension()
             if hasattr(model, "get_embedding_dimension")
@@ -72,7 +92,18 @@ class Embedder:
         self.counter = TokenCounter(backend)
         self._feature_keys = tuple(model.preprocess(["a"]).keys())
         self._pad_id = int(model.tokenizer.pad_token_id or 0)
-        self._lock = threading.Lock()  # torch modules are not re-entrant across threads
+        self.parts_supported = _mean_pooled(model)
+        self._lock = threading.Lock()  # one call at a time (each call may use several threads)
+
+    @property
+    def parts_spec(self) -> dict | None:
+        """The part vectors this model can give (None: it does not mean-pool its tokens)."""
+        return dict(PARTS_SPEC) if self.parts_supported else None
+
+    @property
+    def inference(self) -> str:
+        """How the forward pass runs (recorded in an index's manifest: queries must match)."""
+        return INFERENCE
 
     def embed_ids(
         self,
@@ -81,8 +112,30 @@ class Embedder:
         batch_size: int = BATCH_SIZE,
     ) -> np.ndarray:
         """Embeddings (n, dim) float32, unit norm, of token id sequences (with special tokens)."""
-        import torch
+        return self._embed(ids, None, progress, batch_size)[0]
 
+    def embed_parts(
+        self,
+        ids: Sequence[np.ndarray],
+        parts: Sequence[np.ndarray],
+        n_lead: Sequence[int],
+        progress: Callable[[int], None] | None = None,
+        batch_size: int = BATCH_SIZE,
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Embeddings of token id sequences and of their parts, from the same forward passes.
+
+        ``parts[i]`` (n_i, 2) are token ranges of sequence i; a part's vector is the mean of the
+        model's output token embeddings over the part and the sequence's shared tokens (its first
+        ``n_lead[i]`` tokens: [CLS] and the context line; and the closing special tokens), unit
+        norm: "late chunking" (Günther et al. 2024), a sentence seen in its chunk's context, at
+        no extra model cost. Only for mean-pooling models (``parts_supported``).
+        Returns (n, dim) float32 and per sequence (n_i, dim) float32.
+        """
+        if not self.parts_supported:
+            raise EmbedderError(self.name, "does not mean-pool its tokens: no part vectors")
+        return self._embed(ids, (parts, n_lead), progress, batch_size)
+
+    def _embed(self, ids, parts, progress, batch_size):
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         if len(ids) and lengths.max() > self.max_tokens:
             bad = int(lengths.argmax())
@@ -92,20 +145,29 @@ class Embedder:
                 f"{self.max_tokens}; it would be truncated",
             )
         out = np.empty((len(ids), self.dim), dtype=np.float32)  # (n_texts, dim)
-        order = np.argsort(-lengths, kind="stable")
-        pos = 0
-        with self._lock, torch.inference_mode():
-            while pos < len(order):
-                width = int(lengths[order[pos]])
-                n = max(1, min(batch_size, BATCH_TOKENS // max(width, 1)))
-                batch = order[pos : pos + n]
-                out[batch] = self._forward([ids[i] for i in batch], width)
-                pos += len(batch)
-                if progress:
-                    progress(len(batch))
-        return out
+        part_out: list[np.ndarray] = [None] * len(ids) if parts is not None else []  # type: ignore[list-item]
+        batches = _length_batches(lengths, batch_size)
 
-    def _forward(self, seqs: list[np.ndarray], width: int) -> np.ndarray:
+        def run(batch: np.ndarray) -> int:
+            width = int(lengths[batch].max())
+            emb, tokens = self._forward([ids[i] for i in batch], width, parts is not None)
+            out[batch] = emb
+            if parts is not None:
+                for row, i in enumerate(batch):
+                    part_out[i] = _pool_parts(
+                        tokens[row, : lengths[i]], parts[0][i], int(parts[1][i]), self._n_suffix
+                    )
+            return len(batch)
+
+        with self._lock:
+            _run_batches(batches, run, self.workers, progress)
+        return out, part_out
+
+    @property
+    def _n_suffix(self) -> int:
+        return len(self.counter.suffix)
+
+    def _forward(self, seqs: list[np.ndarray], width: int, tokens: bool):
         import torch
 
         input_ids = np.full((len(seqs), width), self._pad_id, dtype=np.int64)  # (batch, width)
@@ -119,9 +181,12 @@ class Embedder:
         }
         if "token_type_ids" in self._feature_keys:
             features["token_type_ids"] = torch.zeros_like(features["input_ids"])
-        emb = self.model(features)["sentence_embedding"]  # (batch, dim)
-        emb = torch.nn.functional.normalize(emb.float(), p=2, dim=1)
-        return emb.cpu().numpy()
+        with torch.inference_mode():
+            result = self.model(features)
+            emb = result["sentence_embedding"]  # (batch, dim)
+            emb = torch.nn.functional.normalize(emb.float(), p=2, dim=1).cpu().numpy()
+            tok = result["token_embeddings"].float().cpu().numpy() if tokens else None
+        return emb, tok  # (batch, dim), (batch, width, dim) or None
 
     def token_ids(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Token ids of texts with special tokens, cut at the model's length (for queries)."""
@@ -133,6 +198,66 @@ class Embedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
+
+
+def _length_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Indices in batches of similar length (longest first), capped in sequences and tokens."""
+    order = np.argsort(-lengths, kind="stable")
+    batches, pos = [], 0
+    while pos < len(order):
+        width = int(lengths[order[pos]])
+        n = max(1, min(batch_size, BATCH_TOKENS // max(width, 1)))
+        batches.append(order[pos : pos + n])
+        pos += n
+    return batches
+
+
+def _run_batches(batches, run, workers: int, progress) -> None:
+    """``run`` every batch: on ``workers`` threads of one torch thread each when there are
+    several batches, else in this thread on ``workers`` intra-op threads."""
+    import torch
+
+    if workers <= 1 or len(batches) <= 1:
+        for batch in batches:
+            done = run(batch)
+            if progress:
+                progress(done)
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed") as pool:
+            for done in pool.map(run, batches):
+                if progress:
+                    progress(done)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _pool_parts(tokens: np.ndarray, parts: np.ndarray, n_lead: int, n_suffix: int) -> np.ndarray:
+    """Unit-norm mean of (shared tokens + part tokens) per part, from (n_tokens, dim)."""
+    n = len(tokens)
+    shared = tokens[:n_lead].sum(0) + tokens[n - n_suffix :].sum(0)  # (dim,)
+    n_shared = n_lead + n_suffix
+    csum = np.vstack([np.zeros((1, tokens.shape[1]), np.float64), np.cumsum(tokens, 0)])
+    a, b = parts[:, 0], parts[:, 1]
+    vecs = (csum[b] - csum[a] + shared) / (b - a + n_shared)[:, None]  # (n_parts, dim)
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    return (vecs / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _mean_pooled(model) -> bool:
+    """True when the model is (transformer, mean pooling, [normalize]): part vectors are then in
+    the space of its sentence embeddings."""
+    kinds = [type(m).__name__ for m in model]
+    if len(kinds) < 2 or kinds[1] != "Pooling" or any(k not in ("Normalize",) for k in kinds[2:]):
+        return False
+    config = model[1].get_config_dict()
+    mode = config.get("pooling_mode")
+    if mode is None:  # sentence-transformers < 6: one flag per mode
+        flags = [k for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
+        mode = "mean" if flags == ["pooling_mode_mean_tokens"] else ",".join(flags)
+    return mode == "mean" and config.get("include_prompt", True)
 
 
 def load_embedder(model: str | None = None, threads: int | None = None) -> Embedder:
@@ -147,7 +272,7 @@ def load_embedder(model: str | None = None, threads: int | None = None) -> Embed
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
     elif Path(name).exists():
         kwargs["local_files_only"] = True
-    set_threads(threads)
+    workers = set_threads(threads)
     try:
         from sentence_transformers import SentenceTransformer
 
@@ -155,4 +280,4 @@ def load_embedder(model: str | None = None, threads: int | None = None) -> Embed
     except Exception as e:  # network, missing files, not a sentence-transformers model
         raise EmbedderError(name, f"cannot be loaded ({type(e).__name__}: {e})") from e
     st.eval()
-    return Embedder(st, name)
+    return Embedder(st, name, workers=workers)

@@ -33,7 +33,14 @@ import numpy as np
 
 from . import manifest as mf
 from .errors import EmbeddingMismatch, IndexBusy, IndexFolderError
-from .vectors import VectorDataError, VectorView, checksum, decode_vectors
+from .vectors import (
+    VectorDataError,
+    VectorView,
+    checksum,
+    decode_parts,
+    decode_vectors,
+    encode_parts,
+)
 
 DB_NAME = "index.sqlite"
 LOCK_NAME = "write.lock"
@@ -53,7 +60,7 @@ CREATE UNIQUE INDEX documents_live ON documents(doc_id) WHERE gen_deleted IS NUL
 CREATE TABLE chunks (
     rid INTEGER PRIMARY KEY AUTOINCREMENT, chunk_id TEXT NOT NULL, doc_id TEXT, source TEXT,
     context TEXT NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL, vector BLOB NOT NULL,
-    list_no INTEGER, gen_added INTEGER NOT NULL, gen_deleted INTEGER);
+    parts BLOB, list_no INTEGER, gen_added INTEGER NOT NULL, gen_deleted INTEGER);
 CREATE UNIQUE INDEX chunks_live ON chunks(chunk_id) WHERE gen_deleted IS NULL;
 CREATE INDEX chunks_doc ON chunks(doc_id);
 CREATE INDEX chunks_added ON chunks(gen_added);
@@ -237,10 +244,17 @@ class IndexStore:
     def generation(self) -> int:
         return int(self.manifest["generation"])
 
-    def check_embedding(self, model: str, dim: int) -> None:
-        """Raise :class:`EmbeddingMismatch` unless the index was built with this model and dim."""
+    def check_embedding(self, model: str, dim: int, inference: str | None = None) -> None:
+        """Raise :class:`EmbeddingMismatch` unless the index was built with this model and dim
+        (and, when given and recorded, the same inference mode: queries embedded alike)."""
         if model != self.embedding_model or int(dim) != self.dim:
             raise EmbeddingMismatch(self.path, self.embedding_model, self.dim, model, int(dim))
+        built = self.manifest["embedding"].get("inference")
+        if inference is not None and built is not None and built != inference:
+            raise EmbeddingMismatch(
+                self.path, f"{self.embedding_model} ({built})", self.dim,
+                f"{model} ({inference})", int(dim),
+            )
 
     def refresh(self) -> dict:
         """Re-read the manifest (another process may have published); returns it."""
@@ -304,19 +318,36 @@ class IndexStore:
         else:
             conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
-    def _insert_chunks(self, conn, gen: int, rows: Sequence[tuple], vectors: np.ndarray) -> None:
-        """rows: (chunk_id, doc_id, source, context, text, metadata dict)."""
+    def _insert_chunks(
+        self, conn, gen: int, rows: Sequence[tuple], vectors: np.ndarray, parts=None
+    ) -> None:
+        """rows: (chunk_id, doc_id, source, context, text, metadata dict); ``parts``: per row
+        its part vectors (n_i, dim), or None."""
         vecs = np.ascontiguousarray(vectors, dtype="<f4").reshape(len(rows), self.dim)  # (n, dim)
         if not np.isfinite(vecs).all():
             raise ValueError("vectors hold NaN or infinite values")
+        if parts is not None and (
+            len(parts) != len(rows) or any(p.ndim != 2 or p.shape[1] != self.dim for p in parts)
+        ):
+            raise ValueError(f"part vectors do not match {len(rows)} chunks of dim {self.dim}")
         data = [
-            (cid, doc, src, ctx, text, json.dumps(md, ensure_ascii=False), vecs[i].tobytes(), gen)
+            (
+                cid,
+                doc,
+                src,
+                ctx,
+                text,
+                json.dumps(md, ensure_ascii=False),
+                vecs[i].tobytes(),
+                encode_parts(parts[i]) if parts is not None and len(parts[i]) else None,
+                gen,
+            )
             for i, (cid, doc, src, ctx, text, md) in enumerate(rows)
         ]
         first = conn.execute("SELECT coalesce(max(rid), 0) FROM chunks").fetchone()[0]
         conn.executemany(
             "INSERT INTO chunks (chunk_id, doc_id, source, context, text, metadata, vector,"
-            " gen_added) VALUES (?,?,?,?,?,?,?,?)",
+            " parts, gen_added) VALUES (?,?,?,?,?,?,?,?,?)",
             data,
         )
         conn.execute(
@@ -492,11 +523,14 @@ class IndexStore:
                 conn.execute("SELECT doc_id, content_hash FROM documents WHERE gen_deleted IS NULL")
             )
 
-    def stage(self, gen: int, documents: Sequence[tuple], chunks: Sequence[tuple], vectors) -> None:
+    def stage(
+        self, gen: int, documents: Sequence[tuple], chunks: Sequence[tuple], vectors, parts=None
+    ) -> None:
         """Add (or replace) whole documents in one transaction.
 
         documents: (doc_id, source, title, url, content_hash, n_chars, n_chunks);
-        chunks: (chunk_id, doc_id, source, context, text, metadata dict), with ``vectors`` (n, dim).
+        chunks: (chunk_id, doc_id, source, context, text, metadata dict), with ``vectors`` (n, dim)
+        and optionally ``parts`` (per chunk its part vectors, (n_i, dim)).
         """
         with self._transaction(hold=True) as conn:
             self._stage_delete(conn, gen, [d[0] for d in documents])
@@ -506,7 +540,7 @@ class IndexStore:
                 [(*d, gen) for d in documents],
             )
             if chunks:
-                self._insert_chunks(conn, gen, chunks, vectors)
+                self._insert_chunks(conn, gen, chunks, vectors, parts)
 
     def stage_delete(self, gen: int, doc_ids: Sequence[str]) -> None:
         with self._transaction(hold=True) as conn:
@@ -632,6 +666,24 @@ class IndexStore:
             q = f"SELECT rid, chunk_id, text, metadata FROM chunks WHERE rid IN ({marks})"
             for rid, cid, text, md in conn.execute(q, part):
                 out[rid] = (cid, text, json.loads(md))
+        return out
+
+    def part_vectors(self, rids: Sequence[int]) -> dict[int, np.ndarray]:
+        """rid -> its part vectors (n_parts, dim) float32, for the rows that have them."""
+        out: dict[int, np.ndarray] = {}
+        conn = self._conn()
+        max_parts = int(self.manifest["embedding"].get("max_tokens") or 512)
+        for start in range(0, len(rids), 500):
+            part = [int(r) for r in rids[start : start + 500]]
+            q = (
+                f"SELECT rid, parts FROM chunks WHERE parts IS NOT NULL AND rid IN "
+                f"({','.join('?' * len(part))})"
+            )
+            for rid, blob in conn.execute(q, part):
+                try:
+                    out[rid] = decode_parts(blob, self.dim, max_parts)
+                except VectorDataError as e:
+                    raise IndexFolderError(self.path, f"chunk row {rid}: {e}") from e
         return out
 
     def count(self) -> int:

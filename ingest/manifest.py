@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "guidelines-index"
-FORMAT_VERSION = 1
+# 2: chunks carry part (sentence) vectors; an index of version 1 must be rebuilt.
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 KIND_CORPUS = "corpus"  # built by `python -m ingest build`: documents and chunks
 KIND_STORE = "store"  # a plain vector store (e.g. under the LangChain adapter)
@@ -83,7 +84,13 @@ def check_manifest(data: Any, where: str) -> str | None:
         return f"{where} is not a {FORMAT} manifest (format {data.get('format')!r})"
     if data.get("format_version") != FORMAT_VERSION:
         got = data.get("format_version")
-        return f"{where} has format version {got!r}; this code reads {FORMAT_VERSION}"
+        older = isinstance(got, int) and got < FORMAT_VERSION
+        return f"{where} has format version {got!r}; this code reads {FORMAT_VERSION}" + (
+            ": the index was built by an earlier version of this project; rebuild it "
+            "(python -m ingest build --input ... --index NEW_FOLDER)"
+            if older
+            else ""
+        )
     emb = data.get("embedding")
     if not isinstance(emb, dict) or not isinstance(emb.get("model"), str):
         return f"{where} names no embedding model"

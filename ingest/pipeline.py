@@ -185,16 +185,23 @@ class _Builder:
             return
         t0 = time.perf_counter()
         chunks = [c for _, _, cs in self.batch for c in cs]
-        vectors = self._get_embedder().embed_ids(
-            [c.token_ids for c in chunks], progress=self.chunks_bar.update
-        )
+        emb, parts = self._get_embedder(), None
+        if self.store.manifest["embedding"].get("parts"):
+            vectors, parts = emb.embed_parts(
+                [c.token_ids for c in chunks],
+                [c.parts for c in chunks],
+                [c.n_lead for c in chunks],
+                progress=self.chunks_bar.update,
+            )
+        else:
+            vectors = emb.embed_ids([c.token_ids for c in chunks], progress=self.chunks_bar.update)
         self.report.embed_seconds += time.perf_counter() - t0
         docs = [
             (r.id, r.source, r.title, r.url, r.content_hash, len(r.clean_text), len(cs))
             for r, _, cs in self.batch
         ]
         rows = [row for r, _, cs in self.batch for row in _chunk_rows(r, cs)]
-        self.store.stage(self.gen, docs, rows, vectors)
+        self.store.stage(self.gen, docs, rows, vectors, parts)
         for _, replacing, _ in self.batch:
             if replacing:
                 self.report.replaced += 1
@@ -228,7 +235,7 @@ def _open_store(
             kind=mf.KIND_CORPUS,
             chunking=settings.to_dict(),
             ann=ann,
-            embedding_extra={"max_tokens": emb.max_tokens},
+            embedding_extra=_embedding_extra(emb),
         )
     store = IndexStore.open(index)
     man = store.manifest
@@ -246,6 +253,24 @@ def _open_store(
             f"{settings.to_dict()}: use a new index folder",
         )
     return store
+
+
+def _embedding_extra(emb: Embedder) -> dict:
+    """What the manifest records of how chunks are embedded (queries must be embedded alike)."""
+    return {"max_tokens": emb.max_tokens, "inference": emb.inference, "parts": emb.parts_spec}
+
+
+def _check_embedding_extra(store: IndexStore, emb: Embedder) -> None:
+    """Refuse to add chunks embedded otherwise than the index's (checked once the model is
+    loaded: an unchanged input never loads it)."""
+    have, want = store.manifest["embedding"], _embedding_extra(emb)
+    for key in ("inference", "parts"):
+        if have.get(key) != want[key]:
+            raise SettingsMismatch(
+                store.path,
+                f"was built with embedding {key} {have.get(key)!r}, this build would use "
+                f"{want[key]!r}: use a new index folder",
+            )
 
 
 @dataclass
@@ -309,6 +334,7 @@ def build(
         emb = loaded[0]
         if store_ref:
             store_ref[0].check_embedding(emb.name, emb.dim)
+            _check_embedding_extra(store_ref[0], emb)
         if job.settings.max_tokens > emb.max_tokens:
             raise SettingsMismatch(
                 job.index,

@@ -25,11 +25,20 @@ MODES = ("hybrid", "dense", "lexical")
 
 @dataclass(frozen=True)
 class HybridSettings:
-    """Reciprocal rank fusion (Cormack et al. 2009; MedRAG): sum of weight / (rrf_k + rank)."""
+    """Reciprocal rank fusion (Cormack et al. 2009; MedRAG): sum of weight / (rrf_k + rank),
+    of the dense (chunk vectors) and lexical (BM25) rankings.
+
+    When the index has part vectors (its chunks' sentences, see ``Embedder.embed_parts``), the
+    first ``rerank_depth`` fused chunks are then re-ordered by the sum of two cosine
+    similarities to the question: the chunk's and its best sentence's (parameter-free, equal
+    weights). The set of those first chunks is unchanged, only their order: a chunk one of whose
+    sentences answers the question moves ahead of one that is only about the same subject.
+    """
 
     rrf_k: int = 60
     dense_weight: float = 1.0
     lexical_weight: float = 0.5  # BM25 is the weaker retriever here (see docs/retrieval.md)
+    rerank_depth: int = 5  # fused chunks re-ordered by chunk + best-sentence similarity (0: off)
     depth: int = 50  # candidates taken from each retriever (at least k)
 
 
@@ -72,7 +81,7 @@ class Index:
             with self._embedder_lock:
                 if self._embedder is None:
                     emb = load_embedder(self.store.embedding_model, threads=self._threads)
-                    self.store.check_embedding(emb.name, emb.dim)
+                    self.store.check_embedding(emb.name, emb.dim, emb.inference)
                     self._embedder = emb
         return self._embedder
 
@@ -98,7 +107,8 @@ class Index:
             )
         if mode == "lexical":
             return self.store.hits(lexical)
-        dense = view.search(self.embed_query(query), depth, sources)
+        vector = self.embed_query(query)
+        dense = view.search(vector, depth, sources)
         fused = rrf(
             [
                 (self.hybrid.dense_weight, [r for r, _ in dense]),
@@ -106,7 +116,27 @@ class Index:
             ],
             self.hybrid.rrf_k,
         )
+        if self.manifest["embedding"].get("parts") and self.hybrid.rerank_depth > 1:
+            fused = self._rerank_by_parts(view, vector, fused, self.hybrid.rerank_depth)
         return self.store.hits(fused[:k])
+
+    def _rerank_by_parts(self, view, vector: np.ndarray, fused: list, depth: int) -> list:
+        """The first ``depth`` of the fused (row id, score) re-ordered by the chunk's cosine
+        similarity plus its best part's; the score becomes that sum."""
+        head = fused[:depth]
+        rids = np.asarray([r for r, _ in head], dtype=np.int64)
+        pos = np.searchsorted(view.rids, rids)  # view rows are in row id order
+        pos = np.minimum(pos, max(len(view.rids) - 1, 0))
+        if not len(view.rids) or not (view.rids[pos] == rids).all():
+            return fused  # a row outside this generation's vectors: keep the fused order
+        chunk_cos = view.vectors[pos] @ vector  # (depth,)
+        parts = self.store.part_vectors(rids.tolist())
+        scored = []
+        for rid, cos in zip(rids.tolist(), chunk_cos.tolist(), strict=True):
+            best = float(np.max(parts[rid] @ vector)) if rid in parts else cos
+            scored.append((rid, cos + best))
+        scored.sort(key=lambda rs: (-rs[1], rs[0]))
+        return scored + fused[depth:]
 
     def search_by_vector(
         self, vector, k: int = 5, sources: Sequence[str] | None = None
@@ -164,7 +194,7 @@ def open_index(
             store.check_embedding(name, store.dim)
         embedder = None
     elif embedder is not None:
-        store.check_embedding(embedder.name, embedder.dim)
+        store.check_embedding(embedder.name, embedder.dim, embedder.inference)
     return Index(store, embedder, hybrid, threads)
 
 
