@@ -15,14 +15,17 @@ fi
 VPY="$VENV/bin/python"
 
 # torch: always the CPU build. Where a CPU wheel lies in pip's find-links (as on our build
-# machines) take it without touching any index; elsewhere take it from PyTorch's CPU index.
-# TORCH_SPEC / TORCH_INDEX_URL override both.
+# machines) take it without touching any index, then its own dependencies from the usual
+# indexes; elsewhere take it from PyTorch's CPU index. TORCH_SPEC / TORCH_INDEX_URL override.
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
     echo "== installing $TORCH_SPEC (CPU build)"
-    "$VPY" -m pip install -q --no-index "$TORCH_SPEC" 2>/dev/null \
-        || "$VPY" -m pip install -q "$TORCH_SPEC" \
+    if "$VPY" -m pip install -q --no-index --no-deps "$TORCH_SPEC" 2>/dev/null; then
+        "$VPY" -m pip install -q "$TORCH_SPEC"  # already there: only its dependencies
+    else
+        "$VPY" -m pip install -q "$TORCH_SPEC" \
             --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+    fi
 fi
 
 echo "== installing the project${EXTRAS:+ [$EXTRAS]}"
