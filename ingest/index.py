@@ -49,6 +49,7 @@ LOCK_TIMEOUT_S = 60.0
 VISIBLE = "gen_added <= :g AND (gen_deleted IS NULL OR gen_deleted > :g)"
 VISIBLE_AT = "gen_added <= ? AND (gen_deleted IS NULL OR gen_deleted > ?)"  # (gen, gen)
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
+SQL_IN_BATCH = 500  # values bound per "IN (?, ...)" statement (SQLite caps bound variables)
 
 SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -477,9 +478,8 @@ class IndexStore:
         ]
         with self._transaction() as conn:
             gen = self._current_generation(conn) + 1
-            for start in range(0, len(keep), 500):
-                part = [ids[i] for i in keep[start : start + 500]]
-                self._mark_deleted(conn, gen, f"chunk_id IN ({','.join('?' * len(part))})", part)
+            for part, marks in _in_batches([ids[i] for i in keep]):
+                self._mark_deleted(conn, gen, f"chunk_id IN ({marks})", part)
             self._insert_chunks(conn, gen, rows, vecs[keep])
             man = self._publish_in(conn, gen)
         self._after_publish(man)
@@ -491,9 +491,8 @@ class IndexStore:
         with self._transaction() as conn:
             gen = self._current_generation(conn) + 1
             before = conn.total_changes
-            for start in range(0, len(ids), 500):
-                part = ids[start : start + 500]
-                self._mark_deleted(conn, gen, f"chunk_id IN ({','.join('?' * len(part))})", part)
+            for part, marks in _in_batches(ids):
+                self._mark_deleted(conn, gen, f"chunk_id IN ({marks})", part)
             removed = conn.total_changes - before
             man = self._publish_in(conn, gen)
         self._after_publish(man)
@@ -547,9 +546,7 @@ class IndexStore:
             self._stage_delete(conn, gen, doc_ids)
 
     def _stage_delete(self, conn, gen: int, doc_ids: Sequence[str]) -> None:
-        for start in range(0, len(doc_ids), 500):
-            part = list(doc_ids[start : start + 500])
-            marks = ",".join("?" * len(part))
+        for part, marks in _in_batches(doc_ids):
             self._mark_deleted(conn, gen, f"doc_id IN ({marks})", part)
             conn.execute(
                 f"DELETE FROM documents WHERE gen_deleted IS NULL AND gen_added = ? AND "
@@ -565,11 +562,10 @@ class IndexStore:
     def document_sources(self, doc_ids: Sequence[str]) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
         conn = self._conn()
-        for start in range(0, len(doc_ids), 500):
-            part = list(doc_ids[start : start + 500])
+        for part, marks in _in_batches(doc_ids):
             q = (
                 f"SELECT doc_id, source FROM documents WHERE gen_deleted IS NULL AND doc_id IN "
-                f"({','.join('?' * len(part))})"
+                f"({marks})"
             )
             out.update(conn.execute(q, part).fetchall())
         return out
@@ -626,12 +622,10 @@ class IndexStore:
         """The chunks with these ids, in that order (unknown ids are left out)."""
         out: dict[str, StoredChunk] = {}
         with self.snapshot() as (conn, gen):
-            for start in range(0, len(ids), 500):
-                part = [str(i) for i in ids[start : start + 500]]
+            for part, marks in _in_batches([str(i) for i in ids]):
                 q = (
                     f"SELECT chunk_id, text, metadata FROM chunks WHERE {VISIBLE_AT} AND "
-                    f"chunk_id IN "
-                    f"({','.join('?' * len(part))})"
+                    f"chunk_id IN ({marks})"
                 )
                 for cid, text, md in conn.execute(q, [gen, gen, *part]):
                     out[cid] = StoredChunk(cid, text, json.loads(md))
@@ -641,11 +635,10 @@ class IndexStore:
         """Stored vectors (n, dim) of these chunk ids, in order; unknown ids raise KeyError."""
         found: dict[str, bytes] = {}
         with self.snapshot() as (conn, gen):
-            for start in range(0, len(ids), 500):
-                part = [str(i) for i in ids[start : start + 500]]
+            for part, marks in _in_batches([str(i) for i in ids]):
                 q = (
                     f"SELECT chunk_id, {_vector_sql(self.dim)} FROM chunks WHERE {VISIBLE_AT} "
-                    f"AND chunk_id IN ({','.join('?' * len(part))})"
+                    f"AND chunk_id IN ({marks})"
                 )
                 found.update(conn.execute(q, [gen, gen, *part]).fetchall())
         missing = [i for i in ids if str(i) not in found]
@@ -660,9 +653,7 @@ class IndexStore:
         """rid -> (chunk_id, text, metadata) for these row ids (missing rows left out)."""
         out = {}
         conn = self._conn()
-        for start in range(0, len(rids), 500):
-            part = [int(r) for r in rids[start : start + 500]]
-            marks = ",".join("?" * len(part))
+        for part, marks in _in_batches([int(r) for r in rids]):
             q = f"SELECT rid, chunk_id, text, metadata FROM chunks WHERE rid IN ({marks})"
             for rid, cid, text, md in conn.execute(q, part):
                 out[rid] = (cid, text, json.loads(md))
@@ -673,12 +664,8 @@ class IndexStore:
         out: dict[int, np.ndarray] = {}
         conn = self._conn()
         max_parts = int(self.manifest["embedding"].get("max_tokens") or 512)
-        for start in range(0, len(rids), 500):
-            part = [int(r) for r in rids[start : start + 500]]
-            q = (
-                f"SELECT rid, parts FROM chunks WHERE parts IS NOT NULL AND rid IN "
-                f"({','.join('?' * len(part))})"
-            )
+        for part, marks in _in_batches([int(r) for r in rids]):
+            q = f"SELECT rid, parts FROM chunks WHERE parts IS NOT NULL AND rid IN ({marks})"
             for rid, blob in conn.execute(q, part):
                 try:
                     out[rid] = decode_parts(blob, self.dim, max_parts)
@@ -805,6 +792,13 @@ class IndexStore:
             self._writer.close()
             self._writer = None
         self._unlock()
+
+
+def _in_batches(values: Sequence) -> Iterator[tuple[list, str]]:
+    """``values`` in batches for an SQL ``IN``: (batch, its "?,?,..." placeholders)."""
+    for start in range(0, len(values), SQL_IN_BATCH):
+        part = list(values[start : start + SQL_IN_BATCH])
+        yield part, ",".join("?" * len(part))
 
 
 def _vector_sql(dim: int) -> str:
