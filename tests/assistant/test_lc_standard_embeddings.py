@@ -8,7 +8,9 @@ from langchain_tests.unit_tests import EmbeddingsUnitTests
 from assistant.embeddings import SentenceTransformerEmbeddings
 
 
-class TestEmbeddingsUnit(EmbeddingsUnitTests):
+class _MiniLM:
+    """What both suites instantiate: our adapter on the bundled MiniLM."""
+
     @property
     def embeddings_class(self) -> type[SentenceTransformerEmbeddings]:
         return SentenceTransformerEmbeddings
@@ -18,14 +20,12 @@ class TestEmbeddingsUnit(EmbeddingsUnitTests):
         return {"model_name": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
-class TestEmbeddingsIntegration(EmbeddingsIntegrationTests):
-    @property
-    def embeddings_class(self) -> type[SentenceTransformerEmbeddings]:
-        return SentenceTransformerEmbeddings
+class TestEmbeddingsUnit(_MiniLM, EmbeddingsUnitTests):
+    pass
 
-    @property
-    def embedding_model_params(self) -> dict:
-        return {"model_name": "sentence-transformers/all-MiniLM-L6-v2"}
+
+class TestEmbeddingsIntegration(_MiniLM, EmbeddingsIntegrationTests):
+    pass
 
 
 def test_embeddings_are_meaningful_and_normalised() -> None:
