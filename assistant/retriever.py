@@ -96,10 +96,11 @@ class GuidelineRetriever(BaseRetriever):
         if k <= 0:
             return []
         n_candidates = max(k, int(kwargs.get("fetch_k", self.fetch_k))) if mmr else k
-        hits = self.index.search(query, k=n_candidates, sources=sources, mode=mode)
+        query_vec = np.asarray(self.index.embed_query(query), dtype=np.float32)  # (dim,)
+        hits = self.index.search(query, k=n_candidates, sources=sources, mode=mode,
+                                 vector=query_vec)
         if not hits:
             return []
-        query_vec = np.asarray(self.index.embed_query(query), dtype=np.float32)  # (dim,)
         vectors = np.asarray(self.index.get_vectors([h.chunk_id for h in hits]), dtype=np.float32)
         similarity = _cosine(query_vec, vectors)  # (n_hits,)
         order = list(range(len(hits)))

@@ -90,15 +90,25 @@ class Index:
         return self.embedder.embed_query(text)
 
     def search(
-        self, query: str, k: int = 5, sources: Sequence[str] | None = None, mode: str = "hybrid"
+        self,
+        query: str,
+        k: int = 5,
+        sources: Sequence[str] | None = None,
+        mode: str = "hybrid",
+        vector: np.ndarray | None = None,
     ) -> list[Hit]:
-        """The ``k`` best chunks for a question; ``mode`` is hybrid, dense or lexical."""
+        """The ``k`` best chunks for a question; ``mode`` is hybrid, dense or lexical.
+
+        ``vector``: the question's embedding (``embed_query``) when the caller has it already.
+        """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if k <= 0 or not query.strip():
             return []
+        if vector is None and mode != "lexical":
+            vector = self.embed_query(query)
         if mode == "dense":
-            return self.search_by_vector(self.embed_query(query), k, sources)
+            return self.search_by_vector(vector, k, sources)
         depth = max(k, self.hybrid.depth)
         view = self.store.view()
         with self.store.snapshot() as (conn, gen):
@@ -107,7 +117,6 @@ class Index:
             )
         if mode == "lexical":
             return self.store.hits(lexical)
-        vector = self.embed_query(query)
         dense = view.search(vector, depth, sources)
         fused = rrf(
             [
