@@ -7,7 +7,8 @@ Llama-SPM models in Q8_0 and Q4_K_M), the RMS error of our logits against the ex
 computation and the top-1 agreement with it, through both engine paths (batched prompt
 processing, ``model.logits``, and single-token decode steps, the generation path), next to
 llama.cpp's error on the same positions. Issue 4's bar: RMS ≤ 1.5 × llama.cpp's, top-1 ≥
-llama.cpp's − 5 points. ``tests/engine/test_accuracy.py`` asserts the same bar.
+llama.cpp's − 5 points. ``tests/engine/test_accuracy.py`` asserts the same bar (this script
+uses its helpers, so it needs the ``test`` extra).
 """
 
 from __future__ import annotations
@@ -23,23 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
-from engine import llama  # noqa: E402
+from tests.engine.test_accuracy import decode_logits, rms  # noqa: E402 (the test's own paths)
 
 DEFAULT_MODEL = Path.home() / ".cache/guidelines-assistant/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY = {"Q8_0": "tiny-llama-spm.Q8_0.gguf", "Q4_K_M": "tiny-llama-spm.Q4_K_M.gguf"}
 
 
-def decode_logits(model: engine.Model, tokens: list[int]) -> np.ndarray:
-    """Teacher-forced logits through single-token decode steps."""
-    w, c = model._weights(), model.config
-    cache, ws = llama.KVCache(c, len(tokens)), llama.Workspace(c, 1)
-    return np.stack([llama.forward(w, cache, np.asarray([t]), ws).copy() for t in tokens])
-
-
 def score(logits: np.ndarray, e: dict) -> tuple[float, float]:
     """(RMS vs exact at the reference columns, top-1 agreement with exact)."""
-    exact = np.asarray(e["exact_col_logits"], np.float64)  # (n, 256)
-    err = float(np.sqrt(np.mean((logits[:, e["cols"]].astype(np.float64) - exact) ** 2)))
+    err = rms(logits[:, e["cols"]], np.asarray(e["exact_col_logits"]))  # (n, 256) columns
     return err, float(np.mean(logits.argmax(axis=1) == np.asarray(e["exact_argmax"])))
 
 
