@@ -48,24 +48,30 @@ class PromptTooLong(ValueError):
         )
 
 
-def passage_header(number: int, doc: Document) -> str:
-    """``[n] Title — Heading (source)``: what the model sees above each passage."""
+def passage_source(doc: Document) -> str:
+    """``Title — Heading (source)``: where a passage comes from."""
     meta = doc.metadata
     title = str(meta.get("title") or "Untitled guideline")
     heading = meta.get("heading")
     source = meta.get("source")
-    header = f"[{number}] {title}"
+    line = title
     if heading and str(heading) != title:
-        header += f" — {heading}"
+        line += f" — {heading}"
     if source:
-        header += f" ({source})"
-    return strip_markers(header)
+        line += f" ({source})"
+    return strip_markers(line)
 
 
 def format_passages(passages: Sequence[Document]) -> str:
+    """Each passage as ``[n] text`` with ``(from: Title — Heading (source))`` below it.
+
+    The number opens the passage and its origin follows it: with the origin above the text as a
+    header line, the default model mostly answered by listing those header lines (titles)
+    instead of using the text (measured in docs/assistant.md, "Citation rate").
+    """
     if not passages:
         return NO_PASSAGES_TEXT
-    blocks = [f"{passage_header(i, d)}\n{strip_markers(d.page_content.strip())}"
+    blocks = [f"[{i}] {strip_markers(d.page_content.strip())}\n(from: {passage_source(d)})"
               for i, d in enumerate(passages, start=1)]
     return "\n\n".join(blocks)
 

@@ -8,7 +8,8 @@ Runs the same questions (spread evenly over the question file), greedy, through
 answers hold at least one ``[n]`` that resolves to a passage given ("cited"), how many have a
 citation of kind cited or matched (quoted text, :mod:`assistant.attribution`), and how many
 ``[n]`` resolve to nothing.  The variants differ only in generic instructions, never in
-question-specific text.  Numbers are recorded in docs/assistant.md ("Citation rate").
+question-specific text, or in the passages' layout.  Numbers are recorded in docs/assistant.md
+("Citation rate").
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from assistant import prompts  # noqa: E402
 from assistant.answer import CITED, MATCHED  # noqa: E402
 from assistant.chain import build_chain  # noqa: E402
+from assistant.chat_format import strip_markers  # noqa: E402
 from assistant.config import Settings  # noqa: E402
 from assistant.prompts import CITATION_REMINDER, SYSTEM_PROMPT  # noqa: E402
 
@@ -35,12 +38,25 @@ CITATION_EXAMPLE = (" Answer format example: \"The guideline recommends this for
 # A reminder that asks for sentences, each ending with its passage's number.
 SENTENCE_REMINDER = ("Answer in one or two sentences of your own from the passages above, and "
                      "end each sentence with the number of the passage it comes from, like [1].")
-VARIANTS: dict[str, tuple[str, str | None]] = {  # name -> (system message, reminder)
-    "system only": (SYSTEM_PROMPT, None),
-    "+ reminder after the question": (SYSTEM_PROMPT, CITATION_REMINDER),
-    "+ format example": (SYSTEM_PROMPT + CITATION_EXAMPLE, None),
-    "+ both": (SYSTEM_PROMPT + CITATION_EXAMPLE, CITATION_REMINDER),
-    "+ sentence reminder": (SYSTEM_PROMPT, SENTENCE_REMINDER),
+DEFAULT_LAYOUT = prompts.format_passages
+
+
+def origin_above(passages) -> str:
+    """The earlier layout: ``[n] Title — Heading (source)`` as a header line above the text."""
+    if not passages:
+        return prompts.NO_PASSAGES_TEXT
+    return "\n\n".join(f"[{i}] {prompts.passage_source(d)}\n{strip_markers(d.page_content.strip())}"
+                       for i, d in enumerate(passages, start=1))
+
+
+# name -> (system message, reminder, passage layout)
+VARIANTS: dict[str, tuple[str, str | None, object]] = {
+    "system only": (SYSTEM_PROMPT, None, DEFAULT_LAYOUT),
+    "+ reminder after the question": (SYSTEM_PROMPT, CITATION_REMINDER, DEFAULT_LAYOUT),
+    "+ format example": (SYSTEM_PROMPT + CITATION_EXAMPLE, None, DEFAULT_LAYOUT),
+    "+ both": (SYSTEM_PROMPT + CITATION_EXAMPLE, CITATION_REMINDER, DEFAULT_LAYOUT),
+    "+ sentence reminder": (SYSTEM_PROMPT, SENTENCE_REMINDER, DEFAULT_LAYOUT),
+    "+ reminder, origin above": (SYSTEM_PROMPT, CITATION_REMINDER, origin_above),
 }
 
 
@@ -76,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     chain = build_chain(settings)
     questions = spread(args.questions, args.n, args.corpus)
     for name in args.variants:
-        chain.system_prompt, chain.reminder = VARIANTS[name]
+        chain.system_prompt, chain.reminder, layout = VARIANTS[name]
+        prompts.format_passages = layout  # read by prompts.user_message at each call
         cited = drawn = unresolved = answered = 0
         t0 = time.perf_counter()
         for q in questions:

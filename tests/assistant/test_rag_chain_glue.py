@@ -189,5 +189,5 @@ def test_a_chat_model_gets_system_and_user_messages() -> None:
     assert answer.text == "Chat answer [2]." and answer.citations[0].id == "g2"
     system, user = seen[0]
     assert isinstance(system, SystemMessage) and "[1]" in system.content
-    assert isinstance(user, HumanMessage) and "[2] Kids (nhlbi)" in user.content
+    assert isinstance(user, HumanMessage) and "(from: Kids (nhlbi))" in user.content
     assert user.content.endswith(f"Question: Kids?\n\n{CITATION_REMINDER}")

@@ -40,8 +40,8 @@ def test_system_message_asks_for_numbered_citations_from_passages_only() -> None
     prompt = render_rag_prompt("What dose?", [doc(1, 3), doc(2, 3, heading="Dosing")])
     assert prompt.startswith(f"{IM_START}system\n{SYSTEM_PROMPT}{IM_END}\n{IM_START}user\n")
     assert prompt.endswith(f"{IM_START}assistant\n")
-    assert "[1] Guideline 1 (cdc)\nw1 w1 w1" in prompt
-    assert "[2] Guideline 2 — Dosing (cdc)" in prompt
+    assert "[1] w1 w1 w1\n(from: Guideline 1 (cdc))" in prompt
+    assert "[2] w2 w2 w2\n(from: Guideline 2 — Dosing (cdc))" in prompt
     assert prompt.index("[1]") < prompt.index("[2]") < prompt.index("Question: What dose?")
 
 

@@ -9,6 +9,7 @@ picture; ``scripts/screenshot.sh`` does it) and asks for a longer answer.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 from ui_test_data import QUESTION, QUESTION_DOC_TITLE
 
 from assistant.notice import ADVISORY_NOTICE
+from ui.views import GIVEN_NOTE, KIND_LABELS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -148,6 +150,10 @@ def test_browser_asks_a_question_and_shows_the_notice(chromium: str, served_page
             assert 1 <= answer.get_by_test_id("stExpander").count() <= passages
             question_block = page.get_by_test_id("stChatMessage").filter(has_text=QUESTION)
             assert question_block.count() >= 1
+
+            if screenshot_to:  # the README's picture must show an answer that cites a source
+                assert re.search(r"\[\d+\]", text.split("Sources")[0]), text
+                assert KIND_LABELS["matched"] not in text and GIVEN_NOTE not in text, text
 
             answer.get_by_test_id("stExpander").first.click()  # show one passage
             page.wait_for_timeout(500)
