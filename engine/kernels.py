@@ -128,8 +128,8 @@ def dot_int_in(codes, code, row, xq, xd, xs):
     """One weight row of type ``code`` · one 8-bit activation row (compiled code only).
 
     ``codes``: a compile-time constant bit set (``type_mask``) of the types ``code`` can be:
-    only their dot products are compiled, tested in turn (one type: no test at all).  With
-    a run-time ``codes`` (or one outside INT_DOT_TYPES), every type's is compiled."""
+    only their dot products are compiled, tested in turn (one type: no test at all); a
+    run-time ``codes`` is a typing error (it would compile every type)."""
     raise NotImplementedError("dot_int_in is only callable from numba-compiled code")
 
 
@@ -138,7 +138,7 @@ def _dot_int_in(codes, code, row, xq, xd, xs):
     mask = codes.literal_value if isinstance(codes, types.IntegerLiteral) else 0
     known = [c for c in DOT_INT if mask >> c & 1]
     if not known or mask != type_mask(known):
-        return dot_int_any
+        return None  # not a constant set of INT_DOT_TYPES: no implementation
     head, first, rest = known[0], DOT_INT[known[0]], type_mask(known[1:])
     if not rest:
 
@@ -153,30 +153,6 @@ def _dot_int_in(codes, code, row, xq, xd, xs):
         return dot_int_in(rest, code, row, xq, xd, xs)
 
     return dot_first_or_rest
-
-
-@njit
-def dot_int_any(codes, code, row, xq, xd, xs):
-    """``dot_int_in`` for types known only at run time: a branch per type."""
-    if code == T_Q4_0:
-        return dot_q4_0(row, xq, xd, xs)
-    if code == T_Q4_1:
-        return dot_q4_1(row, xq, xd, xs)
-    if code == T_Q5_0:
-        return dot_q5_0(row, xq, xd, xs)
-    if code == T_Q5_1:
-        return dot_q5_1(row, xq, xd, xs)
-    if code == T_Q8_0:
-        return dot_q8_0(row, xq, xd, xs)
-    if code == T_Q2_K:
-        return dot_q2_k(row, xq, xd, xs)
-    if code == T_Q3_K:
-        return dot_q3_k(row, xq, xd, xs)
-    if code == T_Q4_K:
-        return dot_q4_k(row, xq, xd, xs)
-    if code == T_Q5_K:
-        return dot_q5_k(row, xq, xd, xs)
-    return dot_q6_k(row, xq, xd, xs)
 
 
 @njit(inline="always")

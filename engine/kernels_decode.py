@@ -232,9 +232,9 @@ FLOAT_CODES = (T_F32, T_F16, T_BF16)
 def decode_row(code, row, out):
     """Decode one whole row (uint8 bytes) of type ``code`` into ``out`` (float32, n_cols).
 
-    For compiled code only.  A compile-time constant ``code`` (a global or a closure variable
-    of the calling kernel) compiles that type's decoder alone; a run-time ``code`` compiles
-    a branch for every type."""
+    For compiled code only, with ``code`` a compile-time constant (a global or a closure
+    variable of the calling kernel): only that type's decoder compiles.  A run-time ``code``
+    is a typing error."""
     raise NotImplementedError("decode_row is only callable from numba-compiled code")
 
 
@@ -258,34 +258,5 @@ def _decode_row(code, row, out):
                 decode_float(code, row, k * ts, out, k)
 
         return decode_floats
-    return decode_any
 
-
-@njit
-def decode_any(code, row, out):
-    """``decode_row`` for a type code known only at run time: a branch per type."""
-    bs, ts = BLOCK_SIZE[code], TYPE_SIZE[code]
-    for b in range(out.shape[0] // bs):
-        o, k = b * ts, b * bs
-        if code == T_Q4_0:
-            decode_q4_0(row, o, out, k)
-        elif code == T_Q4_1:
-            decode_q4_1(row, o, out, k)
-        elif code == T_Q5_0:
-            decode_q5_0(row, o, out, k)
-        elif code == T_Q5_1:
-            decode_q5_1(row, o, out, k)
-        elif code == T_Q8_0:
-            decode_q8_0(row, o, out, k)
-        elif code == T_Q2_K:
-            decode_q2_k(row, o, out, k)
-        elif code == T_Q3_K:
-            decode_q3_k(row, o, out, k)
-        elif code == T_Q4_K:
-            decode_q4_k(row, o, out, k)
-        elif code == T_Q5_K:
-            decode_q5_k(row, o, out, k)
-        elif code == T_Q6_K:
-            decode_q6_k(row, o, out, k)
-        else:
-            decode_float(code, row, o, out, k)
+    return None  # a run-time code: no implementation (it would compile every type)
