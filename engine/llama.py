@@ -136,7 +136,7 @@ LAYER_MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_
 @dataclass(frozen=True)
 class DecodePlan:
     """Every layer's matrices in one typed list (7 per layer, LAYER_MATRICES order), their type
-    codes and the norm weights stacked: what ``decode_layers`` needs to run all layers of one
+    codes and the norm weights stacked: what ``decode_layers_kernel`` needs to run all layers of one
     decode step in a single compiled call.  Only for models whose layer matrices all have
     integer-dot kernels (every quantized type); float-weight models take the general path."""
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numba import njit
 
 from engine import kernels, quants
 from engine.constants import GGML_BLOCK_LAYOUT, GGMLType
@@ -161,3 +162,27 @@ def test_a_type_compiles_only_its_own_kernels(tmp_path) -> None:
     q4_1, q4_1_set = f"Literal[int]({int(GGMLType.Q4_1)})", f"Literal[int]({1 << GGMLType.Q4_1})"
     for name, args in per_type:
         assert args.startswith(f"({q4_1},") or args.startswith(f"({q4_1_set},"), (name, args)
+
+
+MIXED = kernels.type_mask([GGMLType.Q4_K, GGMLType.Q6_K, GGMLType.Q8_0])  # as in Q4_K_M files
+
+
+@njit
+def _dot_mixed(code, row, xq, xd, xs):  # pragma: no cover - compiled
+    return kernels.dot_int_in(MIXED, code, row, xq, xd, xs)
+
+
+def test_dot_over_a_set_of_types_equals_each_types_kernel() -> None:
+    """The decode step's dot product over several types (a run-time code among a constant set)
+    gives each type's kernel's numbers exactly."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 512)).astype(np.float32)
+    xq = np.empty((1, 512), np.int8)
+    xd, xs = np.empty((1, 16), np.float32), np.empty((1, 32), np.float32)
+    kernels.quantize_activations(x, xq, xd, xs)
+    for ggml_type in (GGMLType.Q6_K, GGMLType.Q8_0, GGMLType.Q4_K):
+        m = random_matrix(ggml_type, 3, 512 // GGML_BLOCK_LAYOUT[ggml_type].block_size, seed=9)
+        want = np.empty((1, 3), np.float32)
+        kernels.matmul_int(m.code, m.data, xq, xd, xs, want)
+        got = [_dot_mixed(m.code, m.data[r], xq[0], xd[0], xs[0]) for r in range(3)]
+        np.testing.assert_array_equal(np.float32(got), want[0])
