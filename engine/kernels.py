@@ -14,7 +14,12 @@ Two paths, chosen by the number of activation rows (tokens):
   to float32 (exactly, ``kernels_decode.py``) and multiplied with every token in a 4 × 2
   register tile; float32 activations, so this path is more accurate than llama.cpp's.
 
-Both parallelise over output rows (``prange``).  numba's on-disk cache (``cache=True``)
+Both parallelise over output rows (``prange``).  The kernels are made per weight type, on first
+use (``type_kernels(code)``): closures over the constant type code, whose decoder
+(``kernels_decode.decode_row``) and dot product (``dot_int_in``) are numba overloads that pick
+that type's function while compiling.  So a model compiles only its own types: the first run of
+SmolLM2 (Q4_1 layers, Q8_0 embedding) on an empty cache takes 24 s instead of 141-145 s when every
+type was compiled (docs/BENCHMARKS.md, *Start-up*).  numba's on-disk cache (``cache=True``)
 keys each kernel on the file that defines it only: after editing ``kernels_simd.py``,
 ``kernels_decode.py``, ``kernels_legacy.py`` or ``kernels_kquants.py`` in a checkout, delete
 ``engine/__pycache__/*.nb[ic]`` (an install replaces every file, which refreshes the cache).
@@ -22,9 +27,12 @@ keys each kernel on the file that defines it only: after editing ``kernels_simd.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from engine import quants
 from engine.constants import ENGINE_WEIGHT_TYPES, GGMLType
@@ -37,6 +45,7 @@ from engine.kernels_decode import (
     T_Q5_0,
     T_Q5_1,
     T_Q5_K,
+    T_Q6_K,
     T_Q8_0,
     decode_row,
 )
@@ -75,13 +84,6 @@ def get_threads() -> int:
     return numba.get_num_threads()
 
 
-@njit(parallel=True, cache=True)
-def gather_rows(code, w, ids, out):
-    """out[i] = dequantize(w[ids[i]]) for a type code; ids already checked."""
-    for i in prange(ids.shape[0]):
-        decode_row(code, w[ids[i]], out[i])
-
-
 @njit(cache=True)
 def quantize_activations(x, xq, xd, xs):
     """Rows of x → 8-bit blocks of 32: xq = round(x / d) with d = max|x_block| / 127.
@@ -107,40 +109,55 @@ def quantize_activations(x, xq, xd, xs):
             xd[t, b] = d
 
 
-@njit(inline="always")
-def dot_int(code, row, xq, xd, xs):
-    """One weight row · one 8-bit activation row, for a type code of INT_DOT_TYPES."""
-    if code == T_Q4_0:
-        return dot_q4_0(row, xq, xd, xs)
-    if code == T_Q4_1:
-        return dot_q4_1(row, xq, xd, xs)
-    if code == T_Q5_0:
-        return dot_q5_0(row, xq, xd, xs)
-    if code == T_Q5_1:
-        return dot_q5_1(row, xq, xd, xs)
-    if code == T_Q8_0:
-        return dot_q8_0(row, xq, xd, xs)
-    if code == T_Q2_K:
-        return dot_q2_k(row, xq, xd, xs)
-    if code == T_Q3_K:
-        return dot_q3_k(row, xq, xd, xs)
-    if code == T_Q4_K:
-        return dot_q4_k(row, xq, xd, xs)
-    if code == T_Q5_K:
-        return dot_q5_k(row, xq, xd, xs)
-    return dot_q6_k(row, xq, xd, xs)
+# The integer dot product of each type code of INT_DOT_TYPES.
+DOT_INT = {
+    T_Q4_0: dot_q4_0,
+    T_Q4_1: dot_q4_1,
+    T_Q5_0: dot_q5_0,
+    T_Q5_1: dot_q5_1,
+    T_Q8_0: dot_q8_0,
+    T_Q2_K: dot_q2_k,
+    T_Q3_K: dot_q3_k,
+    T_Q4_K: dot_q4_k,
+    T_Q5_K: dot_q5_k,
+    T_Q6_K: dot_q6_k,
+}
 
 
-@njit(parallel=True, cache=True)
-def matmul_int(code, w, xq, xd, xs, y):
-    """y = x @ W.T on 8-bit activations: each weight row streamed once, for every token.
+def type_mask(codes) -> int:
+    """The bit set of type codes that ``dot_int_in`` takes as its first argument."""
+    return sum({1 << int(c) for c in codes})
 
-    w: (n_out, row_bytes) uint8; xq/xd/xs: quantize_activations of x; y: (n_tok, n_out).
-    """
-    for r in prange(w.shape[0]):
-        row = w[r]
-        for t in range(xq.shape[0]):
-            y[t, r] = dot_int(code, row, xq[t], xd[t], xs[t])
+
+def dot_int_in(codes, code, row, xq, xd, xs):
+    """One weight row of type ``code`` · one 8-bit activation row (compiled code only).
+
+    ``codes``: a compile-time constant bit set (``type_mask``) of the types ``code`` can be:
+    only their dot products are compiled, tested in turn (one type: no test at all); a
+    run-time ``codes`` is a typing error (it would compile every type)."""
+    raise NotImplementedError("dot_int_in is only callable from numba-compiled code")
+
+
+@overload(dot_int_in, prefer_literal=True)
+def _dot_int_in(codes, code, row, xq, xd, xs):
+    mask = codes.literal_value if isinstance(codes, types.IntegerLiteral) else 0
+    known = [c for c in DOT_INT if mask >> c & 1]
+    if not known or mask != type_mask(known):
+        return None  # not a constant set of INT_DOT_TYPES: no implementation
+    head, first, rest = known[0], DOT_INT[known[0]], type_mask(known[1:])
+    if not rest:
+
+        def dot_one(codes, code, row, xq, xd, xs):
+            return first(row, xq, xd, xs)
+
+        return dot_one
+
+    def dot_first_or_rest(codes, code, row, xq, xd, xs):
+        if code == head:
+            return first(row, xq, xd, xs)
+        return dot_int_in(rest, code, row, xq, xd, xs)
+
+    return dot_first_or_rest
 
 
 @njit(inline="always")
@@ -160,26 +177,90 @@ def _dot_4x2(w0, w1, w2, w3, xa, xb):
     return a0, a1, a2, a3, b0, b1, b2, b3
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def matmul_decoded(code, w, x, y):
-    """y = x @ W.T in float32: a tile of 4 weight rows decoded once, used for every token.
+class TypeKernels(NamedTuple):
+    """The numba kernels of one weight type (``type_kernels``); each compiles on first call."""
 
-    w: (n_out, row_bytes) uint8; x: (n_tok, n_in) float32; y: (n_tok, n_out) float32.
-    The inner loop multiplies 4 rows by 2 tokens at once (8 accumulators, 6 loads).
-    """
-    n_out, n_tok, n_in = w.shape[0], x.shape[0], x.shape[1]
-    for c in prange((n_out + TILE_ROWS - 1) // TILE_ROWS):
-        r0 = c * TILE_ROWS
-        n_rows = min(TILE_ROWS, n_out - r0)
-        tile = np.zeros((TILE_ROWS, n_in), F32)  # (4, n_in) decoded weight rows
-        for i in range(n_rows):
-            decode_row(code, w[r0 + i], tile[i])
-        for t in range(0, n_tok, 2):
-            t1 = min(t + 1, n_tok - 1)
-            dots = _dot_4x2(tile[0], tile[1], tile[2], tile[3], x[t], x[t1])
+    gather_rows: Any  # (w, ids, out): out[i] = dequantize(w[ids[i]])
+    matmul_int: Any  # (w, xq, xd, xs, y): y = x8 @ W.T (INT_DOT_TYPES only)
+    matmul_decoded: Any  # (w, x, y): y = x @ W.T in float32
+
+
+_TYPE_KERNELS: dict[int, TypeKernels] = {}
+
+
+def type_kernels(code: int) -> TypeKernels:
+    """The kernels of weight type ``code``, made on first use."""
+    kernels = _TYPE_KERNELS.get(code)
+    if kernels is None:
+        kernels = _TYPE_KERNELS[code] = _make_type_kernels(int(code))
+    return kernels
+
+
+def compiled_types() -> set[GGMLType]:
+    """The weight types whose kernels this process has compiled or loaded from the cache."""
+    return {
+        GGMLType(code)
+        for code, kernels in _TYPE_KERNELS.items()
+        if any(k.signatures for k in kernels)
+    }
+
+
+def _make_type_kernels(code: int) -> TypeKernels:
+    """Closures over the constant ``code`` (numba freezes it): each compiles that type's decoder
+    or dot product alone, and numba's disk cache keeps one entry per type (it keys closures on
+    their variables)."""
+    mask = 1 << code
+
+    @njit(parallel=True, cache=True)
+    def gather_rows(w, ids, out):
+        for i in prange(ids.shape[0]):
+            decode_row(code, w[ids[i]], out[i])
+
+    @njit(parallel=True, cache=True)
+    def matmul_int(w, xq, xd, xs, y):
+        """Each weight row streamed once, for every token (xq/xd/xs: quantize_activations)."""
+        for r in prange(w.shape[0]):
+            row = w[r]
+            for t in range(xq.shape[0]):
+                y[t, r] = dot_int_in(mask, code, row, xq[t], xd[t], xs[t])
+
+    @njit(parallel=True, fastmath=True, cache=True)
+    def matmul_decoded(w, x, y):
+        """A tile of 4 weight rows decoded once, used for every token; the inner loop multiplies
+        4 rows by 2 tokens at once (8 accumulators, 6 loads)."""
+        n_out, n_tok, n_in = w.shape[0], x.shape[0], x.shape[1]
+        for c in prange((n_out + TILE_ROWS - 1) // TILE_ROWS):
+            r0 = c * TILE_ROWS
+            n_rows = min(TILE_ROWS, n_out - r0)
+            tile = np.zeros((TILE_ROWS, n_in), F32)  # (4, n_in) decoded weight rows
             for i in range(n_rows):
-                y[t, r0 + i] = dots[i]
-                y[t1, r0 + i] = dots[4 + i]
+                decode_row(code, w[r0 + i], tile[i])
+            for t in range(0, n_tok, 2):
+                t1 = min(t + 1, n_tok - 1)
+                dots = _dot_4x2(tile[0], tile[1], tile[2], tile[3], x[t], x[t1])
+                for i in range(n_rows):
+                    y[t, r0 + i] = dots[i]
+                    y[t1, r0 + i] = dots[4 + i]
+
+    return TypeKernels(gather_rows, matmul_int, matmul_decoded)
+
+
+def gather_rows(code, w, ids, out):
+    """out[i] = dequantize(w[ids[i]]) for a type code; ids already checked."""
+    type_kernels(code).gather_rows(w, ids, out)
+
+
+def matmul_int(code, w, xq, xd, xs, y):
+    """y = x @ W.T on 8-bit activations, for a type code of INT_DOT_TYPES.
+
+    w: (n_out, row_bytes) uint8; xq/xd/xs: quantize_activations of x; y: (n_tok, n_out).
+    """
+    type_kernels(code).matmul_int(w, xq, xd, xs, y)
+
+
+def matmul_decoded(code, w, x, y):
+    """y = x @ W.T in float32 for a type code: w (n_out, row_bytes) uint8, x (n_tok, n_in)."""
+    type_kernels(code).matmul_decoded(w, x, y)
 
 
 class QuantMatrix:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from engine.constants import GGML_BLOCK_LAYOUT, GGMLType
 from engine.kernels_simd import bits32, f16x2, nib16, qh_bits, vor_shl, vstore, vstore_s8
@@ -213,31 +213,50 @@ def decode_float(code, row, o, out, k):
         )
 
 
-@njit(cache=True)
+# The block decoder of each quantized type code (F32 / F16 / BF16: ``decode_float``).
+DECODE_BLOCK = {
+    T_Q4_0: decode_q4_0,
+    T_Q4_1: decode_q4_1,
+    T_Q5_0: decode_q5_0,
+    T_Q5_1: decode_q5_1,
+    T_Q8_0: decode_q8_0,
+    T_Q2_K: decode_q2_k,
+    T_Q3_K: decode_q3_k,
+    T_Q4_K: decode_q4_k,
+    T_Q5_K: decode_q5_k,
+    T_Q6_K: decode_q6_k,
+}
+FLOAT_CODES = (T_F32, T_F16, T_BF16)
+
+
 def decode_row(code, row, out):
-    """Decode one whole row (uint8 bytes) of type ``code`` into ``out`` (float32, n_cols)."""
-    bs, ts = BLOCK_SIZE[code], TYPE_SIZE[code]
-    for b in range(out.shape[0] // bs):
-        o, k = b * ts, b * bs
-        if code == T_Q4_0:
-            decode_q4_0(row, o, out, k)
-        elif code == T_Q4_1:
-            decode_q4_1(row, o, out, k)
-        elif code == T_Q5_0:
-            decode_q5_0(row, o, out, k)
-        elif code == T_Q5_1:
-            decode_q5_1(row, o, out, k)
-        elif code == T_Q8_0:
-            decode_q8_0(row, o, out, k)
-        elif code == T_Q2_K:
-            decode_q2_k(row, o, out, k)
-        elif code == T_Q3_K:
-            decode_q3_k(row, o, out, k)
-        elif code == T_Q4_K:
-            decode_q4_k(row, o, out, k)
-        elif code == T_Q5_K:
-            decode_q5_k(row, o, out, k)
-        elif code == T_Q6_K:
-            decode_q6_k(row, o, out, k)
-        else:
-            decode_float(code, row, o, out, k)
+    """Decode one whole row (uint8 bytes) of type ``code`` into ``out`` (float32, n_cols).
+
+    For compiled code only, with ``code`` a compile-time constant (a global or a closure
+    variable of the calling kernel): only that type's decoder compiles.  A run-time ``code``
+    is a typing error."""
+    raise NotImplementedError("decode_row is only callable from numba-compiled code")
+
+
+@overload(decode_row, prefer_literal=True)
+def _decode_row(code, row, out):
+    known = isinstance(code, types.IntegerLiteral)
+    if known and code.literal_value in DECODE_BLOCK:
+        decode_block = DECODE_BLOCK[code.literal_value]
+
+        def decode_quant(code, row, out):
+            bs, ts = BLOCK_SIZE[code], TYPE_SIZE[code]
+            for b in range(out.shape[0] // bs):
+                decode_block(row, b * ts, out, b * bs)
+
+        return decode_quant
+    if known and code.literal_value in FLOAT_CODES:
+
+        def decode_floats(code, row, out):
+            ts = TYPE_SIZE[code]
+            for k in range(out.shape[0]):
+                decode_float(code, row, k * ts, out, k)
+
+        return decode_floats
+
+    return None  # a run-time code: no implementation (it would compile every type)

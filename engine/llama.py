@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
@@ -38,8 +39,9 @@ from engine.kernels import (
     ACT_BLOCK,
     INT_DOT_TYPES,
     QuantMatrix,
-    dot_int,
+    dot_int_in,
     quantize_activations,
+    type_mask,
 )
 from engine.kernels_decode import decode_row
 
@@ -134,13 +136,14 @@ LAYER_MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_
 @dataclass(frozen=True)
 class DecodePlan:
     """Every layer's matrices in one typed list (7 per layer, LAYER_MATRICES order), their type
-    codes and the norm weights stacked: what ``decode_layers`` needs to run all layers of one
+    codes and the norm weights stacked: what ``decode_layers_kernel`` needs to run all layers of one
     decode step in a single compiled call.  Only for models whose layer matrices all have
     integer-dot kernels (every quantized type); float-weight models take the general path."""
 
     mats: TypedList  # (n_layer * 7) uint8 (n_out, row_bytes) read-only views
     codes: np.ndarray  # (n_layer * 7,) int64 ggml type codes
     norms: np.ndarray  # (n_layer, 2, n_embd) float32: attn_norm, ffn_norm
+    mat_types: int  # kernels.type_mask of the codes: the types the decode step compiles
 
     @classmethod
     def build(cls, config: LlamaConfig, layers: tuple[LayerWeights, ...]) -> DecodePlan | None:
@@ -157,7 +160,8 @@ class DecodePlan:
             mats.append(view)
         codes = np.array([m.code for m in matrices], np.int64)
         norms = np.stack([np.stack([L.attn_norm, L.ffn_norm]) for L in layers])
-        return cls(mats, codes, np.ascontiguousarray(norms, np.float32))
+        norms = np.ascontiguousarray(norms, np.float32)
+        return cls(mats, codes, norms, type_mask(m.ggml_type for m in matrices))
 
 
 def _tensor(gguf: GGUFFile, name: str, shape: tuple[int, ...]):
@@ -376,66 +380,79 @@ ATTENTION_PARALLEL_MIN_WORK = 1 << 20
 # one decode step, all layers in one compiled call
 
 
-@njit(cache=True, nogil=True)
-def _row_dot(code, row, xq, xd, xs):  # pragma: no cover - compiled
-    """One weight row · the 8-bit activations (a call, so the type dispatch is compiled once)."""
-    return dot_int(code, row, xq, xd, xs)
+_DECODE_LAYERS: dict[tuple[int, int], Any] = {}
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def decode_layers(
-    token, embd, embd_code, mats, codes, norms, k_cache, v_cache, pos, cos, sin, rope_dim,
-    scale, eps, parallel_attention, x, h, q, k, v, att, o, gate, up, a_embd, a_q, a_ff,
-):  # pragma: no cover - compiled  # fmt: skip
-    """Every layer for one new token at position ``pos``: the decode step without Python.
+def decode_layers_kernel(embd_code: int, mat_types: int) -> Any:
+    """The compiled decode step for a token embedding of type ``embd_code`` and layer matrices
+    of the types in the bit set ``mat_types`` (``kernels.type_mask``), made on first use: a
+    closure over both constants, so only those types' decoder and dot products compile, and
+    numba's disk cache keeps one entry per combination."""
+    key = (int(embd_code), int(mat_types))
+    kernel = _DECODE_LAYERS.get(key)
+    if kernel is None:
+        kernel = _DECODE_LAYERS[key] = _make_decode_layers(*key)
+    return kernel
 
-    Same computation as ``forward`` with n = 1 (same kernels, same 8-bit activations); each
-    matrix product is one parallel loop over its output rows (q, k and v share one, as do
-    gate and up).  On return ``x + o`` is the final residual (the output norm comes next).
-    a_embd, a_q, a_ff: (values, scales, half sums) buffers of 8-bit activations.
-    """
-    n_q, n_kv, n_ff = q.shape[1], k.shape[1], gate.shape[1]
-    n_embd = x.shape[1]
-    decode_row(embd_code, embd[token], x[0])  # (1, n_embd) token embedding
-    o[:] = 0.0
-    for il in range(norms.shape[0]):
-        m = il * 7
-        wq, wk, wv, wo = mats[m], mats[m + 1], mats[m + 2], mats[m + 3]  # (n_out, row_bytes)
-        wg, wu, wd = mats[m + 4], mats[m + 5], mats[m + 6]
-        cq, ck, cv, co = codes[m], codes[m + 1], codes[m + 2], codes[m + 3]
-        cg, cu, cd = codes[m + 4], codes[m + 5], codes[m + 6]
-        add_rms_norm(x, o, norms[il, 0], eps, h)  # x += o; h = norm(x)   (1, n_embd)
-        xq, xd, xs = a_embd[0][0], a_embd[1][0], a_embd[2][0]
-        quantize_activations(h, a_embd[0], a_embd[1], a_embd[2])
-        for r in prange(n_q + 2 * n_kv):  # q, k, v  (1, n_q), (1, n_kv), (1, n_kv)
-            if r < n_q:
-                q[0, r] = _row_dot(cq, wq[r], xq, xd, xs)
-            elif r < n_q + n_kv:
-                k[0, r - n_q] = _row_dot(ck, wk[r - n_q], xq, xd, xs)
+
+def _make_decode_layers(embd_code: int, mat_types: int) -> Any:
+    @njit(cache=True, nogil=True, parallel=True)
+    def decode_layers(
+        token, embd, mats, codes, norms, k_cache, v_cache, pos, cos, sin, rope_dim, scale, eps,
+        parallel_attention, x, h, q, k, v, att, o, gate, up, a_embd, a_q, a_ff,
+    ):  # pragma: no cover - compiled  # fmt: skip
+        """Every layer for one new token at position ``pos``: the decode step without Python.
+
+        Same computation as ``forward`` with n = 1 (same kernels, same 8-bit activations);
+        each matrix product is one parallel loop over its output rows (q, k and v share one,
+        as do gate and up).  On return ``x + o`` is the final residual (the output norm comes
+        next).  a_embd, a_q, a_ff: (values, scales, half sums) buffers of 8-bit activations.
+        """
+        n_q, n_kv, n_ff = q.shape[1], k.shape[1], gate.shape[1]
+        n_embd = x.shape[1]
+        decode_row(embd_code, embd[token], x[0])  # (1, n_embd) token embedding
+        o[:] = 0.0
+        for il in range(norms.shape[0]):
+            m = il * 7
+            wq, wk, wv, wo = mats[m], mats[m + 1], mats[m + 2], mats[m + 3]  # (n_out, row_bytes)
+            wg, wu, wd = mats[m + 4], mats[m + 5], mats[m + 6]
+            cq, ck, cv, co = codes[m], codes[m + 1], codes[m + 2], codes[m + 3]
+            cg, cu, cd = codes[m + 4], codes[m + 5], codes[m + 6]
+            add_rms_norm(x, o, norms[il, 0], eps, h)  # x += o; h = norm(x)   (1, n_embd)
+            xq, xd, xs = a_embd[0][0], a_embd[1][0], a_embd[2][0]
+            quantize_activations(h, a_embd[0], a_embd[1], a_embd[2])
+            for r in prange(n_q + 2 * n_kv):  # q, k, v  (1, n_q), (1, n_kv), (1, n_kv)
+                if r < n_q:
+                    q[0, r] = dot_int_in(mat_types, cq, wq[r], xq, xd, xs)
+                elif r < n_q + n_kv:
+                    k[0, r - n_q] = dot_int_in(mat_types, ck, wk[r - n_q], xq, xd, xs)
+                else:
+                    rv = r - n_q - n_kv
+                    v[0, rv] = dot_int_in(mat_types, cv, wv[rv], xq, xd, xs)
+            rope_store(q, k, v, k_cache[il], v_cache[il], pos, cos, sin, rope_dim)
+            if parallel_attention:
+                attention_parallel(q, k_cache[il], v_cache[il], pos, scale, att)
             else:
-                v[0, r - n_q - n_kv] = _row_dot(cv, wv[r - n_q - n_kv], xq, xd, xs)
-        rope_store(q, k, v, k_cache[il], v_cache[il], pos, cos, sin, rope_dim)
-        if parallel_attention:
-            attention_parallel(q, k_cache[il], v_cache[il], pos, scale, att)
-        else:
-            attention_serial(q, k_cache[il], v_cache[il], pos, scale, att)  # (1, n_q)
-        xq, xd, xs = a_q[0][0], a_q[1][0], a_q[2][0]
-        quantize_activations(att, a_q[0], a_q[1], a_q[2])
-        for r in prange(n_embd):  # attn_output  (1, n_embd)
-            o[0, r] = _row_dot(co, wo[r], xq, xd, xs)
-        add_rms_norm(x, o, norms[il, 1], eps, h)  # (1, n_embd)
-        xq, xd, xs = a_embd[0][0], a_embd[1][0], a_embd[2][0]
-        quantize_activations(h, a_embd[0], a_embd[1], a_embd[2])
-        for r in prange(2 * n_ff):  # gate, up  (1, n_ff) each
-            if r < n_ff:
-                gate[0, r] = _row_dot(cg, wg[r], xq, xd, xs)
-            else:
-                up[0, r - n_ff] = _row_dot(cu, wu[r - n_ff], xq, xd, xs)
-        swiglu(gate, up)  # (1, n_ff)
-        xq, xd, xs = a_ff[0][0], a_ff[1][0], a_ff[2][0]
-        quantize_activations(gate, a_ff[0], a_ff[1], a_ff[2])
-        for r in prange(n_embd):  # ffn_down  (1, n_embd)
-            o[0, r] = _row_dot(cd, wd[r], xq, xd, xs)
+                attention_serial(q, k_cache[il], v_cache[il], pos, scale, att)  # (1, n_q)
+            xq, xd, xs = a_q[0][0], a_q[1][0], a_q[2][0]
+            quantize_activations(att, a_q[0], a_q[1], a_q[2])
+            for r in prange(n_embd):  # attn_output  (1, n_embd)
+                o[0, r] = dot_int_in(mat_types, co, wo[r], xq, xd, xs)
+            add_rms_norm(x, o, norms[il, 1], eps, h)  # (1, n_embd)
+            xq, xd, xs = a_embd[0][0], a_embd[1][0], a_embd[2][0]
+            quantize_activations(h, a_embd[0], a_embd[1], a_embd[2])
+            for r in prange(2 * n_ff):  # gate, up  (1, n_ff) each
+                if r < n_ff:
+                    gate[0, r] = dot_int_in(mat_types, cg, wg[r], xq, xd, xs)
+                else:
+                    up[0, r - n_ff] = dot_int_in(mat_types, cu, wu[r - n_ff], xq, xd, xs)
+            swiglu(gate, up)  # (1, n_ff)
+            xq, xd, xs = a_ff[0][0], a_ff[1][0], a_ff[2][0]
+            quantize_activations(gate, a_ff[0], a_ff[1], a_ff[2])
+            for r in prange(n_embd):  # ffn_down  (1, n_embd)
+                o[0, r] = dot_int_in(mat_types, cd, wd[r], xq, xd, xs)
+
+    return decode_layers
 
 
 # ----------------------------------------------------------------------------------------------
@@ -475,9 +492,9 @@ def forward(
     plan = w.decode_plan
     if fused and n == 1 and plan is not None:  # one decode step: all layers in one compiled call
         with FORWARD_LOCK:
-            decode_layers(
-                tokens[0], w.token_embd.data, w.token_embd.code, plan.mats, plan.codes,
-                plan.norms, cache.k, cache.v, pos0, cos, sin, c.rope_dim, scale, eps,
+            decode_layers_kernel(w.token_embd.code, plan.mat_types)(
+                tokens[0], w.token_embd.data, plan.mats, plan.codes, plan.norms, cache.k,
+                cache.v, pos0, cos, sin, c.rope_dim, scale, eps,
                 work >= ATTENTION_PARALLEL_MIN_WORK, x, h, q, k, v, att, o, gate, up, *ws.act,
             )  # fmt: skip
             cache.n_past = pos0 + 1

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+from numba import njit
 
 from engine import kernels, quants
 from engine.constants import GGML_BLOCK_LAYOUT, GGMLType
 from tests.engine.test_quants import random_blocks
 
 ALL_TYPES = list(quants.QUANT_TYPES)
+ROOT = Path(__file__).resolve().parents[2]
 FLOAT_TYPES = {GGMLType.F32, GGMLType.F16, GGMLType.BF16}
 
 
@@ -120,4 +128,61 @@ def test_read_only_weights_and_one_specialisation() -> None:
     assert not m2.data.flags.writeable and writable.flags.writeable
     x = np.ones((1, 64), np.float32)
     np.testing.assert_array_equal(m.matmul(x), m2.matmul(x))
-    assert len(kernels.matmul_int.signatures) == 1
+    assert len(kernels.type_kernels(GGMLType.Q4_1).matmul_int.signatures) == 1
+
+
+def test_a_type_compiles_only_its_own_kernels(tmp_path) -> None:
+    """Q4_1 products (both paths) and a row gather, in a fresh process with an empty numba
+    cache, compile Q4_1's kernels only: every decoder or dot product numba compiles is asked
+    for the constant Q4_1 code (or type set), never another type's."""
+    code = (
+        "import json, numpy as np\n"
+        "from numba.core import event\n"
+        "from engine import kernels\n"
+        "from engine.constants import GGMLType\n"
+        "from tests.engine.test_kernels import random_matrix\n"
+        "m = random_matrix(GGMLType.Q4_1, 9, 2, seed=1)\n"
+        "with event.install_recorder('numba:compile') as rec:\n"
+        "    for n_tok in (1, 8):\n"
+        "        m.matmul(np.ones((n_tok, m.n_in), np.float32))\n"
+        "    m.rows([0, 3])\n"
+        "seen = [(e.data['dispatcher'].py_func.__qualname__, str(e.data['args']))\n"
+        "        for _, e in rec.buffer if e.is_start]\n"
+        "types = sorted(t.name for t in kernels.compiled_types())\n"
+        "print(json.dumps([types, seen]))\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600, check=True)  # fmt: skip
+    types, seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert types == ["Q4_1"], seen
+    overloads = ("_decode_row.", "_dot_int_in.")  # the per-type choices, compiled on their own
+    per_type = [(name, args) for name, args in seen if name.startswith(overloads)]
+    assert {name.split(".")[0] for name, _ in per_type} == {"_decode_row", "_dot_int_in"}, seen
+    q4_1, q4_1_set = f"Literal[int]({int(GGMLType.Q4_1)})", f"Literal[int]({1 << GGMLType.Q4_1})"
+    for name, args in per_type:
+        assert args.startswith(f"({q4_1},") or args.startswith(f"({q4_1_set},"), (name, args)
+
+
+MIXED = kernels.type_mask([GGMLType.Q4_K, GGMLType.Q6_K, GGMLType.Q8_0])  # as in Q4_K_M files
+
+
+@njit
+def _dot_mixed(code, row, xq, xd, xs):  # pragma: no cover - compiled
+    return kernels.dot_int_in(MIXED, code, row, xq, xd, xs)
+
+
+def test_dot_over_a_set_of_types_equals_each_types_kernel() -> None:
+    """The decode step's dot product over several types (a run-time code among a constant set)
+    gives each type's kernel's numbers exactly."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 512)).astype(np.float32)
+    xq = np.empty((1, 512), np.int8)
+    xd, xs = np.empty((1, 16), np.float32), np.empty((1, 32), np.float32)
+    kernels.quantize_activations(x, xq, xd, xs)
+    for ggml_type in (GGMLType.Q6_K, GGMLType.Q8_0, GGMLType.Q4_K):
+        m = random_matrix(ggml_type, 3, 512 // GGML_BLOCK_LAYOUT[ggml_type].block_size, seed=9)
+        want = np.empty((1, 3), np.float32)
+        kernels.matmul_int(m.code, m.data, xq, xd, xs, want)
+        got = [_dot_mixed(m.code, m.data[r], xq[0], xd[0], xs[0]) for r in range(3)]
+        np.testing.assert_array_equal(np.float32(got), want[0])
