@@ -57,7 +57,14 @@ def _start_build(corpus, index) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell without job control starts background jobs with SIGINT ignored, and Python
+        # keeps it so: the ctrl-c case needs the default handling (KeyboardInterrupt)
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _kill_after_first_batches(
