@@ -62,13 +62,19 @@ def anchor_chunks(docs: list[Record]) -> list[tuple[str, str]]:
     return [(d.id, t) for d in docs for t in sp.split_text(d.clean_text)]
 
 
+def anchor_texts(chunks: list[tuple[str, str]]) -> list[str]:
+    """The texts the anchor embeds: its chunks with line breaks as spaces, as
+    langchain-huggingface does."""
+    return [t.replace("\n", " ") for _, t in chunks]
+
+
 def run_anchor(docs: list[Record], emb: Embedder):
     """The anchor's build: split, embed (sentence-transformers encode), flat FAISS index."""
     import faiss
 
     t0 = time.perf_counter()
     chunks = anchor_chunks(docs)
-    texts = [t.replace("\n", " ") for _, t in chunks]  # as langchain-huggingface does
+    texts = anchor_texts(chunks)
     vecs = emb.model.encode(texts, batch_size=ANCHOR_BATCH, convert_to_numpy=True)
     index = faiss.IndexFlatL2(vecs.shape[1])
     index.add(np.asarray(vecs, dtype=np.float32))
@@ -80,8 +86,7 @@ def run_anchor(docs: list[Record], emb: Embedder):
 def run_forward(docs: list[Record], emb: Embedder):
     """The model's forward passes alone on the anchor's chunks, tokenized beforehand: the time
     no pipeline using this forward pass can beat at the anchor's chunk sizes."""
-    texts = [t.replace("\n", " ") for _, t in anchor_chunks(docs)]
-    ids = emb.counter.ids(texts, emb.max_tokens)
+    ids = emb.counter.ids(anchor_texts(anchor_chunks(docs)), emb.max_tokens)
     t0 = time.perf_counter()
     emb.embed_ids(ids)
     return len(ids), time.perf_counter() - t0, [len(x) for x in ids]

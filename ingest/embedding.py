@@ -170,11 +170,7 @@ class Embedder:
     def _forward(self, seqs: list[np.ndarray], width: int, tokens: bool):
         import torch
 
-        input_ids = np.full((len(seqs), width), self._pad_id, dtype=np.int64)  # (batch, width)
-        mask = np.zeros((len(seqs), width), dtype=np.int64)  # (batch, width)
-        for row, seq in enumerate(seqs):
-            input_ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
+        input_ids, mask = self.pad(seqs, width)
         features = {
             "input_ids": torch.from_numpy(input_ids),
             "attention_mask": torch.from_numpy(mask),
@@ -187,6 +183,15 @@ class Embedder:
             emb = torch.nn.functional.normalize(emb.float(), p=2, dim=1).cpu().numpy()
             tok = result["token_embeddings"].float().cpu().numpy() if tokens else None
         return emb, tok  # (batch, dim), (batch, width, dim) or None
+
+    def pad(self, seqs: Sequence[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Token id sequences as one padded batch: ids and attention mask, (batch, width) int64."""
+        input_ids = np.full((len(seqs), width), self._pad_id, dtype=np.int64)  # (batch, width)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)  # (batch, width)
+        for row, seq in enumerate(seqs):
+            input_ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        return input_ids, mask
 
     def token_ids(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Token ids of texts with special tokens, cut at the model's length (for queries)."""

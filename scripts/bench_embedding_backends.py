@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ingest import SAMPLE_CORPUS  # noqa: E402
-from ingest.bench import _docs, anchor_chunks  # noqa: E402
+from ingest.bench import _docs, anchor_chunks, anchor_texts  # noqa: E402
 from ingest.embedding import BATCH_SIZE, Embedder, _length_batches, load_embedder  # noqa: E402
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -68,8 +68,9 @@ def export_onnx(emb: Embedder, folder: Path) -> dict[str, Path]:
     return paths
 
 
-def ort_embedder(path: Path, threads: int):
-    """A function: token id sequences -> unit-norm mean-pooled embeddings, through ONNX Runtime."""
+def ort_embedder(path: Path, emb: Embedder, threads: int):
+    """A function: token id sequences -> unit-norm mean-pooled embeddings, through ONNX Runtime
+    (batched and padded as ``emb`` does)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -79,18 +80,12 @@ def ort_embedder(path: Path, threads: int):
 
     def embed(ids: list[np.ndarray]) -> np.ndarray:
         lengths = np.array([len(x) for x in ids])
-        out = np.empty((len(ids), 0), np.float32)
+        out = np.empty((len(ids), emb.dim), np.float32)  # (n, dim)
         for batch in _length_batches(lengths, BATCH_SIZE):
-            width = int(lengths[batch].max())
-            x = np.zeros((len(batch), width), np.int64)  # (batch, width)
-            for row, i in enumerate(batch):
-                x[row, : lengths[i]] = ids[i]
-            mask = (np.arange(width) < lengths[batch][:, None]).astype(np.int64)
+            x, mask = emb.pad([ids[i] for i in batch], int(lengths[batch].max()))
             feed = dict(zip(INPUTS, (x, mask, np.zeros_like(x)), strict=True))
             hidden = session.run(None, feed)[0]  # (batch, width, dim)
             vec = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)  # (batch, dim)
-            if out.shape[1] == 0:
-                out = np.empty((len(ids), vec.shape[1]), np.float32)
             out[batch] = vec / np.linalg.norm(vec, axis=1, keepdims=True)
         return out
 
@@ -120,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     emb = load_embedder(None, threads=args.threads)
-    texts = [t.replace("\n", " ") for _, t in anchor_chunks(_docs(args.input, args.docs))]
+    texts = anchor_texts(anchor_chunks(_docs(args.input, args.docs)))
     ids = emb.counter.ids(texts, emb.max_tokens)
     mean_tokens = round(float(np.mean([len(x) for x in ids])), 1)
     gflops = {n: round(gemm_gflops(n), 1) for n in sorted({1, args.threads})}
@@ -128,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         runs = {"torch-float32": emb.embed_ids}
         for name, path in export_onnx(emb, Path(tmp)).items():
-            runs[name] = ort_embedder(path, args.threads)
+            runs[name] = ort_embedder(path, emb, args.threads)
         ref = emb.embed_ids(ids)
         cos = {k: (f(ids) * ref).sum(1) for k, f in runs.items()}  # also warms every backend
         times: dict[str, list[float]] = {k: [] for k in runs}
