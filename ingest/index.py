@@ -22,9 +22,10 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from . import index_check as check
 from . import index_sql as sql
 from . import manifest as mf
-from .errors import EmbeddingMismatch, IndexFolderError
+from .errors import EmbeddingMismatch, IndexFolderError, IndexWriteFailed
 from .index_generations import IndexWrites
 from .index_reads import Hit, IndexReads, StoredChunk
 from .index_sql import DB_NAME, VISIBLE, VISIBLE_AT
@@ -49,7 +50,9 @@ class IndexStore(IndexWrites, IndexReads, IndexView):
         self._init_view()
         self._init_writes()
         self._check_folder()
-        self.manifest = self._read_manifest(self._conn())
+        conn = self._conn()
+        self.manifest = self._read_manifest(conn)
+        self._verify(conn)
 
     # ---- opening --------------------------------------------------------------------------
     @classmethod
@@ -75,19 +78,15 @@ class IndexStore(IndexWrites, IndexReads, IndexView):
         if ann:
             man["ann"] = ann
         tmp = path / f".{DB_NAME}.{os.getpid()}.tmp"
-        tmp.unlink(missing_ok=True)
-        conn = sql.connect(tmp, readonly=False, create=True)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(sql.SCHEMA)
-            conn.execute("INSERT INTO meta VALUES ('manifest', ?)", (json.dumps(man),))
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            _create_database(tmp, man)
+            os.replace(tmp, path / DB_NAME)  # an index appears whole or not at all
+            mf.write_json_atomic(path / mf.MANIFEST_NAME, man)
+        except (OSError, sqlite3.OperationalError) as e:
+            raise IndexWriteFailed(path, path / DB_NAME, str(e)) from e
         finally:
-            conn.close()
-        os.replace(tmp, path / DB_NAME)  # an index appears whole or not at all
-        for suffix in ("-wal", "-shm"):
-            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
-        mf.write_json_atomic(path / mf.MANIFEST_NAME, man)
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
         return cls(path, readonly=False)
 
     @classmethod
@@ -98,10 +97,29 @@ class IndexStore(IndexWrites, IndexReads, IndexView):
         if not self.path.is_dir():
             raise IndexFolderError(self.path, "no such folder")
         if not self.db_path.is_file():
+            if (self.path / mf.MANIFEST_NAME).is_file():  # it was an index: its database is gone
+                raise check.database_damaged(
+                    self.path, f"is missing (but {mf.MANIFEST_NAME} is there)"
+                )
             raise IndexFolderError(self.path, f"holds no {DB_NAME}: not an index (build one first)")
         with open(self.db_path, "rb") as f:
-            if f.read(len(sql.SQLITE_MAGIC)) != sql.SQLITE_MAGIC:
-                raise IndexFolderError(self.path, f"{DB_NAME} is not an SQLite database")
+            head = f.read(len(sql.SQLITE_MAGIC))
+        if head != sql.SQLITE_MAGIC:
+            what = "is empty" if not head else "is not an SQLite database (its header is damaged)"
+            raise check.database_damaged(self.path, what)
+
+    def _verify(self, conn: sqlite3.Connection) -> None:
+        """The checks of :mod:`ingest.index_check`; a reader also checks the published content
+        and loads the FAISS view (whose vectors are checked against the manifest)."""
+        check.check_structure(self.path, conn, self.manifest)
+        check.check_manifest_json(self.path, self.manifest, self.refresh)
+        if self.readonly:
+            try:
+                with self.snapshot() as (snap, gen):
+                    check.check_chunks(self.path, snap, gen, self._read_manifest(snap))
+            except sqlite3.DatabaseError as e:  # e.g. a text that is no longer UTF-8
+                raise check.database_damaged(self.path, f"cannot be read ({e})") from e
+            self.view()
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's read connection (schema checked once per connection)."""
@@ -111,7 +129,7 @@ class IndexStore(IndexWrites, IndexReads, IndexView):
                 conn = sql.connect(self.db_path, readonly=True)
                 names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
             except sqlite3.DatabaseError as e:
-                raise IndexFolderError(self.path, f"{DB_NAME} cannot be read: {e}") from e
+                raise check.database_damaged(self.path, f"cannot be read ({e})") from e
             unknown = names - sql.SCHEMA_OBJECTS
             if unknown or not names >= sql.REQUIRED_OBJECTS:
                 raise IndexFolderError(
@@ -128,13 +146,14 @@ class IndexStore(IndexWrites, IndexReads, IndexView):
                 (mf.MAX_MANIFEST_BYTES,),
             ).fetchone()
         except sqlite3.DatabaseError as e:
-            raise IndexFolderError(self.path, f"{DB_NAME} cannot be read: {e}") from e
+            raise check.database_damaged(self.path, f"cannot be read ({e})") from e
         if row is None:
             raise IndexFolderError(self.path, "has no manifest (or one over 16 MiB)")
         try:
             data = json.loads(row[1])
         except json.JSONDecodeError as e:
-            raise IndexFolderError(self.path, f"manifest is not JSON: {e}") from e
+            problem = f"holds a manifest that is not JSON ({e})"
+            raise check.database_damaged(self.path, problem) from e
         problem = mf.check_manifest(data, "its manifest")
         if problem:
             raise IndexFolderError(self.path, problem)
@@ -176,3 +195,16 @@ class IndexStore(IndexWrites, IndexReads, IndexView):
             conn.close()
             self._local.conn = None
         self._close_writes()
+
+
+def _create_database(db: Path, manifest: dict) -> None:
+    """An empty index database at ``db`` (WAL mode, the schema, the manifest), checkpointed."""
+    db.unlink(missing_ok=True)
+    conn = sql.connect(db, readonly=False, create=True)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(sql.SCHEMA)
+        conn.execute("INSERT INTO meta VALUES ('manifest', ?)", (json.dumps(manifest),))
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()

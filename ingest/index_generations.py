@@ -21,8 +21,10 @@ import numpy as np
 
 from . import index_sql as sql
 from . import manifest as mf
-from .errors import IndexBusy, IndexFolderError
+from .errors import IndexBusy, IndexFolderError, IndexWriteFailed
 from .index_lock import WriteLock
+
+SQLITE_IOERR, SQLITE_FULL = 10, 13  # primary result codes (the low byte of extended ones)
 
 
 class IndexWrites:
@@ -64,11 +66,24 @@ class IndexWrites:
                     yield conn
                     conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    self._rollback(conn)
                     raise
+            except sqlite3.OperationalError as e:
+                if write_failure(e):  # disk full, file size limit, I/O error: say so, typed
+                    raise IndexWriteFailed(self.path, self.db_path, str(e)) from e
+                raise
             finally:
                 if not had_lock and not hold:
                     self._lock.release()
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        """Roll back (SQLite may have done it already); a connection that cannot is dropped."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            conn.close()
+            self._writer = None
 
     def _close_writes(self) -> None:
         if self._writer is not None:
@@ -240,6 +255,14 @@ class IndexWrites:
     def end_build(self) -> None:
         """Release the write lock taken by :meth:`begin_build`."""
         self._lock.release()
+
+
+def write_failure(error: sqlite3.Error) -> bool:
+    """Whether SQLite failed to write its file (SQLITE_FULL or SQLITE_IOERR, extended or not)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is None:
+        return "disk is full" in str(error) or "disk I/O error" in str(error)
+    return code & 0xFF in (SQLITE_IOERR, SQLITE_FULL)
 
 
 def _opt_str(value: Any) -> str | None:

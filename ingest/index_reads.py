@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import index_sql as sql
-from .errors import IndexFolderError
+from .index_check import database_damaged
 from .vectors import VectorDataError, decode_parts, decode_vectors
 
 
@@ -89,7 +89,7 @@ class IndexReads:
         try:
             return decode_vectors([found[str(i)] for i in ids], self.dim)
         except VectorDataError as e:
-            raise IndexFolderError(self.path, str(e)) from e
+            raise database_damaged(self.path, f"holds a bad vector ({e})") from e
 
     def rows(self, rids: Sequence[int]) -> dict[int, tuple[str, str, dict]]:
         """rid -> (chunk_id, text, metadata) for these row ids (missing rows left out)."""
@@ -117,7 +117,8 @@ class IndexReads:
                 try:
                     out[rid] = decode_parts(blob, self.dim, max_parts)
                 except VectorDataError as e:
-                    raise IndexFolderError(self.path, f"chunk row {rid}: {e}") from e
+                    problem = f"holds bad part vectors in chunk row {rid} ({e})"
+                    raise database_damaged(self.path, problem) from e
         return out
 
     def document_sources(self, doc_ids: Sequence[str]) -> dict[str, str | None]:

@@ -222,4 +222,23 @@ def checksums(conn: sqlite3.Connection, gen: int) -> dict:
             f"SELECT vector FROM chunks WHERE {VISIBLE} ORDER BY rid", {"g": gen}
         )
     )
-    return {"documents_sha256": docs, "vectors_sha256": vecs}
+    chunks = chunks_checksum(conn, gen)
+    return {"documents_sha256": docs, "vectors_sha256": vecs, "chunks_sha256": chunks}
+
+
+def chunks_checksum(conn: sqlite3.Connection, gen: int) -> str:
+    """sha256 of the chunks visible at ``gen``: id, context, text, metadata and part vectors."""
+    rows = conn.execute(  # as stored bytes: a damaged text need not be valid UTF-8
+        "SELECT CAST(chunk_id AS BLOB), CAST(context AS BLOB), CAST(text AS BLOB), "
+        f"CAST(metadata AS BLOB), coalesce(parts, x'') FROM chunks WHERE {VISIBLE} ORDER BY rid",
+        {"g": gen},
+    )
+    return checksum(_record(row) for row in rows)
+
+
+def _record(fields: Sequence[bytes]) -> bytes:
+    """Fields as one unambiguous byte string (each prefixed with its length)."""
+    out = []
+    for f in fields:
+        out += [b"%d:" % len(f), bytes(f)]
+    return b"".join(out)

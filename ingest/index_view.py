@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import index_sql as sql
-from .errors import IndexFolderError
+from .index_check import database_damaged
 from .index_reads import Hit
 from .vectors import VectorDataError, VectorView, checksum, decode_centroids, decode_vectors
 
@@ -53,9 +53,11 @@ class IndexView:
                 try:
                     self._view = self._load_view(conn, gen, self._view)
                 except VectorDataError as e:
-                    raise IndexFolderError(
-                        self.path, f"vectors do not match the manifest: {e}"
+                    raise database_damaged(
+                        self.path, f"holds vectors that do not match its manifest ({e})"
                     ) from e
+                except sqlite3.DatabaseError as e:
+                    raise database_damaged(self.path, f"cannot be read ({e})") from e
                 return self._view
 
     def _load_view(self, conn, gen: int, old: VectorView | None) -> VectorView:
