@@ -132,7 +132,16 @@ def check_manifest_json(folder: Path, manifest: dict, reread: Callable[[], dict]
 
 
 def check_chunks(folder: Path, conn: sqlite3.Connection, gen: int, manifest: dict) -> None:
-    """The chunks' ids, texts, metadata and part vectors against the manifest's checksum."""
+    """The published chunks against the manifest: their count, then their checksum (ids, texts,
+    metadata and part vectors)."""
+    n = conn.execute(f"SELECT count(*) FROM chunks WHERE {sql.VISIBLE}", {"g": gen}).fetchone()[0]
+    counted = (manifest.get("counts") or {}).get("chunks")
+    if counted is not None and n != counted:
+        raise database_damaged(
+            folder,
+            f"holds {n} chunks of the published generation {gen}, the manifest says {counted}",
+            manifest,
+        )
     want = (manifest.get("checksums") or {}).get("chunks_sha256")
     if not want:
         return  # an index published before this checksum existed

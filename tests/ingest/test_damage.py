@@ -126,6 +126,7 @@ def test_a_damaged_btree_page_is_caught_by_sqlites_check(copy, embedder):
     assert err.file == db and "damaged" in err.problem
 
 
+@pytest.mark.slow
 def test_random_bit_flips_are_refused_or_change_nothing_visible(tmp_path, small_index, embedder):
     """Single-bit flips anywhere in the database: each one is either refused at open with
     IndexDamaged, or lands where nothing a user can see changes (free space, unused bytes)."""
