@@ -61,6 +61,19 @@ def _fail(message: str, question: str, as_json: bool) -> int:
     return 1
 
 
+def _index_problem(index: Path) -> str | None:
+    """Why the index cannot be used (damaged, another embedding model, ...), checked before
+    any model is loaded: the index's typed error names the file at fault and the fix."""
+    from assistant.retriever import open_index_cached
+    from ingest import IngestError, check_model
+
+    try:
+        check_model(open_index_cached(index))
+    except IngestError as e:
+        return str(e)
+    return None
+
+
 def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from assistant.answer import AnswerError
     from assistant.chain import build_chain, stream_tail
@@ -73,6 +86,9 @@ def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(f"no index at {settings.index}. Build one with: python -m ingest build "
                      f"--input {SAMPLE_CORPUS} --index {settings.index} (or pass --index DIR)",
                      question, args.json)
+    problem = _index_problem(settings.index)
+    if problem:
+        return _fail(problem, question, args.json)
     try:
         chain = build_chain(settings)
         extra = {"sources": args.source} if args.source else {}

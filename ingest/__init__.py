@@ -16,12 +16,16 @@ from .errors import (  # noqa: E402
     EmbedderError,
     EmbeddingMismatch,
     IndexBusy,
+    IndexDamaged,
     IndexFolderError,
+    IndexWriteFailed,
     IngestError,
+    ModelUnavailable,
     SettingsMismatch,
     StrictModeFailure,
 )
 from .index import Hit, IndexStore, StoredChunk  # noqa: E402
+from .index_check import check_model  # noqa: E402
 from .pipeline import BuildReport, build  # noqa: E402
 from .search import HybridSettings, Index, open_index  # noqa: E402
 
@@ -39,13 +43,17 @@ __all__ = [
     "HybridSettings",
     "Index",
     "IndexBusy",
+    "IndexDamaged",
     "IndexFolderError",
     "IndexStore",
+    "IndexWriteFailed",
     "IngestError",
+    "ModelUnavailable",
     "SettingsMismatch",
     "StoredChunk",
     "StrictModeFailure",
     "build",
+    "check_model",
     "load_embedder",
     "open_index",
 ]

@@ -9,16 +9,19 @@ is ever deserialised, no training on open).
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import sqlite3
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
-from .index import VISIBLE, IndexStore, _vector_sql
-from .vectors import decode_vectors, unit_rows
+from .index_sql import VISIBLE, meta_set, vector_sql
+from .vectors import decode_centroids, decode_vectors, encode_centroids, unit_rows
+
+if TYPE_CHECKING:  # only for the annotation: the index never imports this module
+    from .index import IndexStore
 
 MIN_POINTS_PER_LIST = 39  # FAISS k-means warns below this many training points per centroid
 MAX_TRAIN_POINTS = 256 * 1024
@@ -29,17 +32,6 @@ RETRAIN_GROWTH = 2.0  # retrain when the corpus has grown this much since the la
 
 def default_nlist(n: int) -> int:
     return max(1, min(int(4 * math.sqrt(max(n, 1))), n // MIN_POINTS_PER_LIST or 1))
-
-
-def encode_centroids(c: np.ndarray) -> str:
-    return base64.b64encode(np.ascontiguousarray(c, dtype="<f4").tobytes()).decode("ascii")
-
-
-def decode_centroids(text: str, nlist: int, dim: int) -> np.ndarray:
-    raw = base64.b64decode(text.encode("ascii"), validate=True)
-    if len(raw) != nlist * dim * 4:
-        raise ValueError(f"IVF centroids of {len(raw)} bytes, expected {nlist * dim * 4}")
-    return np.frombuffer(raw, dtype="<f4").reshape(nlist, dim).astype(np.float32)
 
 
 def train(vectors: np.ndarray, nlist: int, seed: int = 1234) -> np.ndarray:
@@ -112,7 +104,7 @@ def prepare_ivf(store: IndexStore, conn: sqlite3.Connection, gen: int) -> dict:
     ann = dict(store.manifest.get("ann") or {})
     dim = store.dim
     rows = conn.execute(
-        f"SELECT rid, {_vector_sql(dim)} FROM chunks WHERE {VISIBLE} ORDER BY rid", {"g": gen}
+        f"SELECT rid, {vector_sql(dim)} FROM chunks WHERE {VISIBLE} ORDER BY rid", {"g": gen}
     ).fetchall()
     if not rows:
         return {"ann": ann}
@@ -137,7 +129,7 @@ def prepare_ivf(store: IndexStore, conn: sqlite3.Connection, gen: int) -> dict:
         "UPDATE chunks SET list_no = ? WHERE rid = ?",
         [(int(li), int(r[0])) for li, r in zip(lists, rows, strict=True)],
     )
-    store._meta_set(conn, "ivf_centroids", encode_centroids(centroids))
+    meta_set(conn, "ivf_centroids", encode_centroids(centroids))
     rng = np.random.default_rng(0)
     qi = rng.choice(n, min(RECALL_QUERIES, n), replace=False)
     nprobe = int(ann.get("nprobe") or 16)

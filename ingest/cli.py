@@ -165,9 +165,11 @@ def _stats(args) -> int:
 
 
 def _query(args) -> int:
+    from .index_check import check_model
     from .search import open_index
 
     idx = open_index(args.index)
+    check_model(idx)
     hits = idx.search(args.text, k=args.k, sources=args.sources, mode=args.mode)
     if args.json:
         out = [

@@ -22,12 +22,60 @@ class CorpusError(IngestError):
 
 
 class IndexFolderError(IngestError):
-    """An index folder that is not usable: missing, not an index, corrupt, unsupported version."""
+    """An index folder that is not usable: missing, not an index, corrupt, unsupported version.
+
+    ``fix`` is the command that repairs it, when one is known.
+    """
+
+    fix: str | None = None
 
     def __init__(self, path: str | Path, message: str) -> None:
         self.path = Path(path)
         self.message = message
         super().__init__(f"index {self.path}: {message}")
+
+    @property
+    def what(self) -> str:
+        """What is wrong (for a page that shows ``fix`` apart)."""
+        return self.message
+
+
+class IndexDamaged(IndexFolderError):
+    """An index whose files are damaged or do not agree with each other (truncated or altered
+    database, vectors that differ from the manifest, a manifest.json of another generation).
+
+    ``file`` is the file at fault, ``problem`` what is wrong with it, ``advice`` and ``fix`` (a
+    command) how to repair it.
+    """
+
+    def __init__(
+        self, path: str | Path, file: str | Path, problem: str, advice: str, fix: str
+    ) -> None:
+        self.file = Path(file)
+        self.problem = problem
+        self.advice = advice
+        self.fix = fix
+        super().__init__(path, f"{self.file.name} {problem}. {advice}: {fix}")
+
+    @property
+    def what(self) -> str:
+        """What is wrong, without the fix: ``"index.sqlite is damaged (...)"``."""
+        return f"{self.file.name} {self.problem}"
+
+
+class IndexWriteFailed(IndexFolderError):
+    """A write the index database refused (disk full, file size limit, I/O error): the
+    transaction was rolled back, every committed batch is kept."""
+
+    def __init__(self, path: str | Path, file: str | Path, reason: str) -> None:
+        self.file = Path(file)
+        self.reason = reason
+        super().__init__(
+            path,
+            f"writing {self.file.name} failed ({reason}); the published generation is intact "
+            "and committed batches are kept. Free disk space, then re-run the same build: it "
+            "resumes where it stopped",
+        )
 
 
 class EmbeddingMismatch(IndexFolderError):
@@ -42,6 +90,19 @@ class EmbeddingMismatch(IndexFolderError):
             path,
             f"was built with embedding model {expected!r} (dim {expected_dim}), "
             f"not {got!r} (dim {got_dim}); query it with the same model or build a new index",
+        )
+
+
+class ModelUnavailable(IndexFolderError):
+    """An index whose embedding model cannot be loaded here (not installed, not found)."""
+
+    def __init__(self, path: str | Path, error: EmbedderError) -> None:
+        self.model = error.model
+        super().__init__(
+            path,
+            f"was built with embedding model {error.model!r}, which cannot be loaded here "
+            f"({error.message}); install that model, or build an index with a model you have "
+            "(the default: python -m ingest build --input CORPUS --index NEW_FOLDER)",
         )
 
 

@@ -10,6 +10,7 @@ added and removed since (see :meth:`VectorView.advance`).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,19 @@ def decode_parts(blob: bytes, dim: int, max_parts: int) -> np.ndarray:
     if not np.isfinite(out).all():
         raise VectorDataError("stored part vectors hold NaN or infinite values")
     return unit_rows(out)
+
+
+def encode_centroids(c: np.ndarray) -> str:
+    """IVF centroids (nlist, dim) as base64 of little-endian float32 (stored in the meta table)."""
+    return base64.b64encode(np.ascontiguousarray(c, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_centroids(text: str, nlist: int, dim: int) -> np.ndarray:
+    """(nlist, dim) float32 from :func:`encode_centroids`' text, checked for its length."""
+    raw = base64.b64decode(text.encode("ascii"), validate=True)
+    if len(raw) != nlist * dim * 4:
+        raise ValueError(f"IVF centroids of {len(raw)} bytes, expected {nlist * dim * 4}")
+    return np.frombuffer(raw, dtype="<f4").reshape(nlist, dim).astype(np.float32)
 
 
 def checksum(blobs: Iterable[bytes]) -> str:

@@ -38,6 +38,7 @@ K_RANGE = (1, 12)
 TEMPERATURE_RANGE = (0.0, 1.5)
 MAX_TOKENS_RANGE = (8, 4096)
 INTERRUPTED = Reply(text="", error="stopped before the answer was complete")
+WAITING = "Searching the guidelines and reading the passages…"  # shown until the first token
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def stream_answer(services: Services, index: IndexView, model: ModelView, questi
     """Stream the answer into the current chat message; always ends with sources and notice."""
     ending: dict[str, object] = {}
     waiting = st.empty()
-    waiting.caption("Searching the guidelines and reading the passages…")
+    waiting.caption(WAITING)
 
     def pieces():
         stream = services.ask(index, model, question, options)

@@ -32,6 +32,12 @@ class NoIndex(SetupProblem):
     kind = "no-index"
 
 
+class IndexUnusable(NoIndex):
+    """An index folder that is there but cannot be used (damaged, another embedding model)."""
+
+    kind = "index-unusable"
+
+
 class ModelMissing(SetupProblem):
     kind = "model-missing"
 

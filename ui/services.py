@@ -18,7 +18,9 @@ from assistant.config import Settings
 from assistant.engine_runtime import get_engine_model, resolve_model_path
 from assistant.models import PRESETS, ModelError
 from assistant.retriever import forget_indexes, open_index_cached
+from ingest import IngestError, check_model
 from ui.backend import (
+    IndexUnusable,
     IndexView,
     ModelMissing,
     ModelView,
@@ -56,10 +58,19 @@ class AssistantServices:
         forget_indexes()  # called only when the folder is new or was rebuilt: reopen it
         try:
             index = open_index_cached(path)
+            check_model(index)  # the index's embedding model, loaded and checked once
             stats = dict(index.stats())
-        except Exception as e:  # the index's own typed error names the file at fault
-            raise NoIndex(f"the index at {path} cannot be opened ({type(e).__name__}: {e}). "
-                          "Rebuild it with:", value=path, fix=_build_fix(path)) from e
+        except IngestError as e:  # typed: names the file at fault, and the fix when it knows one
+            what = getattr(e, "what", str(e))
+            fix = getattr(e, "fix", None)  # e.g. move a damaged index aside and rebuild it
+            if fix:
+                raise IndexUnusable(f"the index at {path} cannot be used: {what}. "
+                                    f"{getattr(e, 'advice', 'To fix it')}:", value=path,
+                                    fix=fix) from e
+            raise IndexUnusable(f"the index at {path} cannot be used: {what}", value=path) from e
+        except Exception as e:  # not an ingest error: still a setup problem, never a traceback
+            raise IndexUnusable(f"the index at {path} cannot be opened ({type(e).__name__}: "
+                                f"{e}). Rebuild it with:", value=path, fix=_build_fix(path)) from e
         return IndexView(path=path, documents=int(stats.get("documents", 0)),
                          chunks=int(stats.get("chunks", 0)), sources=_source_counts(stats),
                          embedding_model=str(stats.get("embedding_model", "")), handle=index)

@@ -19,6 +19,7 @@ NOTICE_ICON = ":material/info:"
 ERROR_ICON = ":material/error:"
 SETUP_TITLES = {
     "no-index": "No index yet",
+    "index-unusable": "Index cannot be used",
     "model-missing": "Model missing",
     "setup": "Not ready",
 }

@@ -4,34 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
-from ingest_helpers import ROOT, THREADS, write_jsonl
+from ingest_helpers import ROOT, THREADS, staged_chunks, write_jsonl
 
 import ingest
-from ingest.index import DB_NAME
-
-
-def _staged_chunks(index) -> int:
-    """Chunks committed by an unfinished build (read from the side, like any reader)."""
-    try:
-        conn = sqlite3.connect(f"file:{index / DB_NAME}?mode=ro", uri=True, timeout=30)
-        row = conn.execute("SELECT value FROM meta WHERE key = 'staging_gen'").fetchone()
-        n = (
-            0
-            if row is None
-            else conn.execute(
-                "SELECT count(*) FROM chunks WHERE gen_added = ?", (int(row[0]),)
-            ).fetchone()[0]
-        )
-        conn.close()
-        return n
-    except sqlite3.Error:
-        return 0
 
 
 def _start_build(corpus, index) -> subprocess.Popen:
@@ -74,7 +54,7 @@ def _kill_after_first_batches(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"the build ended before it could be interrupted: {proc.stderr.read()}")
-        staged = _staged_chunks(index)
+        staged = staged_chunks(index)
         if staged >= 4:
             proc.send_signal(sig)
             _, err = proc.communicate(timeout=120)
@@ -108,7 +88,7 @@ def test_a_killed_build_is_invisible_then_resumes(tmp_path, small_docs, small_in
     after = ingest.open_index(index, embedder=embedder)
     assert after.stats()["chunks"] == gen1["chunks"] and after.stats()["generation"] == 1
     assert before.search("fever", k=3) and before.stats()["documents"] == 2
-    assert _staged_chunks(index) >= staged  # committed batches survived the kill
+    assert staged_chunks(index) >= staged  # committed batches survived the kill
 
     # the next run resumes: it embeds only what the killed run had not committed
     rep = ingest.build(corpus, index, embedder=embedder, progress=False)
