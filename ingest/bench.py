@@ -218,7 +218,7 @@ def cmd_latency(args) -> None:
 
     default = open_index(args.index, threads=args.threads)
     plain = open_index(
-        args.index, embedder=default.embedder, hybrid=HybridSettings(rerank_depth=0)
+        args.index, embedder=default.embedder, hybrid=HybridSettings(rerank=())
     )
     runs = {"default": (default, []), "no re-ordering": (plain, [])}
     qas = load_qa(args.qa)
