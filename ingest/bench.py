@@ -7,8 +7,9 @@
     and of the model's forward passes alone on the anchor's chunks ("forward_only"), the ceiling
     of any pipeline that embeds with this forward pass.
 ``python -m ingest.bench anchor-eval --qa FILE`` — the anchor's retrieval quality with our harness.
-``python -m ingest.bench latency --index DIR --qa FILE`` — search latency of the default and of
-    hybrid without the best-sentence re-ordering, alternating question by question in one process.
+``python -m ingest.bench latency --index DIR --qa FILE [--compare STEPS]`` — search latency of the
+    default and of other re-ranking steps (by default the best-sentence re-ordering alone, and
+    none), alternating question by question in one process.
 ``python -m ingest.bench ann --index DIR --qa FILE`` — IVF recall against exact search on the
     embeddings of real questions, per nprobe.
 
@@ -217,10 +218,14 @@ def cmd_latency(args) -> None:
     from .search import HybridSettings, open_index
 
     default = open_index(args.index, threads=args.threads)
-    plain = open_index(
-        args.index, embedder=default.embedder, hybrid=HybridSettings(rerank=())
-    )
-    runs = {"default": (default, []), "no re-ordering": (plain, [])}
+    runs = {"default " + " ".join(default.hybrid.rerank): (default, [])}
+    compare = args.compare if args.compare is not None else ["parts:depth=5", ""]
+    for spec in compare:  # other re-ranking steps, space-separated ("" for none)
+        steps = tuple(s for s in spec.split() if s)
+        other = open_index(
+            args.index, embedder=default.embedder, hybrid=HybridSettings(rerank=steps)
+        )
+        runs[" ".join(steps) or "no re-ranking"] = (other, [])
     qas = load_qa(args.qa)
     for qa in qas[:3]:  # warm-up
         for idx, _ in runs.values():
@@ -307,6 +312,14 @@ def main(argv: list[str] | None = None) -> None:
     lat = sub.choices["latency"]
     lat.add_argument("--index", required=True)
     lat.add_argument("--qa", required=True)
+    lat.add_argument(
+        "--compare",
+        action="append",
+        default=None,
+        metavar="STEPS",
+        help="re-ranking steps to time against the default, space-separated "
+        "(repeatable; '' is none; default: 'parts:depth=5' and '')",
+    )
     args = p.parse_args(argv)
     commands = {
         "speed": cmd_speed,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from .chunking import ChunkingSettings
@@ -128,6 +129,18 @@ def _parser() -> argparse.ArgumentParser:
         help="hybrid without re-ranking steps (to compare)",
     )
     e.add_argument(
+        "--context-weight",
+        type=float,
+        default=None,
+        help="BM25 weight of the context line (title › headings) against the text's 1",
+    )
+    e.add_argument(
+        "--abbreviations",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="BM25 also searches the other form of medical abbreviations (COPD, ...)",
+    )
+    e.add_argument(
         "--half",
         choices=["even", "odd"],
         default=None,
@@ -225,18 +238,22 @@ def _eval(args) -> int:
     from .evaluate import evaluate, format_table, half, load_qa
     from .search import HybridSettings, open_index
 
-    hybrid = None
+    hybrid = HybridSettings()
     if args.no_rerank:
-        hybrid = HybridSettings(rerank=())
+        hybrid = replace(hybrid, rerank=())
     elif args.rerank is not None:
-        hybrid = HybridSettings(rerank=tuple(args.rerank))
+        hybrid = replace(hybrid, rerank=tuple(args.rerank))
+    if args.context_weight is not None:
+        hybrid = replace(hybrid, context_weight=args.context_weight)
+    if args.abbreviations is not None:
+        hybrid = replace(hybrid, abbreviations=args.abbreviations)
     idx = open_index(args.index, hybrid=hybrid, threads=args.threads)
     qas = load_qa(args.qa)
     if args.half is not None:
         qas = half(qas, args.half)
     metrics = evaluate(idx, qas, ks=args.k, mode=args.mode)
     metrics["half"] = args.half or "all"
-    metrics["rerank"] = list(idx.hybrid.rerank)
+    metrics["hybrid"] = asdict(idx.hybrid)
     print(format_table(metrics, args.k))
     if args.json:
         args.json.write_text(json.dumps(metrics, indent=2) + "\n")
