@@ -176,15 +176,18 @@ def _is_implicit_heading(lines: list[tuple[int, str]], i: int) -> bool:
         return False
     if i + 2 >= len(lines) or lines[i + 1][1].strip():
         return False
-    nxt = next((ln for _, ln in lines[i + 2 :] if ln.strip()), None)
+    nxt = next((lines[j][1] for j in range(i + 2, len(lines)) if lines[j][1].strip()), None)
     return nxt is not None and not _HEADING.fullmatch(nxt)
 
 
-def parse_sections(text: str, implicit_headings: bool = True) -> list[_Section]:
+def parse_sections(
+    text: str, implicit_headings: bool = True, subheadings: bool = False
+) -> list[_Section]:
     """Split a document into heading sections of sentence units with their break strengths.
 
     ``#`` headings set the heading path; with ``implicit_headings``, a short stand-alone title
-    line (see :func:`_is_implicit_heading`) opens a sub-section below the current ``#`` heading.
+    line (see :func:`_is_implicit_heading`) opens a sub-section below the current ``#`` heading;
+    with ``subheadings`` instead, such lines are only recorded (``_Section.subheads``).
     """
     sections = [_Section(())]
     stack: list[tuple[int, str]] = []
@@ -199,7 +202,9 @@ def parse_sections(text: str, implicit_headings: bool = True) -> list[_Section]:
         level, title = 0, ""
         if heading:
             level, title = len(line) - len(line.lstrip("#")), heading.group(1).strip()
-        elif pending == PARAGRAPH and _is_implicit_heading(lines, i):
+        elif (implicit_headings or subheadings) and pending == PARAGRAPH and _is_implicit_heading(
+            lines, i
+        ):
             if implicit_headings:
                 level, title = IMPLICIT_HEADING_LEVEL, stripped
             else:
@@ -264,7 +269,9 @@ class Chunker:
     def _sections(self, text: str, count) -> list[_Section]:
         """The document's heading sections; with ``min_section_tokens``, runs of consecutive
         small sections merged into one (their common heading path, their headings kept as text)."""
-        sections = parse_sections(text, self.settings.implicit_headings)
+        sections = parse_sections(
+            text, self.settings.implicit_headings, self.settings.subheadings
+        )
         small = self.settings.min_section_tokens
         if small <= 0:
             return sections
