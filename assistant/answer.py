@@ -166,6 +166,9 @@ class Answer:
     usage: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     notice: str = ADVISORY_NOTICE
+    # what was searched when it differs from the question (a follow-up rewritten with the
+    # conversation's previous query, see assistant/followup.py); None: the question itself
+    search_query: str | None = None
 
     def sources_text(self) -> str:
         """``Sources:`` then one line per citation: ``[n] Title (source) url``, its kind noted

@@ -9,6 +9,10 @@
 * ``stream_answer(question)`` gives the pieces and, once exhausted, the full ``Answer`` (the
   CLI and the page use it).
 
+The input may carry ``"history"``: the conversation's earlier search queries (each turn's
+``Answer.search_query or Answer.question``); a follow-up ("and in children?") is then searched
+and asked as rewritten by :func:`assistant.followup.rewrite`, and ``Answer.search_query`` says so.
+
 When the retriever returns nothing (its score threshold removed every passage) the chain
 answers with a refusal and does not call the model.  Any failure is raised as
 :class:`AnswerError`, whose message ends with the notice.  The model may be our ``EngineLLM``
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForChainRun
@@ -33,6 +38,7 @@ from langchain_core.runnables.config import patch_config
 
 from assistant.answer import REFUSAL_TEXT, Answer, AnswerError, Passage, resolve_citations
 from assistant.chat_format import ChatFormat
+from assistant.followup import rewrite
 from assistant.models import ModelError
 from assistant.notice import ADVISORY_NOTICE
 from assistant.prompts import (
@@ -66,19 +72,24 @@ class _GenerationCapture(BaseCallbackHandler):
         self.info = info
 
 
-def _question_of(value: Any) -> tuple[str, dict[str, Any]]:
-    """``"q"`` or ``{"question": q, "sources": [...], "k": n}`` → (q, retriever kwargs)."""
+def _question_of(value: Any) -> tuple[str, dict[str, Any], list[str]]:
+    """``"q"`` or ``{"question": q, "sources": [...], "k": n, "history": [...]}`` → (q,
+    retriever kwargs, the conversation's earlier search queries, oldest first)."""
+    history: list[str] = []
     if isinstance(value, str):
         question, extra = value, {}
     elif isinstance(value, dict) and isinstance(value.get("question"), str):
         question = value["question"]
         extra = {k: value[k] for k in ("sources", "k") if value.get(k) is not None}
+        history = value.get("history") or []
+        if not isinstance(history, list) or not all(isinstance(h, str) for h in history):
+            raise AnswerError(f"history must be a list of strings, got {history!r:.80}")
     else:
         raise AnswerError("expected a question string or {'question': str}, "
                           f"got {type(value).__name__}")
     if not question.strip():
         raise AnswerError("the question is empty")
-    return question, extra
+    return question, extra, history
 
 
 class RAGChain(Runnable[Any, Answer]):
@@ -138,7 +149,10 @@ class RAGChain(Runnable[Any, Answer]):
     def _pieces(self, value: Any, run_manager: CallbackManagerForChainRun | None,
                 config: RunnableConfig | None, holder: dict[str, Answer]) -> Iterator[str]:
         """Yields the answer's text pieces; leaves the finished Answer in ``holder``."""
-        question, retriever_kwargs = _question_of(value)
+        asked, retriever_kwargs, history = _question_of(value)
+        search = rewrite(asked, history)
+        # a rewritten follow-up is what is searched and what the model is asked
+        question, search_query = search.query, (search.query if search.rewritten else None)
         t0 = time.perf_counter()
         child = patch_config(config, callbacks=run_manager.get_child()) if run_manager else config
         try:
@@ -147,9 +161,10 @@ class RAGChain(Runnable[Any, Answer]):
             raise AnswerError(f"retrieval failed: {e.__class__.__name__}: {e}", question) from e
         t_retrieved = time.perf_counter()
         if not docs:
-            holder["answer"] = Answer(question, REFUSAL_TEXT, [], [], refused=True,
+            holder["answer"] = Answer(asked, REFUSAL_TEXT, [], [], refused=True,
                                       timings={"retrieve_s": t_retrieved - t0,
-                                               "total_s": time.perf_counter() - t0})
+                                               "total_s": time.perf_counter() - t0},
+                                      search_query=search_query)
             yield REFUSAL_TEXT
             return
         try:
@@ -180,11 +195,12 @@ class RAGChain(Runnable[Any, Answer]):
         except Exception as e:
             raise AnswerError(f"the model failed: {e.__class__.__name__}: {e}", question) from e
         t_end = time.perf_counter()
-        holder["answer"] = self._build_answer(question, "".join(parts), fitted, capture.info,
-                                              {"retrieve_s": t_retrieved - t0,
-                                               "prompt_s": t_prompt - t_retrieved,
-                                               "generate_s": t_end - t_prompt,
-                                               "total_s": t_end - t0})
+        answer = self._build_answer(question, "".join(parts), fitted, capture.info,
+                                    {"retrieve_s": t_retrieved - t0,
+                                     "prompt_s": t_prompt - t_retrieved,
+                                     "generate_s": t_end - t_prompt,
+                                     "total_s": t_end - t0})
+        holder["answer"] = replace(answer, question=asked, search_query=search_query)
 
     def _build_answer(self, question: str, text: str, fitted: FittedPrompt, info: dict[str, Any],
                       timings: dict[str, float]) -> Answer:
@@ -239,9 +255,13 @@ class RAGChain(Runnable[Any, Answer]):
 
 
 def stream_tail(answer: Answer) -> str:
-    """What a stream appends when it ends: the sources, then the notice."""
+    """What a stream appends when it ends: the rewritten search (a follow-up), the sources, then
+    the notice."""
+    parts = [f"(searched for: {answer.search_query})"] if answer.search_query else []
     sources = answer.sources_text()
-    return f"\n\n{sources}\n\n{ADVISORY_NOTICE}" if sources else f"\n\n{ADVISORY_NOTICE}"
+    if sources:
+        parts.append(sources)
+    return "".join(f"\n\n{p}" for p in [*parts, ADVISORY_NOTICE])
 
 
 class AnswerStream:

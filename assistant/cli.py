@@ -74,12 +74,43 @@ def _index_problem(index: Path) -> str | None:
     return None
 
 
+def _read_session(path: Path) -> list[dict]:
+    """The turns of a session file (``{"turns": [{"question", "search_query"}, ...]}``); a missing
+    file is a new session."""
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        turns = data["turns"]
+        if not isinstance(turns, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("question"), str) for t in turns
+        ):
+            raise TypeError("'turns' must be a list of {\"question\": str, ...}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"session file {path} is not readable as a session: {e}") from e
+    return turns
+
+
+def _write_session(path: Path, turns: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"turns": turns}, ensure_ascii=False, indent=2) + "\n",
+                   encoding="utf-8")
+    tmp.replace(path)
+
+
 def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from assistant.answer import AnswerError
     from assistant.chain import build_chain, stream_tail
 
     settings = _ask_settings(args, settings)
     question = args.question
+    turns: list[dict] = []
+    if args.session:
+        try:
+            turns = _read_session(args.session)
+        except ValueError as e:
+            return _fail(str(e), question, args.json)
+    history = [t.get("search_query") or t["question"] for t in turns] + list(args.history or [])
     if not settings.index.is_dir():
         from ingest import SAMPLE_CORPUS
 
@@ -92,7 +123,7 @@ def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     try:
         chain = build_chain(settings)
         extra = {"sources": args.source} if args.source else {}
-        stream = chain.stream_answer({"question": question, **extra})
+        stream = chain.stream_answer({"question": question, "history": history, **extra})
         for piece in stream:
             if not args.json:
                 print(piece, end="", flush=True)
@@ -105,6 +136,9 @@ def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(str(e), question, args.json)
     except KeyboardInterrupt:
         return _fail("interrupted", question, args.json)
+    if args.session:
+        turns.append({"question": question, "search_query": answer.search_query})
+        _write_session(args.session, turns)
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -137,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--seed", type=int, help="sampling seed")
     ask.add_argument("--source", action="append", metavar="SOURCE",
                      help="only this corpus source (repeatable), e.g. --source cdc")
+    ask.add_argument("--history", action="append", metavar="QUESTION",
+                     help="an earlier question of the conversation (repeatable, oldest first): "
+                     "a follow-up such as 'and in children?' is searched with the last one")
+    ask.add_argument("--session", type=Path, metavar="FILE",
+                     help="a conversation file (JSON, created if missing): its turns are the "
+                     "history, and this turn is appended to it")
     ask.add_argument("--json", action="store_true", help="print one JSON object")
     ask.set_defaults(func=_cmd_ask)
     return parser

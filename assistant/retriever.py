@@ -1,10 +1,11 @@
 """``GuidelineRetriever``: a LangChain retriever over an index built by ``ingest``.
 
-It searches the index (hybrid dense + lexical by default), then scores every hit by the cosine
-similarity of the query's embedding and the passage's (``metadata["similarity"]``), a scale
-that does not depend on the search mode, and drops hits below ``score_threshold``.  With
-``mmr=True`` it re-ranks ``fetch_k`` candidates by maximal marginal relevance.  ``k``,
-``sources`` and ``score_threshold`` may also be given per call:
+It searches the index (hybrid dense + lexical by default, with the index's re-ranking steps),
+and scores every hit by the cosine similarity of the query's embedding and the passage's
+(``metadata["similarity"]``), a scale that does not depend on the search mode.  Its threshold
+(drop hits below ``score_threshold``) and ``mmr=True`` (maximal marginal relevance over
+``fetch_k`` candidates) are re-ranking steps of ``ingest.rerank`` appended to the search's
+own.  ``k``, ``sources`` and ``score_threshold`` may also be given per call:
 ``retriever.invoke(q, k=2, sources=["cdc"])``.
 
 Each ``Document`` has ``id`` = the chunk id and metadata ``id`` (the guideline's id), ``chunk_id``,
@@ -22,7 +23,6 @@ import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.vectorstores.utils import maximal_marginal_relevance
 from pydantic import PrivateAttr
 
 SEARCH_MODES = ("hybrid", "dense", "lexical")
@@ -95,22 +95,21 @@ class GuidelineRetriever(BaseRetriever):
             raise ValueError(f"unknown search mode {mode!r}; expected one of {SEARCH_MODES}")
         if k <= 0:
             return []
-        n_candidates = max(k, int(kwargs.get("fetch_k", self.fetch_k))) if mmr else k
+        steps = list(self.index.hybrid.rerank) if mode == "hybrid" else []
+        if threshold is not None:
+            steps.append(f"threshold:min_similarity={float(threshold)!r}")
+        if mmr:
+            fetch_k = max(k, int(kwargs.get("fetch_k", self.fetch_k)))
+            lam = float(kwargs.get("lambda_mult", self.lambda_mult))
+            steps.append(f"mmr:fetch_k={fetch_k},lambda_mult={lam!r}")
         query_vec = np.asarray(self.index.embed_query(query), dtype=np.float32)  # (dim,)
-        hits = self.index.search(query, k=n_candidates, sources=sources, mode=mode,
-                                 vector=query_vec)
+        hits = self.index.search(query, k=k, sources=sources, mode=mode, vector=query_vec,
+                                 rerank=steps)
         if not hits:
             return []
         vectors = np.asarray(self.index.get_vectors([h.chunk_id for h in hits]), dtype=np.float32)
         similarity = _cosine(query_vec, vectors)  # (n_hits,)
-        order = list(range(len(hits)))
-        if threshold is not None:
-            order = [i for i in order if similarity[i] >= float(threshold)]
-        if mmr and order:
-            lam = float(kwargs.get("lambda_mult", self.lambda_mult))
-            picked = maximal_marginal_relevance(query_vec, [vectors[i] for i in order], lam, k)
-            order = [order[j] for j in picked]
-        return [hit_to_document(hits[i], similarity[i]) for i in order[:k]]
+        return [hit_to_document(h, s) for h, s in zip(hits, similarity.tolist(), strict=True)]
 
 
 def _cosine(query: np.ndarray, vectors: np.ndarray) -> np.ndarray:

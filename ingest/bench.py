@@ -7,8 +7,11 @@
     and of the model's forward passes alone on the anchor's chunks ("forward_only"), the ceiling
     of any pipeline that embeds with this forward pass.
 ``python -m ingest.bench anchor-eval --qa FILE`` — the anchor's retrieval quality with our harness.
-``python -m ingest.bench latency --index DIR --qa FILE`` — search latency of the default and of
-    hybrid without the best-sentence re-ordering, alternating question by question in one process.
+``python -m ingest.bench latency --index DIR --qa FILE [--compare STEPS]`` — search latency of the
+    default and of other re-ranking steps (by default the best-sentence re-ordering alone, and
+    none), alternating question by question in one process.
+``python -m ingest.bench variants --index DIR --qa FILE --half even --variant LABEL=SETTINGS ...``
+    — retrieval metrics of several search settings, the questions embedded once.
 ``python -m ingest.bench ann --index DIR --qa FILE`` — IVF recall against exact search on the
     embeddings of real questions, per nprobe.
 
@@ -217,10 +220,14 @@ def cmd_latency(args) -> None:
     from .search import HybridSettings, open_index
 
     default = open_index(args.index, threads=args.threads)
-    plain = open_index(
-        args.index, embedder=default.embedder, hybrid=HybridSettings(rerank_depth=0)
-    )
-    runs = {"default": (default, []), "no re-ordering": (plain, [])}
+    runs = {"default " + " ".join(default.hybrid.rerank): (default, [])}
+    compare = args.compare if args.compare is not None else ["parts:depth=5", ""]
+    for spec in compare:  # other re-ranking steps, space-separated ("" for none)
+        steps = tuple(s for s in spec.split() if s)
+        other = open_index(
+            args.index, embedder=default.embedder, hybrid=HybridSettings(rerank=steps)
+        )
+        runs[" ".join(steps) or "no re-ranking"] = (other, [])
     qas = load_qa(args.qa)
     for qa in qas[:3]:  # warm-up
         for idx, _ in runs.values():
@@ -239,6 +246,46 @@ def cmd_latency(args) -> None:
         for name, (_, t) in runs.items()
     }
     print(json.dumps({"queries": len(qas), **out}, indent=2))
+
+
+def cmd_variants(args) -> None:
+    """Retrieval metrics of several search settings on the same questions, in one process: the
+    questions are embedded once (latency is not measured here; see ``latency``)."""
+    from dataclasses import replace
+
+    from .evaluate import format_comparison, half, load_qa, score_rankings
+    from .search import HybridSettings, open_index
+
+    qas = load_qa(args.qa)
+    if args.half:
+        qas = half(qas, args.half)
+    base = open_index(args.index, threads=args.threads)
+    vectors = base.embedder.embed([qa.question for qa in qas])  # (n, dim)
+    runs = {}
+    for variant in args.variant:
+        label, _, spec = variant.partition("=")
+        hybrid = HybridSettings()
+        for item in spec.split():
+            key, _, value = item.partition(":")
+            if key == "rerank":
+                steps = tuple(s for s in value.split("+") if s)
+                hybrid = replace(hybrid, rerank=steps)
+            elif key in ("context_weight", "lexical_weight", "dense_weight"):
+                hybrid = replace(hybrid, **{key: float(value)})
+            elif key == "abbreviations":
+                hybrid = replace(hybrid, abbreviations=value == "1")
+            else:
+                raise ValueError(f"variant {variant!r}: unknown setting {key!r}")
+        idx = open_index(args.index, embedder=base.embedder, hybrid=hybrid)
+        rankings = [
+            [(h.metadata.get("doc_id"), h.text) for h in idx.search(qa.question, k=10, vector=v)]
+            for qa, v in zip(qas, vectors, strict=True)
+        ]
+        runs[label] = score_rankings(qas, rankings, (1, 3, 5, 10))
+        print(format_comparison({label: runs[label]}, (1, 3, 5, 10)).splitlines()[-1], flush=True)
+    print(format_comparison(runs, (1, 3, 5, 10)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(runs, indent=2) + "\n")
 
 
 def cmd_ann(args) -> None:
@@ -307,8 +354,30 @@ def main(argv: list[str] | None = None) -> None:
     lat = sub.choices["latency"]
     lat.add_argument("--index", required=True)
     lat.add_argument("--qa", required=True)
+    lat.add_argument(
+        "--compare",
+        action="append",
+        default=None,
+        metavar="STEPS",
+        help="re-ranking steps to time against the default, space-separated "
+        "(repeatable; '' is none; default: 'parts:depth=5' and '')",
+    )
+    var = sub.add_parser("variants", help="retrieval metrics of several settings, one process")
+    var.add_argument("--threads", type=int, default=2)
+    var.add_argument("--index", required=True)
+    var.add_argument("--qa", required=True)
+    var.add_argument("--half", choices=["even", "odd"], default=None)
+    var.add_argument("--json", default=None)
+    var.add_argument(
+        "--variant",
+        action="append",
+        required=True,
+        help="LABEL=SETTINGS, settings space-separated: rerank:STEP+STEP (empty: none), "
+        "context_weight:F, lexical_weight:F, dense_weight:F, abbreviations:0|1",
+    )
     args = p.parse_args(argv)
     commands = {
+        "variants": cmd_variants,
         "speed": cmd_speed,
         "anchor-eval": cmd_anchor_eval,
         "ann": cmd_ann,

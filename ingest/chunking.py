@@ -28,6 +28,8 @@ IMPLICIT_HEADING_LEVEL = 7
 CONTEXT_SHARE = 0.25
 # A chunk ends at a weaker break only if the stronger one would leave it shorter than this share.
 MIN_FILL = 0.5
+# At most this many tokens of a subheading go into the context line.
+SUBHEADING_TOKENS = 16
 
 _LINE = re.compile(r"[^\n]*\n?")
 _HEADING = re.compile(r"#{1,6}[ \t]+(\S.*?)[ \t#]*")
@@ -46,6 +48,12 @@ class ChunkingSettings:
     # short stand-alone title lines open sub-sections (off: it lowered passage hit@1 on the dev
     # questions, 0.73 -> 0.65 dense, by cutting passages into small, misleadingly titled pieces)
     implicit_headings: bool = False
+    # consecutive heading sections of fewer body tokens than this are chunked together (one-line
+    # boilerplate such as "Guideline Status" is then never a chunk of its own); 0: off
+    min_section_tokens: int = 0
+    # the last short stand-alone title line before a chunk (e.g. "Treatment") joins its context
+    # line, without cutting the section there (see :func:`_is_implicit_heading`)
+    subheadings: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +65,8 @@ class ChunkingSettings:
             overlap_tokens=int(data["overlap_tokens"]),
             context=bool(data["context"]),
             implicit_headings=bool(data.get("implicit_headings", False)),
+            min_section_tokens=int(data.get("min_section_tokens", 0)),
+            subheadings=bool(data.get("subheadings", False)),
         )
 
 
@@ -97,6 +107,8 @@ class _Unit:
 class _Section:
     headings: tuple[str, ...]
     units: list[_Unit] = field(default_factory=list)
+    # (start offset, text) of the short stand-alone title lines inside the section
+    subheads: list[tuple[int, str]] = field(default_factory=list)
 
 
 class TokenCounter:
@@ -164,15 +176,18 @@ def _is_implicit_heading(lines: list[tuple[int, str]], i: int) -> bool:
         return False
     if i + 2 >= len(lines) or lines[i + 1][1].strip():
         return False
-    nxt = next((ln for _, ln in lines[i + 2 :] if ln.strip()), None)
+    nxt = next((lines[j][1] for j in range(i + 2, len(lines)) if lines[j][1].strip()), None)
     return nxt is not None and not _HEADING.fullmatch(nxt)
 
 
-def parse_sections(text: str, implicit_headings: bool = True) -> list[_Section]:
+def parse_sections(
+    text: str, implicit_headings: bool = True, subheadings: bool = False
+) -> list[_Section]:
     """Split a document into heading sections of sentence units with their break strengths.
 
     ``#`` headings set the heading path; with ``implicit_headings``, a short stand-alone title
-    line (see :func:`_is_implicit_heading`) opens a sub-section below the current ``#`` heading.
+    line (see :func:`_is_implicit_heading`) opens a sub-section below the current ``#`` heading;
+    with ``subheadings`` instead, such lines are only recorded (``_Section.subheads``).
     """
     sections = [_Section(())]
     stack: list[tuple[int, str]] = []
@@ -187,8 +202,14 @@ def parse_sections(text: str, implicit_headings: bool = True) -> list[_Section]:
         level, title = 0, ""
         if heading:
             level, title = len(line) - len(line.lstrip("#")), heading.group(1).strip()
-        elif implicit_headings and pending == PARAGRAPH and _is_implicit_heading(lines, i):
-            level, title = IMPLICIT_HEADING_LEVEL, stripped
+        elif (implicit_headings or subheadings) and pending == PARAGRAPH and _is_implicit_heading(
+            lines, i
+        ):
+            if implicit_headings:
+                level, title = IMPLICIT_HEADING_LEVEL, stripped
+            else:
+                lead = len(line) - len(line.lstrip())
+                sections[-1].subheads.append((line_start + lead, stripped))
         if level:
             stack = [(lv, h) for lv, h in stack if lv < level] + [(level, title)]
             sections.append(_Section(tuple(h for _, h in stack)))
@@ -223,20 +244,63 @@ class Chunker:
             for (doc_id, text, title), enc in zip(docs, encoded, strict=True)
         ]
 
-    def _context(self, title: str | None, headings: tuple[str, ...]) -> tuple[str, np.ndarray]:
+    def _context(
+        self, title: str | None, headings: tuple[str, ...], subheading: str = ""
+    ) -> tuple[str, np.ndarray]:
         empty = np.zeros(0, dtype=np.int64)
         if not self.settings.context:
             return "", empty
         parts = [p for p in ((title or "").strip(), *headings) if p]
         line = " ".join(CONTEXT_SEPARATOR.join(parts).split())
+        cap = int(self.settings.max_tokens * CONTEXT_SHARE)
+        if line:
+            ids = self.counter.encode_one(line)
+            if len(ids) > cap:
+                line = self.counter.truncate(line, cap)
+        if subheading:
+            sub = self.counter.truncate(" ".join(subheading.split()), SUBHEADING_TOKENS)
+            line = f"{line}{CONTEXT_SEPARATOR}{sub}" if line else sub
+            cap += SUBHEADING_TOKENS + 1  # the separator and the subheading
         if not line:
             return "", empty
-        cap = int(self.settings.max_tokens * CONTEXT_SHARE)
         ids = self.counter.encode_one(line)
-        if len(ids) > cap:
-            line = self.counter.truncate(line, cap)
-            ids = self.counter.encode_one(line)[:cap]
-        return line, ids
+        return line, ids[:cap]
+
+    def _sections(self, text: str, count) -> list[_Section]:
+        """The document's heading sections; with ``min_section_tokens``, runs of consecutive
+        small sections merged into one (their common heading path, their headings kept as text)."""
+        sections = parse_sections(
+            text, self.settings.implicit_headings, self.settings.subheadings
+        )
+        small = self.settings.min_section_tokens
+        if small <= 0:
+            return sections
+        out: list[_Section] = []
+        run: list[_Section] = []
+
+        def flush() -> None:
+            if len(run) == 1:
+                out.append(run[0])
+            elif run:
+                common = run[0].headings
+                for sec in run[1:]:
+                    n = 0
+                    while n < min(len(common), len(sec.headings)) and common[n] == sec.headings[n]:
+                        n += 1
+                    common = common[:n]
+                units = [u for sec in run for u in sec.units]
+                subheads = [h for sec in run for h in sec.subheads]
+                out.append(_Section(common, units, subheads))
+            run.clear()
+
+        for sec in sections:
+            if count(sec.units[0].start, sec.units[-1].end) < small:
+                run.append(sec)
+            else:
+                flush()
+                out.append(sec)
+        flush()
+        return out
 
     def _chunk_doc(self, doc_id, text, title, starts, ends, ids) -> list[Chunk]:
         starts, ends = starts.tolist(), ends.tolist()  # bisect is fastest on lists
@@ -245,21 +309,32 @@ class Chunker:
             return bisect.bisect_right(ends, b) - bisect.bisect_left(starts, a)
 
         chunks: list[Chunk] = []
-        for section in parse_sections(text, self.settings.implicit_headings):
+        for section in self._sections(text, count):
             context, ctx_ids = self._context(title, section.headings)
-            budget = self.settings.max_tokens - self.counter.n_special - len(ctx_ids)
+            subheads = section.subheads if self.settings.subheadings else []
+            reserve = 0
+            if subheads:  # room for the longest subheading's context line
+                reserve = max(
+                    len(self._context(title, section.headings, h)[1]) for _, h in subheads
+                ) - len(ctx_ids)
+            budget = self.settings.max_tokens - self.counter.n_special - len(ctx_ids) - reserve
             units = _split_long(text, section.units, budget, count, starts, ends)
             heading = CONTEXT_SEPARATOR.join(section.headings)
-            lead = len(self.counter.prefix) + len(ctx_ids)  # tokens before the body
             unit_starts = [u.start for u in units]
+            sub_starts = [p for p, _ in subheads]
             for a, b in _pack(units, budget, self.settings.overlap_tokens, count):
+                c_line, c_ids = context, ctx_ids
+                at = bisect.bisect_right(sub_starts, a) - 1  # the last subheading from a back
+                if at >= 0 and sub_starts[at] < a:  # (one at a is in the chunk's text)
+                    c_line, c_ids = self._context(title, section.headings, subheads[at][1])
+                lead = len(self.counter.prefix) + len(c_ids)  # tokens before the body
                 i0, i1 = bisect.bisect_left(starts, a), bisect.bisect_right(ends, b)
-                token_ids = self.counter.with_special(ctx_ids, ids[i0:i1])
+                token_ids = self.counter.with_special(c_ids, ids[i0:i1])
                 assert len(token_ids) <= self.settings.max_tokens, (doc_id, a, b)
                 parts = _part_ranges(units, unit_starts, (a, b), (starts, ends), i0, lead)
                 chunks.append(
                     Chunk(
-                        doc_id, len(chunks), a, b, text[a:b], heading, context, token_ids,
+                        doc_id, len(chunks), a, b, text[a:b], heading, c_line, token_ids,
                         parts, lead,
                     )
                 )

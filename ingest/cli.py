@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from .chunking import ChunkingSettings
@@ -67,6 +68,18 @@ def _parser() -> argparse.ArgumentParser:
         help="do not prefix title and headings to the embedded text",
     )
     b.add_argument(
+        "--min-section-tokens",
+        type=int,
+        default=ChunkingSettings.min_section_tokens,
+        help="chunk consecutive heading sections smaller than this together (0: off)",
+    )
+    b.add_argument(
+        "--subheadings",
+        action=argparse.BooleanOptionalAction,
+        default=ChunkingSettings.subheadings,
+        help="add the last stand-alone title line before a chunk to its context line",
+    )
+    b.add_argument(
         "--ann",
         choices=["flat", "ivf"],
         default="flat",
@@ -102,9 +115,37 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--k", type=_ks, default=[1, 3, 5, 10])
     e.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
     e.add_argument(
+        "--rerank",
+        action="append",
+        default=None,
+        metavar="STEP",
+        help="a re-ranking step after the fusion, e.g. parts:depth=5 (repeat for several; "
+        "default: the index's HybridSettings.rerank; see ingest/rerank)",
+    )
+    e.add_argument(
+        "--no-rerank",
         "--no-parts",
         action="store_true",
-        help="hybrid without the best-sentence re-ordering (to compare; the default uses it)",
+        help="hybrid without re-ranking steps (to compare)",
+    )
+    e.add_argument(
+        "--context-weight",
+        type=float,
+        default=None,
+        help="BM25 weight of the context line (title › headings) against the text's 1",
+    )
+    e.add_argument(
+        "--abbreviations",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="BM25 also searches the other form of medical abbreviations (COPD, ...)",
+    )
+    e.add_argument(
+        "--half",
+        choices=["even", "odd"],
+        default=None,
+        help="only the questions at even (0, 2, 4, ...) or odd (1, 3, ...) positions of the "
+        "file, counted from 0 (see docs/retrieval.md: choices on even, odd reported once)",
     )
     e.add_argument("--json", type=Path, default=None, help="write the metrics here")
     e.add_argument("--threads", type=int, default=None)
@@ -118,7 +159,11 @@ def _build(args) -> int:
     if args.ann == "ivf":
         ann = {"type": "ivf", "nlist": args.nlist, "nprobe": args.nprobe}
     settings = ChunkingSettings(
-        max_tokens=args.max_tokens, overlap_tokens=args.overlap_tokens, context=not args.no_context
+        max_tokens=args.max_tokens,
+        overlap_tokens=args.overlap_tokens,
+        context=not args.no_context,
+        min_section_tokens=args.min_section_tokens,
+        subheadings=args.subheadings,
     )
     try:
         report = build(
@@ -192,12 +237,25 @@ def _query(args) -> int:
 
 
 def _eval(args) -> int:
-    from .evaluate import evaluate, format_table, load_qa
+    from .evaluate import evaluate, format_table, half, load_qa
     from .search import HybridSettings, open_index
 
-    hybrid = HybridSettings(rerank_depth=0) if args.no_parts else None
+    hybrid = HybridSettings()
+    if args.no_rerank:
+        hybrid = replace(hybrid, rerank=())
+    elif args.rerank is not None:
+        hybrid = replace(hybrid, rerank=tuple(args.rerank))
+    if args.context_weight is not None:
+        hybrid = replace(hybrid, context_weight=args.context_weight)
+    if args.abbreviations is not None:
+        hybrid = replace(hybrid, abbreviations=args.abbreviations)
     idx = open_index(args.index, hybrid=hybrid, threads=args.threads)
-    metrics = evaluate(idx, load_qa(args.qa), ks=args.k, mode=args.mode)
+    qas = load_qa(args.qa)
+    if args.half is not None:
+        qas = half(qas, args.half)
+    metrics = evaluate(idx, qas, ks=args.k, mode=args.mode)
+    metrics["half"] = args.half or "all"
+    metrics["hybrid"] = asdict(idx.hybrid)
     print(format_table(metrics, args.k))
     if args.json:
         args.json.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -55,6 +55,14 @@ def load_qa(path: str | Path) -> list[QA]:
     return out
 
 
+def half(qas: Sequence[QA], which: str) -> list[QA]:
+    """The questions at even (0, 2, ...) or odd (1, 3, ...) positions, counted from 0: the
+    even half is where every choice is made, the odd half is looked at once, at the end."""
+    if which not in ("even", "odd"):
+        raise ValueError(f"half must be 'even' or 'odd', not {which!r}")
+    return list(qas[0 if which == "even" else 1 :: 2])
+
+
 def passage_hit(text: str, sentences: Sequence[str]) -> bool:
     return any(s in text for s in sentences)
 

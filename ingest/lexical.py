@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from bm25s.stopwords import STOPWORDS_EN_PLUS
 
+from .abbreviations import expand_query
 from .index import VISIBLE_AT
 
 # BM25 weight of each FTS5 column (context line, text).
@@ -40,9 +41,15 @@ def lexical_search(
     text: str,
     k: int,
     sources: Sequence[str] | None = None,
+    weights: tuple[float, float] = COLUMN_WEIGHTS,
+    abbreviations: bool = False,
 ) -> list[tuple[int, float]]:
-    """(row id, BM25 score) of the ``k`` best chunks visible at ``generation``, best first."""
-    query = fts_query(text)
+    """(row id, BM25 score) of the ``k`` best chunks visible at ``generation``, best first.
+
+    ``weights``: BM25 weights of the context line and the text; ``abbreviations``: add the other
+    form of each medical abbreviation or expansion the text holds (see :mod:`.abbreviations`).
+    """
+    query = fts_query(expand_query(text) if abbreviations else text)
     if query is None or k <= 0:
         return []
     visible = VISIBLE_AT.replace("gen_", "c.gen_")
@@ -54,7 +61,7 @@ def lexical_search(
         where = f" AND c.source IN ({','.join('?' * len(sources))})"
         params = sources
     sql = (
-        f"SELECT c.rid, bm25(chunks_fts, {COLUMN_WEIGHTS[0]}, {COLUMN_WEIGHTS[1]}) AS s "
+        f"SELECT c.rid, bm25(chunks_fts, {float(weights[0])}, {float(weights[1])}) AS s "
         f"FROM chunks_fts JOIN chunks c ON c.rid = chunks_fts.rowid "
         f"WHERE chunks_fts MATCH ? AND {visible}{where} ORDER BY s LIMIT ?"
     )

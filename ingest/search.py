@@ -19,6 +19,8 @@ from .embedding import Embedder, canonical_name, load_embedder
 from .errors import IndexFolderError
 from .index import DB_NAME, Hit, IndexStore
 from .lexical import lexical_search
+from .rerank import Query, make_steps
+from .rerank import run as run_steps
 
 MODES = ("hybrid", "dense", "lexical")
 
@@ -26,20 +28,21 @@ MODES = ("hybrid", "dense", "lexical")
 @dataclass(frozen=True)
 class HybridSettings:
     """Reciprocal rank fusion (Cormack et al. 2009; MedRAG): sum of weight / (rrf_k + rank),
-    of the dense (chunk vectors) and lexical (BM25) rankings.
-
-    When the index has part vectors (its chunks' sentences, see ``Embedder.embed_parts``), the
-    first ``rerank_depth`` fused chunks are then re-ordered by the sum of two cosine
-    similarities to the question: the chunk's and its best sentence's (parameter-free, equal
-    weights). The set of those first chunks is unchanged, only their order: a chunk one of whose
-    sentences answers the question moves ahead of one that is only about the same subject.
+    of the dense (chunk vectors) and lexical (BM25) rankings, then the re-ranking steps
+    ``rerank`` names (see :mod:`ingest.rerank`; the part-vector steps need an index with part
+    vectors and leave the order alone otherwise).
     """
 
     rrf_k: int = 60
     dense_weight: float = 1.0
     lexical_weight: float = 0.5  # BM25 is the weaker retriever here (see docs/retrieval.md)
-    rerank_depth: int = 5  # fused chunks re-ordered by chunk + best-sentence similarity (0: off)
+    rerank: tuple[str, ...] = ("doc:docs=2,depth=5",)  # steps after the fusion, in order
     depth: int = 50  # candidates taken from each retriever (at least k)
+    context_weight: float = 1.0  # BM25 weight of the context line (title › headings) vs the text
+    abbreviations: bool = False  # BM25 also searches the other form of medical abbreviations
+
+    def __post_init__(self) -> None:
+        make_steps(self.rerank)  # an unknown step fails here, not at the first query
 
 
 def rrf(rankings: Sequence[tuple[float, Sequence[int]]], rrf_k: int) -> list[tuple[int, float]]:
@@ -96,56 +99,50 @@ class Index:
         sources: Sequence[str] | None = None,
         mode: str = "hybrid",
         vector: np.ndarray | None = None,
+        rerank: Sequence[str] | None = None,
     ) -> list[Hit]:
         """The ``k`` best chunks for a question; ``mode`` is hybrid, dense or lexical.
 
         ``vector``: the question's embedding (``embed_query``) when the caller has it already.
+        ``rerank``: the re-ranking steps to run (see :mod:`ingest.rerank`), e.g.
+        ``[*index.hybrid.rerank, "threshold:min_similarity=0.3"]``; by default a hybrid search
+        runs ``hybrid.rerank`` and the others none.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if k <= 0 or not query.strip():
             return []
-        if vector is None and mode != "lexical":
+        default = self.hybrid.rerank if mode == "hybrid" else ()
+        steps = make_steps(default if rerank is None else rerank)
+        if vector is None and (mode != "lexical" or steps):
             vector = self.embed_query(query)
-        if mode == "dense":
+        if mode == "dense" and not steps:
             return self.search_by_vector(vector, k, sources)
-        depth = max(k, self.hybrid.depth)
+        depth = max(k, self.hybrid.depth) if (steps or mode == "hybrid") else k
         view = self.store.view()
-        with self.store.snapshot() as (conn, gen):
-            lexical = lexical_search(
-                conn, min(gen, view.generation), query, k if mode == "lexical" else depth, sources
-            )
-        if mode == "lexical":
-            return self.store.hits(lexical)
-        dense = view.search(vector, depth, sources)
-        fused = rrf(
-            [
-                (self.hybrid.dense_weight, [r for r, _ in dense]),
-                (self.hybrid.lexical_weight, [r for r, _ in lexical]),
-            ],
-            self.hybrid.rrf_k,
-        )
-        if self.manifest["embedding"].get("parts") and self.hybrid.rerank_depth > 1:
-            fused = self._rerank_by_parts(view, vector, fused, self.hybrid.rerank_depth)
+        if mode == "dense":
+            fused = view.search(vector, depth, sources)
+        else:
+            with self.store.snapshot() as (conn, gen):
+                lexical = lexical_search(
+                    conn, min(gen, view.generation), query, depth, sources,
+                    (self.hybrid.context_weight, 1.0), self.hybrid.abbreviations,
+                )
+            if mode == "lexical":
+                fused = lexical
+            else:
+                dense = view.search(vector, depth, sources)
+                fused = rrf(
+                    [
+                        (self.hybrid.dense_weight, [r for r, _ in dense]),
+                        (self.hybrid.lexical_weight, [r for r, _ in lexical]),
+                    ],
+                    self.hybrid.rrf_k,
+                )
+        if steps:
+            q = Query(query, np.asarray(vector, dtype=np.float32).reshape(-1), k, self.store, view)
+            fused = run_steps(steps, q, fused)
         return self.store.hits(fused[:k])
-
-    def _rerank_by_parts(self, view, vector: np.ndarray, fused: list, depth: int) -> list:
-        """The first ``depth`` of the fused (row id, score) re-ordered by the chunk's cosine
-        similarity plus its best part's; the score becomes that sum."""
-        head = fused[:depth]
-        rids = np.asarray([r for r, _ in head], dtype=np.int64)
-        pos = np.searchsorted(view.rids, rids)  # view rows are in row id order
-        pos = np.minimum(pos, max(len(view.rids) - 1, 0))
-        if not len(view.rids) or not (view.rids[pos] == rids).all():
-            return fused  # a row outside this generation's vectors: keep the fused order
-        chunk_cos = view.vectors[pos] @ vector  # (depth,)
-        parts = self.store.part_vectors(rids.tolist())
-        scored = []
-        for rid, cos in zip(rids.tolist(), chunk_cos.tolist(), strict=True):
-            best = float(np.max(parts[rid] @ vector)) if rid in parts else cos
-            scored.append((rid, cos + best))
-        scored.sort(key=lambda rs: (-rs[1], rs[0]))
-        return scored + fused[depth:]
 
     def search_by_vector(
         self, vector, k: int = 5, sources: Sequence[str] | None = None

@@ -10,7 +10,7 @@ sample index and the default model.  The engine model and the index load once pe
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -157,6 +157,17 @@ def render_history() -> None:
                 render_reply(message["reply"])
 
 
+def conversation_queries(messages: list[dict]) -> tuple[str, ...]:
+    """Each earlier turn's search query: its rewritten follow-up, else the question as asked."""
+    out: list[str] = []
+    for message in messages:
+        if message["role"] == "user":
+            out.append(message["content"])
+        elif out and isinstance(message.get("reply"), Reply):
+            out[-1] = message["reply"].details.get("search_query") or out[-1]
+    return tuple(out)
+
+
 def stream_answer(services: Services, index: IndexView, model: ModelView, question: str,
                   options: Options) -> Reply:
     """Stream the answer into the current chat message; always ends with sources and notice."""
@@ -218,12 +229,13 @@ def render(services: Services, settings: Settings) -> None:
     question = question.strip()
     if not (question and ready):
         return
+    options = replace(controls.options, history=conversation_queries(st.session_state[MESSAGES]))
     st.session_state[MESSAGES].append({"role": "user", "content": question})
     with st.chat_message("user"):
         st.markdown(question)
     with st.chat_message("assistant"):
         try:
-            reply = stream_answer(services, index, model, question, controls.options)
+            reply = stream_answer(services, index, model, question, options)
         except BaseException:  # a new question or Stop interrupted it: keep the turn, noted
             st.session_state[MESSAGES].append({"role": "assistant", "reply": INTERRUPTED})
             raise

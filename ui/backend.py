@@ -50,6 +50,7 @@ class Options:
     temperature: float
     max_tokens: int
     sources: tuple[str, ...] = ()  # empty: every source
+    history: tuple[str, ...] = ()  # the conversation's earlier search queries, oldest first
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,8 @@ class AssistantServices:
                            k=options.k, temperature=options.temperature,
                            max_tokens=options.max_tokens)
         request: dict[str, Any] = {"question": question, "k": options.k,
-                                   "sources": list(options.sources) or None}
+                                   "sources": list(options.sources) or None,
+                                   "history": list(options.history)}
         parts: list[str] = []
         try:
             stream = build_chain(settings).stream_answer(request)
@@ -136,6 +137,7 @@ def reply_from_answer(answer: Answer) -> Reply:
             kind=c.kind, quote=c.quote or ""))
     details = {"n_generated_tokens": answer.usage.get("completion_tokens"),
                "gen_s": answer.timings.get("generate_s"), "finish_reason": answer.finish_reason,
-               "unresolved_citations": list(answer.unresolved_citations)}
+               "unresolved_citations": list(answer.unresolved_citations),
+               "search_query": answer.search_query}
     return Reply(text=answer.text, sources=tuple(sources), notice=answer.notice,
                  refused=answer.refused, details=details)

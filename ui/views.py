@@ -83,6 +83,9 @@ def render_notice(notice: str) -> None:
 
 def render_details(reply: Reply) -> None:
     details = reply.details
+    if details.get("search_query"):
+        st.caption(f"Searched for (a follow-up, with the previous question): "
+                   f"{escape_md(str(details['search_query']))}")
     parts = []
     if details.get("n_generated_tokens") is not None:
         parts.append(f"{details['n_generated_tokens']} tokens")

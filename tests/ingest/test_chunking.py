@@ -132,3 +132,60 @@ def test_a_long_run_without_punctuation_is_cut_at_token_bounds(counter):
 def test_a_very_long_title_is_cut_to_its_share(counter):
     chunks = Chunker(counter, ChunkingSettings(max_tokens=64)).chunk("d", "Body text.", "T " * 500)
     assert chunks[0].n_tokens <= 64 and chunks[0].text == "Body text."
+
+
+BOILERPLATE = """# General
+
+## Guideline Title
+
+Screening for a disease: recommendation statement.
+
+## Bibliographic Source(s)
+
+Task Force. Screening for a disease. Ann Intern Med. 2014;160(5):321-9.
+
+## Guideline Status
+
+This is the current release of the guideline.
+
+# Recommendations
+
+## Major Recommendations
+
+""" + " ".join(f"The panel recommends screening group {i} once a year." for i in range(30))
+
+
+def test_small_sections_are_chunked_together(counter):
+    plain = Chunker(counter, ChunkingSettings()).chunk("d", BOILERPLATE, "Screening")
+    merged = Chunker(counter, ChunkingSettings(min_section_tokens=64)).chunk(
+        "d", BOILERPLATE, "Screening"
+    )
+    assert [c.heading for c in plain][:3] == [
+        "General › Guideline Title", "General › Bibliographic Source(s)",
+        "General › Guideline Status",
+    ]
+    first = merged[0]
+    assert first.heading == "General" and first.context == "Screening › General"
+    assert "## Guideline Status" in first.text and "current release" in first.text
+    assert first.text == BOILERPLATE[first.start : first.end]
+    # the large section is chunked as before
+    assert [c.text for c in merged[1:]] == [c.text for c in plain[3:]]
+    assert len(merged) == len(plain) - 2
+
+
+def test_subheadings_join_the_context_line_without_cutting(counter):
+    body = " ".join(f"Sentence number {i} about the medicine and its dose." for i in range(40))
+    text = f"Intro text about the disease.\n\nTreatment\n\n{body}\n\nOutlook\n\nMost recover."
+    plain = Chunker(counter, ChunkingSettings(max_tokens=128)).chunk("d", text, "Babesiosis")
+    sub = Chunker(counter, ChunkingSettings(max_tokens=128, subheadings=True)).chunk(
+        "d", text, "Babesiosis"
+    )
+    assert all(c.context == "Babesiosis" for c in plain)
+    # a chunk that continues the "Treatment" part carries it; the chunk that starts with the
+    # title line has it in its text already
+    later = [c for c in sub if c.start > text.index(body) + 10 and c.end < text.index("Outlook")]
+    assert later and all(c.context == "Babesiosis › Treatment" for c in later)
+    assert all(c.n_tokens <= 128 for c in sub)
+    for c in sub:
+        ids = counter.with_special(counter.encode_one(c.context), counter.encode_one(c.text))
+        assert np.array_equal(c.token_ids, ids)

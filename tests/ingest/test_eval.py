@@ -33,7 +33,7 @@ def test_dev_questions_meet_the_targets(sample_index, embedder):
     qa = load_qa(shared_path("data", "qa-dev.jsonl"))
     idx = ingest.open_index(sample_index, embedder=embedder)
     no_parts = ingest.open_index(
-        sample_index, embedder=embedder, hybrid=HybridSettings(rerank_depth=0)
+        sample_index, embedder=embedder, hybrid=HybridSettings(rerank=())
     )
     metrics = evaluate(idx, qa, ks=KS)
     runs = {"default (hybrid + parts)": metrics, "hybrid, no parts": evaluate(no_parts, qa, KS)}

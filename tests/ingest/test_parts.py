@@ -104,9 +104,11 @@ def test_index_records_inference_and_parts_and_uses_them(small_index, embedder):
 
 
 def test_rerank_reorders_only_the_first_fused_chunks(small_index, embedder):
-    plain = ingest.open_index(small_index, embedder=embedder, hybrid=HybridSettings(rerank_depth=0))
-    rerank = ingest.open_index(small_index, embedder=embedder)
-    depth = rerank.hybrid.rerank_depth
+    plain = ingest.open_index(small_index, embedder=embedder, hybrid=HybridSettings(rerank=()))
+    depth = 5
+    rerank = ingest.open_index(
+        small_index, embedder=embedder, hybrid=HybridSettings(rerank=(f"parts:depth={depth}",))
+    )
     q = "How is the disease treated?"
     before, after = plain.search(q, k=10), rerank.search(q, k=10)
     ids = [h.chunk_id for h in before]

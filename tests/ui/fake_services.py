@@ -79,5 +79,7 @@ class FakeServices:
             yield Reply(text=text, sources=QUOTED_SOURCES)
             return
         yield from ANSWER_PIECES
-        yield Reply(text="".join(ANSWER_PIECES), sources=SOURCES[: options.k],
-                    details={"n_generated_tokens": 11, "gen_s": 0.5, "finish_reason": "stop"})
+        details = {"n_generated_tokens": 11, "gen_s": 0.5, "finish_reason": "stop"}
+        if options.history and question.startswith("and "):  # a follow-up, as the chain does it
+            details["search_query"] = f"{options.history[-1]} {question}"
+        yield Reply(text="".join(ANSWER_PIECES), sources=SOURCES[: options.k], details=details)

@@ -115,6 +115,19 @@ def test_conversation_is_kept_and_every_answer_keeps_its_notice(tmp_path):
     assert not at.chat_message and at.session_state["messages"] == []
 
 
+def test_a_follow_up_is_searched_with_the_conversation_and_says_so(tmp_path):
+    at = page(tmp_path)
+    ask(at, "How is asthma treated?")
+    assert fake_services.CALLS[-1][2].history == ()
+    ask(at, "and in children?")
+    assert fake_services.CALLS[-1][2].history == ("How is asthma treated?",)
+    captions = texts(assistant_blocks(at)[-1].caption)
+    assert any("How is asthma treated? and in children?" in c for c in captions)
+    ask(at, "and in adults?")  # the previous turn's rewritten query carries the subject
+    assert fake_services.CALLS[-1][2].history == (
+        "How is asthma treated?", "How is asthma treated? and in children?")
+
+
 def test_refusal_says_nothing_found_and_has_notice(tmp_path):
     at = ask(page(tmp_path), "nothing relevant here")
     (answer,) = assistant_blocks(at)
