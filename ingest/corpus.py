@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,7 @@ def read_jsonl(path: Path) -> Iterator[Record | Rejection]:
                     yield Rejection(origin, lineno, f"malformed JSON: {e.msg} (column {e.colno})")
                     continue
                 yield validate(row, origin, lineno)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:  # zlib: a damaged .gz body
         raise CorpusError(path, f"cannot be read: {e}") from e
 
 
