@@ -19,12 +19,14 @@ the llama.cpp vocab-only files (shrunk to their first tokens and tensors, and cu
 sample corpus (``../shared/data/guidelines-sample.jsonl``) and a Parquet file written from it.
 
 Each input is checked for: no exception but the project's typed errors (``EngineError``,
-``IngestError``); at most ``--max-seconds`` (1 s) of wall time (a slower input is timed again
-once, to tell the shared machine's noise from a real finding); at most ``--max-alloc-mb``
-(64 MB) of Python/numpy allocation at peak (``tracemalloc``, per input) and a hard address-space
-limit on the worker (``RLIMIT_AS``) against native allocations; the byte-level BPE property
-(the bytes of the tokens of any valid UTF-8 text are that text's bytes, and ``decode`` gives the
-text back where the vocabulary does not clean spaces); ``StreamDecoder`` equal to ``decode``.
+``IngestError``); at most ``--max-seconds`` (1 s) of CPU time (a slower input is timed again
+once, to tell the shared machine's noise from a real finding; wall time is reported too); at
+most ``--max-alloc-mb`` (64 MB) of Python/numpy allocation at peak (``tracemalloc``, per
+input), and a hard address-space limit on the worker (``RLIMIT_AS``) against native
+allocations; the byte-level BPE property (the bytes of the tokens of any valid UTF-8 text are
+that text's bytes, less those bytes the vocabulary has no token for, as in llama.cpp; and
+``decode`` gives the text back where the vocabulary does not clean spaces); ``StreamDecoder``
+equal to ``decode``.
 A failing input is written to ``--workdir``/crash-* and the run exits non-zero.
 
 Each target runs in its own worker process (libFuzzer runs once per process); the parent
@@ -355,7 +357,7 @@ def worker(args: argparse.Namespace) -> None:
     with atheris.instrument_imports(include=["engine", "ingest"]):
         import engine.config
         import engine.gguf
-        import engine.tokenizer
+        import engine.tokenizer  # noqa: F401
         import ingest.corpus  # noqa: F401
 
     scratch = Path(tempfile.mkdtemp(prefix=f"fuzz-{args.worker}-", dir=args.scratch))
@@ -363,34 +365,37 @@ def worker(args: argparse.Namespace) -> None:
     limit = _vm_size() + ADDRESS_SPACE_HEADROOM
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     stats: dict[str, Any] = {"target": args.worker, "inputs": 0, "outcomes": Counter(),
-                             "max_seconds": 0.0, "max_alloc_bytes": 0, "max_input_bytes": 0,
+                             "max_seconds": 0.0, "max_wall_seconds": 0.0, "max_alloc_bytes": 0,
+                             "max_input_bytes": 0,
                              "slow_retimed": 0, "address_space_limit_mb": limit >> 20}
     bound = int(args.max_alloc_mb * (1 << 20))
     stats_path = Path(args.stats)
     tracemalloc.start()
 
-    def run(data: bytes) -> tuple[str, float, int]:
+    def run(data: bytes) -> tuple[str, float, float, int]:
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             outcome = target(data)
         except target.typed as e:
             outcome = type(e).__name__
-        return outcome, time.perf_counter() - t0, tracemalloc.get_traced_memory()[1] - base
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        return outcome, cpu, wall, tracemalloc.get_traced_memory()[1] - base
 
     def one_input(data: bytes) -> None:
-        outcome, seconds, alloc = run(data)
-        if seconds > args.max_seconds:  # the shared machine, or the input? time it again
+        outcome, cpu, wall, alloc = run(data)
+        if cpu > args.max_seconds:  # the shared machine, or the input? time it again
             stats["slow_retimed"] += 1
-            outcome, seconds, alloc = run(data)
-            if seconds > args.max_seconds:
-                raise FuzzFinding(f"input of {len(data)} bytes took {seconds:.2f} s")
+            outcome, cpu, wall, alloc = run(data)
+            if cpu > args.max_seconds:
+                raise FuzzFinding(f"input of {len(data)} bytes took {cpu:.2f} s of CPU")
         if alloc > bound:
             raise FuzzFinding(f"input of {len(data)} bytes allocated {alloc >> 20} MB at peak")
         stats["inputs"] += 1
         stats["outcomes"][outcome] += 1
-        stats["max_seconds"] = max(stats["max_seconds"], seconds)
+        stats["max_seconds"] = max(stats["max_seconds"], cpu)
+        stats["max_wall_seconds"] = max(stats["max_wall_seconds"], wall)
         stats["max_alloc_bytes"] = max(stats["max_alloc_bytes"], alloc)
         stats["max_input_bytes"] = max(stats["max_input_bytes"], len(data))
         if True:  # every input: libFuzzer ends the process without returning
@@ -411,8 +416,9 @@ def worker(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def run_target(target: str, runs: int, workdir: Path, seed: int, max_seconds: float,
-               max_alloc_mb: float) -> dict[str, Any]:
+def start_target(target: str, runs: int, workdir: Path, seed: int, max_seconds: float,
+                 max_alloc_mb: float) -> dict[str, Any]:
+    """Write the seeds and start the worker; ``finish_target`` waits for it."""
     corpus = workdir / target / "corpus"
     artifacts = workdir / target / "findings"
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -425,16 +431,24 @@ def run_target(target: str, runs: int, workdir: Path, seed: int, max_seconds: fl
            "--max-alloc-mb", str(max_alloc_mb)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, errors="replace")
-    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {"inputs": 0}
-    stats.update(target=target, seeds=n_seeds, wall_seconds=round(time.perf_counter() - t0, 1),
-                 returncode=proc.returncode,
-                 findings=sorted(str(p) for p in artifacts.glob("*-*")))
-    (workdir / target / "worker.log").write_text(proc.stderr)
-    if proc.returncode != 0:
+    log = open(workdir / target / "worker.log", "w")  # noqa: SIM115 - closed in finish_target
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return {"target": target, "seeds": n_seeds, "proc": proc, "log": log, "t0": time.perf_counter(),
+            "stats_path": stats_path, "artifacts": artifacts}
+
+
+def finish_target(job: dict[str, Any]) -> dict[str, Any]:
+    returncode = job["proc"].wait()
+    job["log"].close()
+    path = job["stats_path"]
+    stats = json.loads(path.read_text()) if path.exists() else {"inputs": 0}
+    stats.update(target=job["target"], seeds=job["seeds"], returncode=returncode,
+                 wall_seconds=round(time.perf_counter() - job["t0"], 1),
+                 findings=sorted(str(p) for p in job["artifacts"].glob("*-*")))
+    if returncode != 0:
+        text = Path(job["log"].name).read_text(errors="replace")
         stats["log_tail"] = "\n".join(
-            line for line in proc.stderr.splitlines()
+            line for line in text.splitlines()
             if not line.startswith(("INFO:", "WARNING:", "#")))[-4000:]
     return stats
 
@@ -448,19 +462,20 @@ def replay(target: Any, data: bytes) -> str:
 
 
 def report(results: list[dict[str, Any]]) -> str:
-    lines = [f"{'target':<10} {'inputs':>8} {'ok':>8} {'typed errors':>12} {'max s':>7} "
+    lines = [f"{'target':<10} {'inputs':>8} {'ok':>8} {'typed errors':>12} {'max CPU s':>9} "
              f"{'max alloc MB':>12} {'peak RSS MB':>11} {'findings':>8}"]
     for r in results:
         outcomes = r.get("outcomes", {})
         ok = outcomes.get("ok", 0)
         lines.append(
             f"{r['target']:<10} {r['inputs']:>8} {ok:>8} {r['inputs'] - ok:>12} "
-            f"{r.get('max_seconds', 0):>7.3f} {r.get('max_alloc_bytes', 0) / 2**20:>12.1f} "
+            f"{r.get('max_seconds', 0):>9.3f} {r.get('max_alloc_bytes', 0) / 2**20:>12.1f} "
             f"{r.get('peak_rss_mb', 0):>11} {len(r['findings']):>8}")
     for r in results:
         errs = {k: v for k, v in r.get("outcomes", {}).items() if k != "ok"}
         extra = f", BPE round trips checked: {r['bpe_roundtrip']}" if "bpe_roundtrip" in r else ""
         lines.append(f"{r['target']}: {r['seeds']} seeds, {r['wall_seconds']} s, "
+                     f"max wall {r.get('max_wall_seconds', 0):.3f} s, "
                      f"slow inputs re-timed: {r.get('slow_retimed', 0)}{extra}; errors: {errs}")
         for f in r["findings"]:
             lines.append(f"  FINDING {f}")
@@ -478,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1, help="libFuzzer's random seed")
     p.add_argument("--max-seconds", type=float, default=1.0)
     p.add_argument("--max-alloc-mb", type=float, default=64.0)
+    p.add_argument("--jobs", type=int, default=1, help="targets fuzzed at the same time")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--replay", type=Path, nargs="+", metavar="FILE",
                    help="run --target on these inputs (e.g. a finding) and show what happens")
@@ -495,8 +511,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{f}: {replay(target, f.read_bytes())}")
         return 0
     targets = TARGETS if args.target == "all" else (args.target,)
-    results = [run_target(t, args.runs, workdir, args.seed, args.max_seconds, args.max_alloc_mb)
-               for t in targets]
+    results: list[dict[str, Any]] = []
+    running: list[dict[str, Any]] = []
+    for t in targets:
+        if len(running) >= args.jobs:
+            results.append(finish_target(running.pop(0)))
+        running.append(start_target(t, args.runs, workdir, args.seed, args.max_seconds,
+                                    args.max_alloc_mb))
+    results += [finish_target(job) for job in running]
     print(json.dumps(results, indent=1) if args.json else report(results))
     bad = [r for r in results if r["returncode"] != 0 or r["findings"] or r["inputs"] == 0]
     return 1 if bad else 0
