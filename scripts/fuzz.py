@@ -405,7 +405,8 @@ def worker(args: argparse.Namespace) -> None:
 
     corpus = Path(args.corpus)
     argv = [sys.argv[0], str(corpus), f"-runs={args.runs}", f"-max_len={MAX_LEN[args.worker]}",
-            "-timeout=60", f"-artifact_prefix={args.artifacts}/", f"-seed={args.seed}",
+            "-timeout=60", f"-max_total_time={int(args.max_minutes * 60)}",
+            f"-artifact_prefix={args.artifacts}/", f"-seed={args.seed}",
             "-print_final_stats=1"]
     atheris.Setup(argv, one_input)
     atheris.Fuzz()
@@ -416,8 +417,7 @@ def worker(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def start_target(target: str, runs: int, workdir: Path, seed: int, max_seconds: float,
-                 max_alloc_mb: float) -> dict[str, Any]:
+def start_target(target: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Write the seeds and start the worker; ``finish_target`` waits for it."""
     corpus = workdir / target / "corpus"
     artifacts = workdir / target / "findings"
@@ -425,10 +425,11 @@ def start_target(target: str, runs: int, workdir: Path, seed: int, max_seconds: 
     n_seeds = write_seeds(target, corpus)
     stats_path = workdir / target / "stats.json"
     stats_path.unlink(missing_ok=True)
-    cmd = [sys.executable, __file__, "--worker", target, "--runs", str(runs), "--corpus",
+    cmd = [sys.executable, __file__, "--worker", target, "--runs", str(args.runs), "--corpus",
            str(corpus), "--artifacts", str(artifacts), "--stats", str(stats_path),
-           "--scratch", str(workdir), "--seed", str(seed), "--max-seconds", str(max_seconds),
-           "--max-alloc-mb", str(max_alloc_mb)]
+           "--scratch", str(workdir), "--seed", str(args.seed),
+           "--max-seconds", str(args.max_seconds), "--max-alloc-mb", str(args.max_alloc_mb),
+           "--max-minutes", str(args.max_minutes)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     log = open(workdir / target / "worker.log", "w")  # noqa: SIM115 - closed in finish_target
@@ -491,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=None,
                    help="seeds, findings and stats (default: a temporary folder)")
     p.add_argument("--seed", type=int, default=1, help="libFuzzer's random seed")
+    p.add_argument("--max-minutes", type=float, default=0,
+                   help="stop each target after this long even before --runs (0: no limit)")
     p.add_argument("--max-seconds", type=float, default=1.0)
     p.add_argument("--max-alloc-mb", type=float, default=64.0)
     p.add_argument("--jobs", type=int, default=1, help="targets fuzzed at the same time")
@@ -516,8 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in targets:
         if len(running) >= args.jobs:
             results.append(finish_target(running.pop(0)))
-        running.append(start_target(t, args.runs, workdir, args.seed, args.max_seconds,
-                                    args.max_alloc_mb))
+        running.append(start_target(t, args, workdir))
     results += [finish_target(job) for job in running]
     print(json.dumps(results, indent=1) if args.json else report(results))
     bad = [r for r in results if r["returncode"] != 0 or r["findings"] or r["inputs"] == 0]
