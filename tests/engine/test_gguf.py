@@ -19,14 +19,14 @@ from engine.config import LlamaConfig
 from engine.constants import ENGINE_WEIGHT_TYPES, GGMLType, GGUFValueType
 from engine.errors import GGUFError, SplitError, UnsupportedArchitecture, UnsupportedTensorType
 from engine.gguf import GGUFFile, open_gguf
-from tests.conftest import ROOT, shared_path
+from tests.conftest import ROOT, require_module, shared_path
 from tests.engine.gguf_craft import GGUFCraft, llama_craft
 
 V = GGUFValueType
 
 
 def _compare_with_gguf_py(path: Path) -> GGUFFile:
-    gguf = pytest.importorskip("gguf")
+    gguf = require_module("gguf")
     ref = gguf.GGUFReader(str(path))
     g = GGUFFile.open(path)
     assert g.version == ref.fields["GGUF.version"].contents()

@@ -23,6 +23,7 @@ import pytest
 from ui_test_data import QUESTION, QUESTION_DOC_TITLE
 
 from assistant.notice import ADVISORY_NOTICE
+from tests.conftest import missing, require_module
 from ui.views import GIVEN_NOTE, KIND_LABELS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,9 +83,9 @@ def _set_number(page, label: str, value: int) -> None:
 def chromium() -> str:
     """Chromium's path, or skip saying how to install it (checked before any server starts)."""
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} "
-                    "(apt-get install chromium chromium-driver; .ci/run does it)")
-    pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
+        missing(f"Chromium is not installed at {CHROMIUM} "
+                "(apt-get install chromium chromium-driver; .ci/run does it)")
+    require_module("playwright.sync_api", "playwright is in the test extra")
     return CHROMIUM
 
 

@@ -1,0 +1,88 @@
+"""The fuzzing of the readers (scripts/fuzz.py) on a short budget, and its findings as
+regression tests. The long run is the command in the README's "Reliability" table."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import zlib
+
+import pytest
+
+from tests.conftest import ROOT, SHARED, require_module
+
+RUNS = 300  # inputs per target: seconds each; the README's run uses 100,000
+
+
+@pytest.fixture(scope="module")
+def fuzz_results(tmp_path_factory: pytest.TempPathFactory,
+                 default_model_path) -> dict[str, dict]:
+    require_module("atheris", "atheris (the coverage-guided fuzzer) is in the test extra")
+    workdir = tmp_path_factory.mktemp("fuzz")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GUIDELINES_SHARED": str(SHARED)}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "fuzz.py"), "--target", "all",
+                           "--runs", str(RUNS), "--json", "--workdir", str(workdir)],
+                          env=env, capture_output=True, text=True, timeout=900)
+    results = {r["target"]: r for r in json.loads(proc.stdout)}
+    assert proc.returncode == 0, json.dumps(results, indent=1)[-4000:]
+    return results
+
+
+@pytest.mark.parametrize("target", ["gguf", "tokenizer", "corpus"])
+def test_short_fuzz_run_finds_nothing(fuzz_results: dict[str, dict], target: str) -> None:
+    r = fuzz_results[target]
+    assert r["findings"] == [] and r["returncode"] == 0
+    assert r["inputs"] >= RUNS - 1  # libFuzzer's count includes one empty input
+    assert sum(r["outcomes"].values()) == r["inputs"]
+    assert r["outcomes"].get("ok", 0) > 0  # the seeds are real files that read
+    assert r["max_seconds"] <= 1.0
+    assert r["max_alloc_bytes"] <= 64 << 20
+    assert r["seeds"] >= (8 if target == "gguf" and (SHARED / "models").is_dir() else 1)
+
+
+def test_short_fuzz_run_checks_the_bpe_round_trip(fuzz_results: dict[str, dict]) -> None:
+    assert fuzz_results["tokenizer"].get("bpe_roundtrip", 0) > 0
+
+
+def test_damaged_gzip_body_is_a_corpus_error(tmp_path) -> None:
+    """Fuzz finding: a .jsonl.gz whose deflate stream is damaged raised zlib.error."""
+    from ingest.corpus import read_corpus
+    from ingest.errors import CorpusError
+
+    line = json.dumps({"id": "a", "source": "s", "clean_text": "x" * 200}) + "\n"
+    data = bytearray(gzip.compress(line.encode() * 20, mtime=0))
+    data[12:16] = b"\xff\x00\xff\x00"  # inside the deflate stream, past the gzip header
+    path = tmp_path / "damaged.jsonl.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(zlib.error):
+        gzip.decompress(bytes(data))  # the damage is one zlib reports
+    with pytest.raises(CorpusError, match=r"damaged\.jsonl\.gz"):
+        list(read_corpus(path))
+
+
+def test_stream_decoder_keeps_a_bounded_buffer() -> None:
+    """Fuzz finding: on a vocabulary that cleans spaces (GPT-2) the stream decoder cleaned the
+    whole text again at every token (quadratic: 0.18 s for a 247-token input)."""
+    import random
+
+    from engine.tokenizer import Tokenizer
+    from tests.conftest import shared_path
+
+    tok = Tokenizer.from_file(shared_path("tokenizer-tests", "ggml-vocab-gpt-2.gguf"))
+    assert tok.vocab.clean_spaces
+    text = (shared_path("data", "guidelines-sample.jsonl").read_text(encoding="utf-8")[:20000]
+            + " it 's here . yes , he ' s ' re ' ve !? " * 50)
+    rng = random.Random(5)
+    tricky = tok.encode(" ' . , ! ? 's 're 've 'm x", add_bos=False)
+    for ids in (tok.encode(text, add_bos=False), [rng.choice(tricky) for _ in range(3000)]):
+        dec = tok.stream_decoder()
+        pieces, longest = [], 0
+        for i in ids:
+            pieces.append(dec.feed(i))
+            longest = max(longest, len(dec._raw))
+        pieces.append(dec.flush())
+        assert "".join(pieces) == tok.decode(ids)
+        assert longest < 600  # bytes held back, not the whole text
