@@ -445,7 +445,9 @@ def finish_target(job: dict[str, Any]) -> dict[str, Any]:
     stats = json.loads(path.read_text()) if path.exists() else {"inputs": 0}
     stats.update(target=job["target"], seeds=job["seeds"], returncode=returncode,
                  wall_seconds=round(time.perf_counter() - job["t0"], 1),
-                 findings=sorted(str(p) for p in job["artifacts"].glob("*-*")))
+                 findings=sorted(str(p) for p in job["artifacts"].glob("*-*")
+                                 if not p.name.startswith("slow-unit-")),
+                 slow_units=len(list(job["artifacts"].glob("slow-unit-*"))))
     if returncode != 0:
         text = Path(job["log"].name).read_text(errors="replace")
         stats["log_tail"] = "\n".join(
@@ -476,6 +478,8 @@ def report(results: list[dict[str, Any]]) -> str:
         errs = {k: v for k, v in r.get("outcomes", {}).items() if k != "ok"}
         extra = f", BPE round trips checked: {r['bpe_roundtrip']}" if "bpe_roundtrip" in r else ""
         lines.append(f"{r['target']}: {r['seeds']} seeds, {r['wall_seconds']} s, "
+                     f"inputs over 10 s of wall time (libFuzzer's slow units; CPU time is the "
+                     f"criterion on a shared machine): {r.get('slow_units', 0)}, "
                      f"max wall {r.get('max_wall_seconds', 0):.3f} s, "
                      f"slow inputs re-timed: {r.get('slow_retimed', 0)}{extra}; errors: {errs}")
         for f in r["findings"]:

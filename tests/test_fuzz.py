@@ -86,3 +86,22 @@ def test_stream_decoder_keeps_a_bounded_buffer() -> None:
         pieces.append(dec.flush())
         assert "".join(pieces) == tok.decode(ids)
         assert longest < 600  # bytes held back, not the whole text
+
+
+def test_parquet_row_with_invalid_utf8_is_rejected_alone(tmp_path) -> None:
+    """Fuzz finding: Parquet does not check that strings are UTF-8; one such row raised
+    UnicodeDecodeError out of the reader (a traceback, and the whole build lost)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ingest.corpus import Record, Rejection, read_corpus
+
+    text = pa.array([b"First text.", b"bad \xf2\x28 text", b"Third text."], pa.binary())
+    table = pa.table({"id": ["a", "b", "c"], "source": ["s"] * 3,
+                      "clean_text": text.view(pa.string())})
+    path = tmp_path / "bad-utf8.parquet"
+    pq.write_table(table, path)
+    items = list(read_corpus(path))
+    assert [type(i) for i in items] == [Record, Rejection, Record]
+    assert items[1].line == 2 and "invalid UTF-8" in items[1].reason
+    assert [i.id for i in items if isinstance(i, Record)] == ["a", "c"]
