@@ -370,6 +370,7 @@ def worker(args: argparse.Namespace) -> None:
                              "slow_retimed": 0, "address_space_limit_mb": limit >> 20}
     bound = int(args.max_alloc_mb * (1 << 20))
     stats_path = Path(args.stats)
+    tmp = stats_path.with_suffix(".tmp")
     tracemalloc.start()
 
     def run(data: bytes) -> tuple[str, float, float, int]:
@@ -401,7 +402,8 @@ def worker(args: argparse.Namespace) -> None:
         if True:  # every input: libFuzzer ends the process without returning
             stats["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
             stats.update(getattr(target, "roundtrips", {}))
-            stats_path.write_text(json.dumps(stats))
+            tmp.write_text(json.dumps(stats))
+            os.replace(tmp, stats_path)  # a reader never sees a half-written file
 
     corpus = Path(args.corpus)
     argv = [sys.argv[0], str(corpus), f"-runs={args.runs}", f"-max_len={MAX_LEN[args.worker]}",
