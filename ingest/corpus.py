@@ -171,9 +171,9 @@ def read_parquet(path: Path) -> Iterator[Record | Rejection]:
     origin = str(path)
     try:
         pf = pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as e:
+        names = set(pf.schema_arrow.names)
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as e:  # names: bytes, not UTF-8
         raise CorpusError(path, f"is not a readable Parquet file: {e}") from e
-    names = set(pf.schema_arrow.names)
     columns = [c for c in (*REQUIRED_FIELDS, "title", "url") if c in names]
     row = 0
     try:

@@ -105,3 +105,22 @@ def test_parquet_row_with_invalid_utf8_is_rejected_alone(tmp_path) -> None:
     assert [type(i) for i in items] == [Record, Rejection, Record]
     assert items[1].line == 2 and "invalid UTF-8" in items[1].reason
     assert [i.id for i in items if isinstance(i, Record)] == ["a", "c"]
+
+
+def test_parquet_column_name_not_utf8_is_a_corpus_error(tmp_path) -> None:
+    """Fuzz finding: a Parquet footer whose column name is not UTF-8 raised UnicodeDecodeError
+    from pyarrow when the file was opened."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ingest.corpus import read_corpus
+    from ingest.errors import CorpusError
+
+    path = tmp_path / "bad-name.parquet"
+    pq.write_table(pa.table({"id": ["a"], "source": ["s"], "clean_text": ["Text."]}), path,
+                   store_schema=False)
+    data = path.read_bytes()
+    assert data.count(b"clean_text") >= 1  # the schema and the column chunk name it
+    path.write_bytes(data.replace(b"clean_text", b"clean\x98text"))
+    with pytest.raises(CorpusError, match=r"bad-name\.parquet"):
+        list(read_corpus(path))
