@@ -6,8 +6,10 @@ plain text that the engine tokenizes as text and matches as literal stop strings
 carries a ``tokenizer.chat_template``, it is rendered in Jinja's *sandbox* (a template from a
 file never runs code); a template that does not render falls back to ChatML.
 
-Untrusted text (questions, passages, prior messages) has the ChatML markers removed, so a
-document cannot open or close a turn.
+Untrusted text (questions, passages, prior messages) has the ChatML markers removed, and with
+a model's format the texts of all its special tokens (``<|endoftext|>``, ``</s>``, ...), until
+none is left (removing one cannot join the pieces of another): the engine tokenizes the prompt
+with special tokens parsed, so a document cannot open or close a turn or end the prompt.
 """
 
 from __future__ import annotations
@@ -26,9 +28,16 @@ class ChatFormatError(ValueError):
     """A message list that cannot be rendered (unknown role, empty list)."""
 
 
-def strip_markers(text: str) -> str:
-    """``text`` without ChatML turn markers (so it cannot forge a turn)."""
-    return text.replace(IM_START, "").replace(IM_END, "")
+def strip_markers(text: str, markers: Sequence[str] = CHATML_STOP) -> str:
+    """``text`` without any of ``markers`` (ChatML's by default), so it cannot forge a turn.
+
+    Removal repeats until none is left: ``<|im_<|im_end|>start|>`` does not become a marker.
+    """
+    markers = [m for m in markers if m]
+    while any(m in text for m in markers):
+        for m in markers:
+            text = text.replace(m, "")
+    return text
 
 
 def _check(messages: Sequence[tuple[str, str]]) -> None:
@@ -39,10 +48,13 @@ def _check(messages: Sequence[tuple[str, str]]) -> None:
             raise ChatFormatError(f"unknown chat role {role!r} (expected one of {ROLES})")
 
 
-def render_chatml(messages: Sequence[tuple[str, str]], add_generation_prompt: bool = True) -> str:
-    """``<|im_start|>role\\ncontent<|im_end|>\\n`` per message, then the assistant's opening."""
+def render_chatml(messages: Sequence[tuple[str, str]], add_generation_prompt: bool = True,
+                  markers: Sequence[str] = CHATML_STOP) -> str:
+    """``<|im_start|>role\\ncontent<|im_end|>\\n`` per message, then the assistant's opening;
+    ``markers`` are removed from the contents."""
     _check(messages)
-    parts = [f"{IM_START}{role}\n{strip_markers(content)}{IM_END}\n" for role, content in messages]
+    parts = [f"{IM_START}{role}\n{strip_markers(content, markers)}{IM_END}\n"
+             for role, content in messages]
     if add_generation_prompt:
         parts.append(f"{IM_START}assistant\n")
     return "".join(parts)
@@ -54,6 +66,12 @@ class ChatFormat:
 
     template: str | None = None  # tokenizer.chat_template from the GGUF, if any
     eos_token: str = ""  # the EOS token's text, for templates that close turns with it
+    special_tokens: tuple[str, ...] = ()  # the model's special-token texts: kept out of contents
+
+    @property
+    def markers(self) -> tuple[str, ...]:
+        """Texts removed from every message: ChatML's markers and the model's special tokens."""
+        return tuple(dict.fromkeys((*CHATML_STOP, *self.special_tokens)))
 
     @property
     def name(self) -> str:
@@ -75,7 +93,7 @@ class ChatFormat:
                 return self._render_template(messages, add_generation_prompt)
             except Exception:  # a template we cannot run: ChatML is the documented fallback
                 pass
-        return render_chatml(messages, add_generation_prompt)
+        return render_chatml(messages, add_generation_prompt, self.markers)
 
     def _render_template(self, messages: Sequence[tuple[str, str]],
                          add_generation_prompt: bool) -> str:
@@ -88,7 +106,7 @@ class ChatFormat:
 
         env.globals["raise_exception"] = raise_exception
         return env.from_string(self.template or "").render(
-            messages=[{"role": r, "content": strip_markers(c)} for r, c in messages],
+            messages=[{"role": r, "content": strip_markers(c, self.markers)} for r, c in messages],
             add_generation_prompt=add_generation_prompt,
             bos_token="",  # the engine adds BOS itself, as the GGUF says
             eos_token=self.eos_token,
@@ -98,9 +116,24 @@ class ChatFormat:
 def chat_format_for(model: Any) -> ChatFormat:
     """The chat format of an :class:`engine.Model` (its GGUF template when present)."""
     template = getattr(model, "chat_template", None)
+    specials = _special_texts(model)
     if not template:
-        return ChatFormat()
-    return ChatFormat(template=template, eos_token=_special_text(model, "eos"))
+        return ChatFormat(special_tokens=specials)
+    return ChatFormat(template=template, eos_token=_special_text(model, "eos"),
+                      special_tokens=specials)
+
+
+def _special_texts(model: Any) -> tuple[str, ...]:
+    """The texts the model's tokenizer would read as special tokens (control, user-defined)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    table = getattr(tokenizer, "special_tokens", None)
+    if not isinstance(table, dict):
+        return ()
+    texts = {str(t) for t in table.values() if t}
+    unk = _special_text(model, "unk")  # parsed as the unknown token too
+    if unk:
+        texts.add(unk)
+    return tuple(sorted(texts, key=lambda t: (-len(t), t)))
 
 
 def _special_text(model: Any, which: str) -> str:

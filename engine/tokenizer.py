@@ -238,6 +238,7 @@ class StreamDecoder:
 
     # llama.cpp's space cleaning looks up to 3 bytes ahead, so that much is held back
     _CLEAN_LOOKAHEAD = 3
+    _KEEP_RAW = 256  # raw bytes kept before the sent head is dropped
 
     def __init__(self, tokenizer: Tokenizer, special: bool = False) -> None:
         self.tokenizer = tokenizer
@@ -246,7 +247,7 @@ class StreamDecoder:
         self._remove_space = tokenizer.vocab.add_space_prefix
         self._first = True
         self._clean = tokenizer.vocab.clean_spaces
-        self._raw = bytearray()  # all bytes so far (only kept when cleaning spaces)
+        self._raw = bytearray()  # bytes not yet known sent (only kept when cleaning spaces)
         self._sent = 0  # cleaned bytes already passed to the UTF-8 decoder
 
     def feed(self, token_id: int) -> str:
@@ -263,7 +264,26 @@ class StreamDecoder:
         cleaned = _clean_spaces(bytes(self._raw))
         stable = max(self._sent, len(cleaned) - self._CLEAN_LOOKAHEAD)
         new, self._sent = cleaned[self._sent : stable], stable
+        if len(self._raw) > self._KEEP_RAW:
+            self._drop_sent_head()
         return self._utf8.decode(new)
+
+    def _drop_sent_head(self) -> None:
+        """Forget the raw bytes already sent, so each ``feed`` costs O(piece), not O(text).
+
+        Every cleaning pattern starts with a space and spans at most 4 bytes, and only spaces
+        are removed; so after 3 bytes without a space, ``clean(a + b) = clean(a) + clean(b)``.
+        """
+        raw = self._raw
+        cut = len(raw) - 8
+        while cut >= 3 and 0x20 in raw[cut - 3 : cut]:
+            cut -= 1
+        if cut < 3:
+            return
+        head = _clean_spaces(bytes(raw[:cut]))
+        if len(head) <= self._sent:
+            del raw[:cut]
+            self._sent -= len(head)
 
     def flush(self) -> str:
         rest = b""

@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,7 @@ def read_jsonl(path: Path) -> Iterator[Record | Rejection]:
                     yield Rejection(origin, lineno, f"malformed JSON: {e.msg} (column {e.colno})")
                     continue
                 yield validate(row, origin, lineno)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:  # zlib: a damaged .gz body
         raise CorpusError(path, f"cannot be read: {e}") from e
 
 
@@ -170,18 +171,36 @@ def read_parquet(path: Path) -> Iterator[Record | Rejection]:
     origin = str(path)
     try:
         pf = pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as e:
+        names = set(pf.schema_arrow.names)
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as e:  # names: bytes, not UTF-8
         raise CorpusError(path, f"is not a readable Parquet file: {e}") from e
-    names = set(pf.schema_arrow.names)
     columns = [c for c in (*REQUIRED_FIELDS, "title", "url") if c in names]
     row = 0
     try:
         for batch in pf.iter_batches(batch_size=512, columns=columns):
-            for item in batch.to_pylist():
+            for item in _batch_rows(batch):
                 row += 1
-                yield validate(item, origin, row)
+                if isinstance(item, UnicodeDecodeError):
+                    yield Rejection(origin, row, f"invalid UTF-8 in a string column: {item}")
+                else:
+                    yield validate(item, origin, row)
     except (OSError, pa.ArrowException) as e:
         raise CorpusError(path, f"stopped being readable after row {row}: {e}") from e
+
+
+def _batch_rows(batch: Any) -> list[dict[str, Any] | UnicodeDecodeError]:
+    """The rows of a record batch; a row whose strings are not valid UTF-8 (Parquet does not
+    check them) becomes its decoding error, so that only that row is rejected."""
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        rows: list[dict[str, Any] | UnicodeDecodeError] = []
+        for i in range(batch.num_rows):
+            try:
+                rows.append(batch.slice(i, 1).to_pylist()[0])
+            except UnicodeDecodeError as e:
+                rows.append(e)
+        return rows
 
 
 def _is_saved_dataset(folder: Path) -> bool:

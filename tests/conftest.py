@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GUIDELINES_SHARED", ROOT.parent / "shared"))
+# CI sets this (.ci/run): a component a test exists to check (Chromium, gguf-py, atheris)
+# missing there is a failure, not a skip.
+STRICT_ENV = "GUIDELINES_TESTS_STRICT"
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip the test (or module) for ``reason``, or fail it when ``GUIDELINES_TESTS_STRICT=1``."""
+    if os.environ.get(STRICT_ENV) == "1":
+        pytest.fail(f"{reason} ({STRICT_ENV}=1: CI must run this test, not skip it)",
+                    pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(name: str, reason: str | None = None) -> ModuleType:
+    """``import name``, or :func:`missing` (skip; a failure under ``GUIDELINES_TESTS_STRICT``)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        missing(reason or f"{name} is not installed ({e}); it is in the test extra")
 
 
 def shared_path(*parts: str) -> Path:

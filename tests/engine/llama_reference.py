@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-gguf = __import__("pytest").importorskip("gguf")
+from tests.conftest import require_module
+
+gguf = require_module("gguf")
 from gguf import GGMLQuantizationType as QT  # noqa: E402
 from gguf import GGUFReader, GGUFWriter  # noqa: E402
 from gguf.quants import dequantize, quantize  # noqa: E402

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import shared_path
 from tests.engine.llama_reference import QT, write_tiny_llama
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,10 +59,26 @@ def test_run_streams_a_continuation(tiny_path: Path) -> None:
 
 
 def test_run_answers_a_chatml_prompt(default_model_path: Path) -> None:
-    out = engine_cli("run", str(default_model_path), "-p", "What is hypertension?", "--chat",
+    """The CLI's greedy answer starts as llama.cpp's does on the same prompt (the shared
+    reference, ``reference/smollm2-q4_1-dev.json``: greedy_q4_1), for as many tokens as
+    llama.cpp and the exact float64 computation agree (past that, a near-tie may part them)."""
+    from engine.cli import chat_prompt
+    from engine.tokenizer import Tokenizer
+
+    refs = json.loads(shared_path("reference", "smollm2-q4_1-dev.json").read_text())
+    system, user = "You are a careful clinical assistant.", "What is hypertension?"
+    tok = Tokenizer.from_file(default_model_path)
+    ref = next(r for r in refs["greedy_q4_1"] if f"user\n{user}<" in r["prompt"])
+    assert chat_prompt(tok, user, system) == ref["prompt"]
+    n = 0
+    while n < 24 and ref["greedy"][n] == ref["exact_greedy"][n]:
+        n += 1
+    golden = tok.decode(ref["greedy"][:n]).strip()
+    assert n >= 8 and golden.startswith("Hypertension is a serious")
+    out = engine_cli("run", str(default_model_path), "-p", user, "--chat", "--system", system,
                      "-n", "24", "--temp", "0", "--repeat-penalty", "1.0")  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().startswith("Hypertension is a serious")  # the golden greedy text
+    assert out.stdout.strip().startswith(golden), (out.stdout, golden)
 
 
 def test_run_bad_model_is_a_clear_error(tmp_path: Path) -> None:

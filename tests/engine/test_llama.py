@@ -18,6 +18,7 @@ import pytest
 import engine
 from engine import llama
 from engine.errors import ContextOverflow, GGUFError, UnsupportedTensorType
+from tests.conftest import require_module
 from tests.engine.llama_reference import QT, reference_logits, write_tiny_llama
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +147,7 @@ def test_context_overflow_is_a_clear_error(tiny_dir: Path) -> None:
 
 
 def test_missing_and_unsupported_tensors(tiny_dir: Path) -> None:
-    gguf = pytest.importorskip("gguf")
+    gguf = require_module("gguf")
     good = write_tiny_llama(tiny_dir / "good.gguf", QT.Q8_0, n_layer=1)
     reader = gguf.GGUFReader(str(good))
     for name, drop, retype in [("missing", "blk.0.ffn_up.weight", None),

@@ -7,9 +7,9 @@ import pytest
 
 from engine import quants
 from engine.constants import GGML_BLOCK_LAYOUT, GGMLType
-from tests.conftest import shared_path
+from tests.conftest import require_module, shared_path
 
-gguf = pytest.importorskip("gguf")
+gguf = require_module("gguf")
 
 ALL_TYPES = list(quants.QUANT_TYPES)
 

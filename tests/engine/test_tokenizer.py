@@ -226,7 +226,12 @@ def test_unknown_pre_tokenizer_falls_back_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="no-such-pre"):
         tok = Tokenizer.from_file(path)
     assert tok.decode(tok.encode("Hello world 123")) == "Hello world 123"
-    # llama.cpp's default pre-tokenizer cuts punctuation runs apart from their space first
+    # llama.cpp's default pre-tokenizer cuts punctuation runs apart from their space first.
+    # Reference, llama-cpp-python 0.3.36 on this vocabulary without the pre key
+    # (llama.cpp's "default") and on the GPT-2 file itself:
+    #   python scripts/llama_cpp_tokenize.py --gpt2-without-pre "wait ... ok"
+    #   python scripts/llama_cpp_tokenize.py ../shared/tokenizer-tests/ggml-vocab-gpt-2.gguf \
+    #       "wait ... ok"
     assert tok.encode("wait ... ok") == [17077, 220, 986, 12876]
     assert gpt2().encode("wait ... ok") == [17077, 2644, 12876]
 

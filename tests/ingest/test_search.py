@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
@@ -10,6 +11,7 @@ from ingest_helpers import write_jsonl
 
 import ingest
 from ingest.evaluate import QA, score_rankings
+from ingest.lexical import fts_query
 from ingest.search import rrf
 
 
@@ -37,9 +39,28 @@ def test_modes_find_the_document_by_its_topic(idx, small_docs):
 
 
 def test_query_syntax_is_never_interpreted(idx):
-    for q in ['"unbalanced', "NEAR(a b)", "col:value", "a AND OR NOT *", "^x", "(((", "-", "é"]:
-        idx.search(q, k=2, mode="lexical")
-        idx.search(q, k=2)
+    """FTS5 syntax in a question is read as words: a query finds what its words find.
+
+    Interpreted, ``NEAR(yellow fever)`` would keep only chunks with both words close together
+    (and not search "near"), ``nosuchcolumn:fever`` would fail (no such column), ``fever
+    NOT vaccine`` would drop the chunks that mention vaccines, and ``"unbalanced`` or ``(((``
+    would be syntax errors."""
+    assert fts_query('NEAR(yellow fever) nosuchcolumn:x "q* ^zeta') == (
+        '"near" OR "yellow" OR "fever" OR "nosuchcolumn" OR "x" OR "q" OR "zeta"')
+    queries = ["NEAR(yellow fever)", "nosuchcolumn:fever", "text:fever", "fever NOT vaccine",
+               '"unbalanced fever', "fever*", "^fever", "(((fever", "fever -vaccine"]
+    for q in queries:
+        words = " ".join(re.findall(r"\w+", q))
+        hits = idx.search(q, k=5, mode="lexical")
+        plain = idx.search(words, k=5, mode="lexical")
+        assert hits, q  # every one has a word the small corpus holds
+        assert [(h.chunk_id, h.score) for h in hits] == [(h.chunk_id, h.score) for h in plain], q
+        assert len(idx.search(q, k=2)) == 2  # hybrid: the dense side reads the raw text
+    not_vaccine = idx.search("fever NOT vaccine", k=20, mode="lexical")
+    assert any("vaccin" in h.text.lower() for h in not_vaccine)  # NOT was not applied
+    for q in ["a AND OR NOT *", "-", "(((", "é"]:
+        assert idx.search(q, k=2, mode="lexical") == idx.search(
+            " ".join(re.findall(r"\w+", q)), k=2, mode="lexical")
 
 
 def test_sources_filter(idx, small_docs):

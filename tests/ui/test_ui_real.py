@@ -3,6 +3,7 @@ a small real index (tests/ui/conftest.py), the assistant's chain."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,10 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 from ui_test_data import QUESTION, QUESTION_DOC_TITLE, SMALL_INDEX_IDS
 
+from assistant.answer import KIND_LABELS
 from assistant.config import Settings
 from assistant.notice import ADVISORY_NOTICE
+from ui.views import GIVEN_NOTE
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "ui" / "app.py"
@@ -56,6 +59,12 @@ def test_real_question_streams_a_cited_answer_with_notice(page):
     sources = [t for t in body if t.startswith("**\\[")]
     assert sources, body
     assert any(QUESTION_DOC_TITLE in t and "(http" in t for t in sources), sources
+    # cited: the model wrote [n] or quoted a passage; the fallback listing every passage
+    # given (GIVEN_NOTE) is not a cited answer
+    captions = texts(answer.caption)
+    assert GIVEN_NOTE not in captions, (body, captions)
+    assert re.search(r"\[\d+\]", body[0]) or any(
+        c.startswith(KIND_LABELS["matched"]) for c in captions), (body, captions)
     passages = [e.text[0].value for e in answer.expander]
     assert len(passages) == len(sources) <= PASSAGES
     assert any("lung cancer" in p.lower() for p in passages)
