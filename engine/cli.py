@@ -43,7 +43,7 @@ def configure_info(p: argparse.ArgumentParser) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from engine.config import LlamaConfig
+    from engine.config import ModelConfig
     from engine.tokenizer import Tokenizer
 
     with GGUFFile.open(args.model) as g:
@@ -61,7 +61,7 @@ def run_info(args: argparse.Namespace) -> int:
                 print(f"  {t.name:<32} {t.ggml_type.name:<6} {t.shape!s:<22} {_size(t.n_bytes)}")
         if g.architecture == "llama":
             print("\nconfig")
-            for k, v in asdict(LlamaConfig.from_gguf(g)).items():
+            for k, v in asdict(ModelConfig.from_gguf(g)).items():
                 if k != "chat_template":
                     print(f"  {k:<18} {v}")
         if Keys.TOKENS in g.metadata:
