@@ -7,7 +7,10 @@ in the models directory, ``$GUIDELINES_HOME/models``): a teacher-forced sequence
 and an answer, tokenized by llama.cpp) with the exact float64 logits on the dequantized weights
 (``tests/engine/llama_reference.py``) at 256 vocabulary ids, their argmax, and llama.cpp's own
 RMS error and top-1 agreement against them (llama-cpp-python, the ``compare`` extra); greedy
-continuations of two chat prompts by llama.cpp and by the exact computation.  The test
+continuations of two chat prompts by llama.cpp and by the exact computation.  Without
+llama-cpp-python (``--emulate``), llama.cpp's side is its rounding emulated in float64
+(``reference_logits(emulate_llama_cpp=True)``, checked against real llama.cpp on the shared
+references by ``test_accuracy.py``) and the entry says ``"yardstick": "emulated"``.  The test
 ``tests/engine/test_families_real.py`` holds the engine to llama.cpp's numbers without needing
 llama.cpp.  Takes a few minutes and a few GB of memory (the exact side keeps the weights).
 """
@@ -29,7 +32,7 @@ from tests.engine.llama_reference import Weights, reference_logits  # noqa: E402
 
 DEFAULT_OUT = ROOT / "tests/engine/data/families-reference.json"
 N_COLS = 256
-GREEDY_TOKENS = 20
+GREEDY_TOKENS = 16
 QUESTIONS = ["What is hypertension?", "How is scabies treated?"]
 ANSWER = (
     "Hypertension is diagnosed when blood pressure measured on two or more occasions is at least "
@@ -61,10 +64,13 @@ def llama_cpp_model(path: Path, n_ctx: int):
 
 
 def teacher_forced(path: Path, llm, W: Weights, tokens: list[int]) -> dict:
-    llm.reset()
-    llm.eval(tokens)
-    ref = np.array(llm.scores[: len(tokens)], np.float64)  # (n, n_vocab) llama.cpp
     exact = reference_logits(path, tokens, weights=W)  # (n, n_vocab) float64
+    if llm is None:
+        ref = reference_logits(path, tokens, emulate_llama_cpp=True, weights=W)
+    else:
+        llm.reset()
+        llm.eval(tokens)
+        ref = np.array(llm.scores[: len(tokens)], np.float64)  # (n, n_vocab) llama.cpp
     rng = np.random.default_rng(0)
     top = set(np.argsort(exact, axis=1)[:, -4:].reshape(-1).tolist())  # the likely ids
     rest = rng.choice(exact.shape[1], N_COLS, replace=False).tolist()
@@ -82,15 +88,17 @@ def teacher_forced(path: Path, llm, W: Weights, tokens: list[int]) -> dict:
 
 
 def greedy(path: Path, llm, W: Weights, prompt: list[int]) -> dict:
+    exact: list[int] = []
+    for _ in range(GREEDY_TOKENS):
+        exact.append(int(reference_logits(path, prompt + exact, weights=W)[-1].argmax()))
+    if llm is None:  # no llama.cpp: its greedy is not known
+        return {"prompt_tokens": prompt, "greedy": None, "exact_greedy": exact}
     ours = []
     llm.reset()
     for tok in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
         ours.append(int(tok))
         if len(ours) >= GREEDY_TOKENS:
             break
-    exact: list[int] = []
-    for _ in range(GREEDY_TOKENS):
-        exact.append(int(reference_logits(path, prompt + exact, weights=W)[-1].argmax()))
     return {"prompt_tokens": prompt, "greedy": ours, "exact_greedy": exact}
 
 
@@ -100,28 +108,45 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models-dir", type=Path, default=Settings.from_env().models_dir)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument(
+        "--emulate",
+        action="store_true",
+        help="without llama-cpp-python: llama.cpp's rounding emulated in float64",
+    )
+    p.add_argument("--only", help="one model file name")
+    p.add_argument("--prompts", type=int, default=len(QUESTIONS), help="greedy prompts per model")
     args = p.parse_args()
-    out: dict = {}
+    out = json.loads(args.out.read_text()) if args.out.exists() else {}
     for name, (family, chat, add_bos) in MODELS.items():
         path = args.models_dir / name
+        if args.only and name != args.only:
+            continue
         if not path.exists():
             print(f"{path} is absent: skipped")
             continue
         t0 = time.perf_counter()
-        llm = llama_cpp_model(path, 512)
+        llm = None if args.emulate else llama_cpp_model(path, 512)
         W = Weights(path, keep=True)
+        tok_model = None
+        if llm is None:
+            import engine
 
-        def tok(text: str, llm=llm, add_bos=add_bos) -> list[int]:
+            tok_model = engine.load(path)
+
+        def tok(text: str, llm=llm, add_bos=add_bos, tok_model=tok_model) -> list[int]:
+            if llm is None:
+                return tok_model.tokenize(text, add_bos=add_bos, special=True)
             return llm.tokenize(text.encode(), add_bos=add_bos, special=True)
 
         entry = {"family": family, "file_bytes": path.stat().st_size,
+                 "yardstick": "emulated" if llm is None else "llama.cpp",
                  "teacher_forced": [teacher_forced(path, llm, W, tok(chat(QUESTIONS[0]) + ANSWER))],
                  "greedy": [dict(prompt=chat(q), **greedy(path, llm, W, tok(chat(q))))
-                            for q in QUESTIONS]}  # fmt: skip
-        e = entry["teacher_forced"][0]
+                            for q in QUESTIONS[: args.prompts]]}  # fmt: skip
+        e, gs = entry["teacher_forced"][0], entry["greedy"]
         print(f"{name}: {len(e['tokens'])} positions, llama.cpp RMS vs exact "
               f"{e['ref_rms_vs_exact']:.4f}, top-1 {e['ref_top1_vs_exact']:.3f}; greedy equal to "
-              f"exact for {[first_diff(g['greedy'], g['exact_greedy']) for g in entry['greedy']]} "
+              f"exact for {[first_diff(g['greedy'] or [], g['exact_greedy']) for g in gs]} "
               f"tokens ({time.perf_counter() - t0:.0f} s)")  # fmt: skip
         out[name] = entry
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -73,8 +73,8 @@ def _round_q8(x: np.ndarray, block: int) -> np.ndarray:
 
 
 class Weights:
-    """A GGUF's tensors dequantized by gguf-py.  ``keep=True`` keeps each dequantized matrix (as
-    float32, which holds every dequantized value exactly) for repeated forwards (greedy runs)."""
+    """A GGUF's tensors dequantized by gguf-py.  ``keep=True`` keeps each dequantized matrix
+    (float64: 8 bytes per weight) for repeated forwards (greedy runs)."""
 
     def __init__(self, path: Path, keep: bool = False) -> None:
         self.reader = GGUFReader(str(path))
@@ -86,11 +86,11 @@ class Weights:
         t = self.tensors[name]
         w = None if self.kept is None else self.kept.get(name)
         if w is None:
-            w = dequantize(np.asarray(t.data), t.tensor_type).astype(np.float32)
+            w = dequantize(np.asarray(t.data), t.tensor_type).astype(np.float64)
             w = w.reshape(int(np.prod(t.shape[1:])), int(t.shape[0]))  # (n_out, n_in)
             if self.kept is not None:
                 self.kept[name] = w
-        return w.astype(np.float64), t.tensor_type
+        return w, t.tensor_type
 
     def vector(self, name: str) -> np.ndarray:
         return self.matrix(name)[0].reshape(-1)
