@@ -98,6 +98,8 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
         "load_s": load_s,
         "warmup_s": warmup_s,
         "peak_rss_mb": peak_rss_mb(),
+        "architecture": model.config.architecture,
+        "load_average_1min": os.getloadavg()[0],
         "file_mb": sum(p.stat().st_size for p in model.gguf.parts) / 2**20,
         "weights_read_per_token_mb": weight_bytes / 2**20,
     }
@@ -179,7 +181,8 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"  warm-up (first forward: numba compile or cache load) {ours['warmup_s']:.2f} s, "
           f"peak RSS {ours['peak_rss_mb']:.0f} MiB (file {ours['file_mb']:.0f} MiB), "
           f"weights read per token {ours['weights_read_per_token_mb']:.1f} MiB "
-          f"= {ours['gen_gb_per_s']:.2f} GB/s while generating")  # fmt: skip
+          f"= {ours['gen_gb_per_s']:.2f} GB/s while generating; "
+          f"{ours['architecture']}, load average {ours['load_average_1min']:.1f}")  # fmt: skip
     profile = ours.pop("profile", None)
     if profile:
         print(profile)

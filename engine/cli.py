@@ -43,7 +43,8 @@ def configure_info(p: argparse.ArgumentParser) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from engine.config import LlamaConfig
+    from engine.arch import SUPPORTED_ARCHITECTURES
+    from engine.config import ModelConfig
     from engine.tokenizer import Tokenizer
 
     with GGUFFile.open(args.model) as g:
@@ -59,11 +60,18 @@ def run_info(args: argparse.Namespace) -> int:
             print("\ntensors")
             for t in g.tensors.values():
                 print(f"  {t.name:<32} {t.ggml_type.name:<6} {t.shape!s:<22} {_size(t.n_bytes)}")
-        if g.architecture == "llama":
+        if g.architecture in SUPPORTED_ARCHITECTURES:
+            config = ModelConfig.from_gguf(g)
+            print(f"\narchitecture {config.architecture}: {', '.join(config.parts.found())}")
             print("\nconfig")
-            for k, v in asdict(LlamaConfig.from_gguf(g)).items():
-                if k != "chat_template":
+            for k, v in asdict(config).items():
+                if k in ("layer_window", "rope_freq_factors") and v:
+                    v = f"{len(v)} values, {sorted(set(v))[:4]}{' ...' if len(set(v)) > 4 else ''}"
+                if k not in ("chat_template", "parts"):
                     print(f"  {k:<18} {v}")
+        else:
+            print(f"\narchitecture {g.architecture!r}: not supported by the engine (supported: "
+                  f"{', '.join(SUPPORTED_ARCHITECTURES)})")  # fmt: skip
         if Keys.TOKENS in g.metadata:
             tok = Tokenizer.from_gguf(g)
             print(f"\ntokenizer {tok!r}; bos {tok.bos_id}, eos {tok.eos_id}, eot {tok.eot_id}, "

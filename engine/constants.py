@@ -181,6 +181,9 @@ class Keys:
     ROPE_SCALING_TYPE = "{arch}.rope.scaling.type"
     ROPE_SCALING_FACTOR = "{arch}.rope.scaling.factor"
     ROPE_SCALE_LINEAR = "{arch}.rope.scale_linear"  # older files
+    SLIDING_WINDOW = "{arch}.attention.sliding_window"
+    SLIDING_WINDOW_PATTERN = "{arch}.attention.sliding_window_pattern"
+    ROPE_FREQ_BASE_SWA = "{arch}.rope.freq_base_swa"
 
     SPLIT_NO = "split.no"
     SPLIT_COUNT = "split.count"
@@ -214,9 +217,6 @@ class TokenType(IntEnum):
     UNUSED = 5
     BYTE = 6
 
-
-# Architectures the engine runs.
-SUPPORTED_ARCHITECTURES = ("llama",)
 
 # Most dimensions a ggml tensor has (GGML_MAX_DIMS).
 GGML_MAX_DIMS = 4

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.arch import SUPPORTED_ARCHITECTURES
+
 
 class EngineError(Exception):
     """Base class of every error the engine raises on bad input or a bad request."""
@@ -38,7 +40,10 @@ class UnsupportedArchitecture(GGUFError):
 
     def __init__(self, path: str | Path, architecture: str) -> None:
         self.architecture = architecture
-        super().__init__(path, f"architecture {architecture!r} is not supported (supported: llama)")
+        supported = ", ".join(SUPPORTED_ARCHITECTURES)
+        super().__init__(
+            path, f"architecture {architecture!r} is not supported (supported: {supported})"
+        )
 
 
 class SplitError(GGUFError):

@@ -1,17 +1,25 @@
-"""The Llama forward pass on quantized GGUF weights, flat and commented (after llama2.c's run.c).
+"""The forward pass of every supported family on quantized GGUF weights, flat and commented
+(after llama2.c's run.c), switched by the flags of ``config.parts`` (``engine.config.BlockParts``).
 
-One transformer block, as llama.cpp's ``build_llama`` computes it for architecture ``llama``::
+One transformer block, as llama.cpp's ``src/models/{llama,qwen2,qwen3,gemma3}.cpp`` compute it;
+[brackets] mark the optional parts and the families that have them::
 
-    x  = token_embd[tokens]                                  # (n, n_embd)
+    x  = token_embd[tokens] [* sqrt(n_embd): gemma3]         # (n, n_embd)
     for each layer:
         h   = rms_norm(x) * attn_norm
         q,k,v = h @ attn_q, h @ attn_k, h @ attn_v        # (n, n_head*hd), (n, n_kv*hd) x2
-        q,k = rope(q), rope(k)                            # NORM style: pairs (2i, 2i+1)
+              [+ attn_{q,k,v}.bias: qwen2]
+        [q,k = rms_norm(each head) * attn_{q,k}_norm: qwen3, gemma3]
+        q,k = rope(q), rope(k)    # NORM: pairs (2i, 2i+1) (llama); NEOX: (i, i + d/2) (others)
+                                  # [/ rope_freqs: Llama-3.1] [local layers: base 10000: gemma3]
         cache[pos0:pos0+n] = k, v
-        a   = softmax(q k^T / sqrt(hd), causal) v        # head h reads kv head h // group
-        x  += a @ attn_output
+        a   = softmax(q k^T * attn_scale, causal [, last sliding_window keys: gemma3 local]) v
+        o   = a @ attn_output     [o = rms_norm(o) * post_attention_norm: gemma3]
+        x  += o
         h   = rms_norm(x) * ffn_norm
-        x  += (silu(h @ ffn_gate) * (h @ ffn_up)) @ ffn_down
+        o   = (act(h @ ffn_gate) * (h @ ffn_up)) @ ffn_down    # act: SiLU [GELU(tanh): gemma3]
+              [o = rms_norm(o) * post_ffw_norm: gemma3]
+        x  += o
     logits = (rms_norm(x) * output_norm) @ output             # output = token_embd when tied
 
 Matrix products run on the quantized blocks (``engine.kernels.QuantMatrix``: 8-bit activations,
@@ -31,7 +39,7 @@ import numpy as np
 from numba import njit, prange
 from numba.typed import List as TypedList
 
-from engine.config import LlamaConfig
+from engine.config import ModelConfig
 from engine.constants import ENGINE_WEIGHT_TYPES, GGMLType
 from engine.errors import ContextOverflow, GGUFError, UnsupportedTensorType
 from engine.gguf import GGUFFile
@@ -60,6 +68,16 @@ LAYER_TENSORS = {
     "ffn_up": "blk.{i}.ffn_up.weight",
     "ffn_down": "blk.{i}.ffn_down.weight",
 }
+# Optional vectors of a layer, each with the flag of config.parts that requires it.
+LAYER_OPTIONAL = {
+    "attn_q_b": ("blk.{i}.attn_q.bias", "qkv_bias"),
+    "attn_k_b": ("blk.{i}.attn_k.bias", "qkv_bias"),
+    "attn_v_b": ("blk.{i}.attn_v.bias", "qkv_bias"),
+    "attn_q_norm": ("blk.{i}.attn_q_norm.weight", "qk_norm"),
+    "attn_k_norm": ("blk.{i}.attn_k_norm.weight", "qk_norm"),
+    "post_attention_norm": ("blk.{i}.post_attention_norm.weight", "post_norms"),
+    "post_ffw_norm": ("blk.{i}.post_ffw_norm.weight", "post_norms"),
+}
 
 # Positions processed per forward call while reading a prompt (the batch of llama.cpp's n_ubatch).
 DEFAULT_BATCH = 64
@@ -84,13 +102,21 @@ class LayerWeights:
     ffn_gate: QuantMatrix  # n_embd -> n_ff
     ffn_up: QuantMatrix  # n_embd -> n_ff
     ffn_down: QuantMatrix  # n_ff -> n_embd
+    # optional parts (None when config.parts switches them off)
+    attn_q_b: np.ndarray | None = None  # (n_head*hd,) float32
+    attn_k_b: np.ndarray | None = None  # (n_kv*hd,)
+    attn_v_b: np.ndarray | None = None  # (n_kv*hd,)
+    attn_q_norm: np.ndarray | None = None  # (hd,) per-head RMSNorm weight
+    attn_k_norm: np.ndarray | None = None  # (hd,)
+    post_attention_norm: np.ndarray | None = None  # (n_embd,)
+    post_ffw_norm: np.ndarray | None = None  # (n_embd,)
 
 
 @dataclass(frozen=True)
-class LlamaWeights:
+class ModelWeights:
     """Every tensor of the model as a view on the memory map (nothing is copied or dequantized)."""
 
-    config: LlamaConfig
+    config: ModelConfig
     token_embd: QuantMatrix  # rows: n_vocab x n_embd
     layers: tuple[LayerWeights, ...]
     output_norm: np.ndarray  # (n_embd,) float32
@@ -98,7 +124,7 @@ class LlamaWeights:
     decode_plan: DecodePlan | None = None  # the layers as one compiled decode step takes them
 
     @classmethod
-    def from_gguf(cls, gguf: GGUFFile, config: LlamaConfig) -> LlamaWeights:
+    def from_gguf(cls, gguf: GGUFFile, config: ModelConfig) -> ModelWeights:
         c = config
         q_dim, kv_dim = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
         token_embd = _matrix(gguf, TOKEN_EMBD, c.n_embd, c.n_vocab)
@@ -123,6 +149,12 @@ class LlamaWeights:
                     parts[key] = _matrix(gguf, name, *shapes[key])
                 else:
                     parts[key] = _vector(gguf, name, c.n_embd)
+            for key, (pattern, flag) in LAYER_OPTIONAL.items():
+                if getattr(c.parts, flag):
+                    n = c.n_embd if key.startswith("post") else c.head_dim
+                    if key.endswith("_b"):
+                        n = q_dim if key == "attn_q_b" else kv_dim
+                    parts[key] = _vector(gguf, pattern.format(i=i), n)
             layers.append(LayerWeights(**parts))  # type: ignore[arg-type]
         layers_t = tuple(layers)
         out_norm = _vector(gguf, OUTPUT_NORM, c.n_embd)
@@ -136,17 +168,20 @@ LAYER_MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_
 @dataclass(frozen=True)
 class DecodePlan:
     """Every layer's matrices in one typed list (7 per layer, LAYER_MATRICES order), their type
-    codes and the norm weights stacked: what ``decode_layers_kernel`` needs to run all layers of one
+    codes and the vectors stacked: what ``decode_layers_kernel`` needs to run all layers of one
     decode step in a single compiled call.  Only for models whose layer matrices all have
-    integer-dot kernels (every quantized type); float-weight models take the general path."""
+    integer-dot kernels (every quantized type); float-weight models take the general path.
+    Parts a model lacks are stacked as zeros (biases) or ones (norms) and switched off by flags."""
 
     mats: TypedList  # (n_layer * 7) uint8 (n_out, row_bytes) read-only views
     codes: np.ndarray  # (n_layer * 7,) int64 ggml type codes
-    norms: np.ndarray  # (n_layer, 2, n_embd) float32: attn_norm, ffn_norm
+    norms: np.ndarray  # (n_layer, 4, n_embd) float32: attn, ffn, post-attention, post-ffw norms
+    head_norms: np.ndarray  # (n_layer, 2, hd) float32: attn_q_norm, attn_k_norm
+    biases: np.ndarray  # (n_layer, n_head*hd + 2*n_kv*hd) float32: q, k, v biases
     mat_types: int  # kernels.type_mask of the codes: the types the decode step compiles
 
     @classmethod
-    def build(cls, config: LlamaConfig, layers: tuple[LayerWeights, ...]) -> DecodePlan | None:
+    def build(cls, config: ModelConfig, layers: tuple[LayerWeights, ...]) -> DecodePlan | None:
         dims = (config.n_embd, config.n_head * config.head_dim, config.n_ff)
         matrices = [getattr(L, name) for L in layers for name in LAYER_MATRICES]
         if any(m.ggml_type not in INT_DOT_TYPES for m in matrices) or any(
@@ -159,9 +194,28 @@ class DecodePlan:
             view.flags.writeable = False  # one numba type for every element
             mats.append(view)
         codes = np.array([m.code for m in matrices], np.int64)
-        norms = np.stack([np.stack([L.attn_norm, L.ffn_norm]) for L in layers])
-        norms = np.ascontiguousarray(norms, np.float32)
-        return cls(mats, codes, norms, type_mask(m.ggml_type for m in matrices))
+        c = config
+        ones_e, ones_h = np.ones(c.n_embd, np.float32), np.ones(c.head_dim, np.float32)
+        zq, zkv = (
+            np.zeros(c.n_head * c.head_dim, np.float32),
+            np.zeros(c.n_head_kv * c.head_dim, np.float32),
+        )
+
+        def pick(v, default):
+            return default if v is None else v
+
+        norms = np.stack([np.stack([L.attn_norm, L.ffn_norm, pick(L.post_attention_norm, ones_e),
+                                    pick(L.post_ffw_norm, ones_e)]) for L in layers])  # fmt: skip
+        head_norms = np.stack(
+            [np.stack([pick(L.attn_q_norm, ones_h), pick(L.attn_k_norm, ones_h)]) for L in layers]
+        )
+        biases = np.stack([np.concatenate([pick(L.attn_q_b, zq), pick(L.attn_k_b, zkv),
+                                           pick(L.attn_v_b, zkv)]) for L in layers])  # fmt: skip
+        f32 = np.float32
+        return cls(
+            mats, codes, np.ascontiguousarray(norms, f32), np.ascontiguousarray(head_norms, f32),
+            np.ascontiguousarray(biases, f32), type_mask(m.ggml_type for m in matrices),
+        )  # fmt: skip
 
 
 def _tensor(gguf: GGUFFile, name: str, shape: tuple[int, ...]):
@@ -197,37 +251,51 @@ def _vector(gguf: GGUFFile, name: str, n: int) -> np.ndarray:
 class KVCache:
     """Keys and values of every layer for ``n_ctx`` positions, contiguous per (layer, kv head).
 
-    Also holds the RoPE angles of its positions (float64 math, stored float32).  Allocated with
-    ``np.empty``: pages become resident only as positions are written.
+    Also holds the RoPE angles of its positions (float64 math, stored float32): one table per
+    RoPE base (global, and local for sliding-window layers), ``layer_rope[il]`` the table of layer
+    il, ``layer_window[il]`` its sliding window (0: global).  Allocated with ``np.empty``: pages
+    become resident only as positions are written.
     """
 
-    def __init__(self, config: LlamaConfig, n_ctx: int) -> None:
+    def __init__(self, config: ModelConfig, n_ctx: int) -> None:
         c = config
         self.n_ctx = n_ctx
         self.n_past = 0
         shape = (c.n_layer, c.n_head_kv, n_ctx, c.head_dim)
         self.k = np.empty(shape, np.float32)  # (n_layer, n_kv, n_ctx, hd)
         self.v = np.empty(shape, np.float32)  # (n_layer, n_kv, n_ctx, hd)
-        self.cos, self.sin = rope_tables(c, n_ctx)  # (n_ctx, rope_dim // 2) each
+        self.cos, self.sin = rope_tables(c, n_ctx)  # (n_tables, n_ctx, rope_dim // 2) each
+        self.layer_window = np.asarray(c.layer_window, np.int64)  # (n_layer,)
+        self.layer_rope = (self.layer_window > 0).astype(np.int64)  # (n_layer,) table index
 
     @property
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
 
 
-def rope_tables(config: LlamaConfig, n_ctx: int) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin of theta(p, i) = p / rope_scale * freq_base^(-2i / rope_dim), as llama.cpp."""
-    half = config.rope_dim // 2
-    inv_freq = config.rope_freq_base ** (-2.0 * np.arange(half, dtype=np.float64) / config.rope_dim)
-    pos = np.arange(n_ctx, dtype=np.float64) / float(config.rope_scale or 1.0)
-    theta = np.outer(pos, inv_freq)  # (n_ctx, half)
-    return np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+def rope_tables(config: ModelConfig, n_ctx: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of theta(p, i) = p / rope_scale * freq_base^(-2i / rope_dim) / factor_i, as
+    llama.cpp: table 0 for the global layers, table 1 (base rope_freq_base_swa, no linear
+    scaling) for the sliding-window layers of a model that has them."""
+    c = config
+    half = c.rope_dim // 2
+    factors = np.asarray(c.rope_freq_factors or np.ones(half), np.float64)  # (half,)
+    bases = [(c.rope_freq_base, float(c.rope_scale or 1.0))]
+    if c.parts.sliding_window:
+        bases.append((c.parts.rope_freq_base_swa, 1.0))
+    cos = np.empty((len(bases), n_ctx, half), np.float32)
+    sin = np.empty((len(bases), n_ctx, half), np.float32)
+    for i, (base, scale) in enumerate(bases):
+        inv_freq = base ** (-2.0 * np.arange(half, dtype=np.float64) / c.rope_dim) / factors
+        theta = np.outer(np.arange(n_ctx, dtype=np.float64) / scale, inv_freq)  # (n_ctx, half)
+        cos[i], sin[i] = np.cos(theta), np.sin(theta)
+    return cos, sin
 
 
 class Workspace:
     """Activation buffers for up to ``n_batch`` positions, reused by every forward of a call."""
 
-    def __init__(self, config: LlamaConfig, n_batch: int) -> None:
+    def __init__(self, config: ModelConfig, n_batch: int) -> None:
         c = config
         q_dim, kv_dim = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
         self.n_batch = n_batch
@@ -282,34 +350,68 @@ def add_rms_norm(x, y, weight, eps, out):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def swiglu(gate, up):  # pragma: no cover - compiled
-    """gate = silu(gate) * up, in place."""
+def head_rms_norm(x, weight, eps):  # pragma: no cover - compiled
+    """RMSNorm of every head (``weight.shape[0]`` values) of every row of x, in place."""
+    hd = weight.shape[0]
+    for t in range(x.shape[0]):
+        for b in range(0, x.shape[1], hd):
+            ss = 0.0
+            for i in range(hd):
+                ss += np.float64(x[t, b + i]) * x[t, b + i]
+            scale = np.float32(1.0 / math.sqrt(ss / hd + eps))
+            for i in range(hd):
+                x[t, b + i] = x[t, b + i] * scale * weight[i]
+
+
+@njit(cache=True, nogil=True)
+def add_bias(x, bias):  # pragma: no cover - compiled
+    """x[t] += bias for every row, in place."""
+    for t in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            x[t, i] += bias[i]
+
+
+GELU_A = np.float32(0.044715)  # GELU(tanh) as ggml: 0.5 x (1 + tanh(sqrt(2/pi) x (1 + a x^2)))
+SQRT_2_OVER_PI = 0.79788456080286535587989211986876
+
+
+@njit(cache=True, nogil=True)
+def gated_act(gate, up, gelu):  # pragma: no cover - compiled
+    """gate = act(gate) * up, in place; act = GELU(tanh) when ``gelu``, else SiLU."""
     n, d = gate.shape
     for t in range(n):
         for i in range(d):
             g = gate[t, i]
-            gate[t, i] = g / (np.float32(1.0) + np.exp(-g)) * up[t, i]
+            if gelu:
+                u = np.float32(SQRT_2_OVER_PI) * g * (np.float32(1.0) + GELU_A * g * g)
+                a = np.float32(0.5) * g * (np.float32(1.0) + np.tanh(u))
+            else:
+                a = g / (np.float32(1.0) + np.exp(-g))
+            gate[t, i] = a * up[t, i]
 
 
 @njit(cache=True, nogil=True)
-def _rope_rows(x, n_heads, head_dim, rope_dim, cos, sin):  # pragma: no cover - compiled
-    """Rotate pairs (2i, 2i+1), i < rope_dim / 2, of every head of every row, in place."""
+def _rope_rows(x, n_heads, head_dim, rope_dim, cos, sin, neox):  # pragma: no cover - compiled
+    """Rotate, in place, every head of every row: pairs (2i, 2i+1) (NORM) or (i, i + rope_dim/2)
+    (NEOX), i < rope_dim / 2, by the angles of the row's position."""
+    half = rope_dim // 2
     for t in range(x.shape[0]):
         for h in range(n_heads):
             b = h * head_dim
-            for i in range(rope_dim // 2):
+            for i in range(half):
                 c, s = cos[t, i], sin[t, i]
-                x0, x1 = x[t, b + 2 * i], x[t, b + 2 * i + 1]
-                x[t, b + 2 * i] = x0 * c - x1 * s
-                x[t, b + 2 * i + 1] = x0 * s + x1 * c
+                i0, i1 = (b + i, b + i + half) if neox else (b + 2 * i, b + 2 * i + 1)
+                x0, x1 = x[t, i0], x[t, i1]
+                x[t, i0] = x0 * c - x1 * s
+                x[t, i1] = x0 * s + x1 * c
 
 
 @njit(cache=True, nogil=True)
-def rope_store(q, k, v, k_cache, v_cache, pos0, cos, sin, rope_dim):  # pragma: no cover
+def rope_store(q, k, v, k_cache, v_cache, pos0, cos, sin, rope_dim, neox):  # pragma: no cover
     """RoPE on q and k in place; k and v stored in the layer's cache at positions pos0.."""
     hd = k_cache.shape[2]
-    _rope_rows(q, q.shape[1] // hd, hd, rope_dim, cos, sin)
-    _rope_rows(k, k_cache.shape[0], hd, rope_dim, cos, sin)
+    _rope_rows(q, q.shape[1] // hd, hd, rope_dim, cos, sin, neox)
+    _rope_rows(k, k_cache.shape[0], hd, rope_dim, cos, sin, neox)
     for t in range(q.shape[0]):
         for h in range(k_cache.shape[0]):
             k_cache[h, pos0 + t, :] = k[t, h * hd : (h + 1) * hd]
@@ -317,30 +419,32 @@ def rope_store(q, k, v, k_cache, v_cache, pos0, cos, sin, rope_dim):  # pragma: 
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _attend(q, k_cache, v_cache, pos0, scale, out, th, scores, acc):  # pragma: no cover
-    """One (position, head) pair ``th``: softmax(q k^T * scale) v over positions 0 .. pos0 + t."""
+def _attend(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc):  # pragma: no cover
+    """One (position, head) pair ``th``: softmax(q k^T * scale) v over positions 0 .. pos0 + t,
+    or only the last ``window`` of them when window > 0 (a sliding-window layer)."""
     n_kv, _, hd = k_cache.shape
     n_head = q.shape[1] // hd
     t, h = th // n_head, th % n_head
     kv = h // (n_head // n_kv)  # grouped-query: consecutive query heads share a kv head
     n_keys = pos0 + t + 1  # causal
+    first = max(0, n_keys - window) if window > 0 else 0
     qh = q[t, h * hd : (h + 1) * hd]  # (hd,)
-    for j in range(n_keys):
+    for j in range(first, n_keys):
         kj = k_cache[kv, j]  # (hd,)
         s = np.float32(0.0)
         for d in range(hd):
             s += qh[d] * kj[d]
         scores[j] = s * scale
-    m = scores[0]  # (no -inf start: fastmath assumes finite values)
-    for j in range(1, n_keys):
+    m = scores[first]  # (no -inf start: fastmath assumes finite values)
+    for j in range(first + 1, n_keys):
         m = max(m, scores[j])
     total = np.float32(0.0)
-    for j in range(n_keys):
+    for j in range(first, n_keys):
         e = np.exp(scores[j] - m)
         scores[j] = e
         total += e
     acc[:] = 0.0
-    for j in range(n_keys):
+    for j in range(first, n_keys):
         p = scores[j]
         vj = v_cache[kv, j]  # (hd,)
         for d in range(hd):
@@ -351,25 +455,25 @@ def _attend(q, k_cache, v_cache, pos0, scale, out, th, scores, acc):  # pragma: 
 
 
 @njit(cache=True, nogil=True)
-def attention_serial(q, k_cache, v_cache, pos0, scale, out):  # pragma: no cover
+def attention_serial(q, k_cache, v_cache, pos0, scale, window, out):  # pragma: no cover
     """Causal grouped-query attention of n positions (the small case: one decode step)."""
     hd = k_cache.shape[2]
     n_pairs = q.shape[0] * (q.shape[1] // hd)
     scores = np.empty(pos0 + q.shape[0], np.float32)  # (n_keys,)
     acc = np.empty(hd, np.float32)  # (hd,)
     for th in range(n_pairs):
-        _attend(q, k_cache, v_cache, pos0, scale, out, th, scores, acc)
+        _attend(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def attention_parallel(q, k_cache, v_cache, pos0, scale, out):  # pragma: no cover
+def attention_parallel(q, k_cache, v_cache, pos0, scale, window, out):  # pragma: no cover
     """The same, (position, head) pairs spread over the threads (prompts, long contexts)."""
     hd = k_cache.shape[2]
     n_pairs = q.shape[0] * (q.shape[1] // hd)
     for th in prange(n_pairs):
         scores = np.empty(pos0 + q.shape[0], np.float32)  # (n_keys,)
         acc = np.empty(hd, np.float32)  # (hd,)
-        _attend(q, k_cache, v_cache, pos0, scale, out, th, scores, acc)
+        _attend(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc)
 
 
 # Multiply-adds of q k^T below which one thread is faster than waking the others.
@@ -398,8 +502,9 @@ def decode_layers_kernel(embd_code: int, mat_types: int) -> Any:
 def _make_decode_layers(embd_code: int, mat_types: int) -> Any:
     @njit(cache=True, nogil=True, parallel=True)
     def decode_layers(
-        token, embd, mats, codes, norms, k_cache, v_cache, pos, cos, sin, rope_dim, scale, eps,
-        parallel_attention, x, h, q, k, v, att, o, gate, up, a_embd, a_q, a_ff,
+        token, embd, mats, codes, norms, head_norms, biases, k_cache, v_cache, pos, cos, sin,
+        layer_rope, layer_window, rope_dim, scale, eps, embd_scale, flags, parallel_attention,
+        x, h, q, k, v, att, o, gate, up, a_embd, a_q, a_ff,
     ):  # pragma: no cover - compiled  # fmt: skip
         """Every layer for one new token at position ``pos``: the decode step without Python.
 
@@ -407,10 +512,16 @@ def _make_decode_layers(embd_code: int, mat_types: int) -> Any:
         each matrix product is one parallel loop over its output rows (q, k and v share one,
         as do gate and up).  On return ``x + o`` is the final residual (the output norm comes
         next).  a_embd, a_q, a_ff: (values, scales, half sums) buffers of 8-bit activations.
+        flags: (rope_neox, qk_norm, post_norms, ffn_gelu) of config.parts; the q/k/v biases
+        are always added (zeros when the model has none).
         """
+        neox, qk_norm, post_norms, gelu = flags
         n_q, n_kv, n_ff = q.shape[1], k.shape[1], gate.shape[1]
         n_embd = x.shape[1]
         decode_row(embd_code, embd[token], x[0])  # (1, n_embd) token embedding
+        if embd_scale != 1.0:
+            for i in range(n_embd):
+                x[0, i] *= embd_scale
         o[:] = 0.0
         for il in range(norms.shape[0]):
             m = il * 7
@@ -421,23 +532,30 @@ def _make_decode_layers(embd_code: int, mat_types: int) -> Any:
             add_rms_norm(x, o, norms[il, 0], eps, h)  # x += o; h = norm(x)   (1, n_embd)
             xq, xd, xs = a_embd[0][0], a_embd[1][0], a_embd[2][0]
             quantize_activations(h, a_embd[0], a_embd[1], a_embd[2])
+            bias = biases[il]  # (n_q + 2 n_kv,)
             for r in prange(n_q + 2 * n_kv):  # q, k, v  (1, n_q), (1, n_kv), (1, n_kv)
                 if r < n_q:
-                    q[0, r] = dot_int_in(mat_types, cq, wq[r], xq, xd, xs)
+                    q[0, r] = dot_int_in(mat_types, cq, wq[r], xq, xd, xs) + bias[r]
                 elif r < n_q + n_kv:
-                    k[0, r - n_q] = dot_int_in(mat_types, ck, wk[r - n_q], xq, xd, xs)
+                    k[0, r - n_q] = dot_int_in(mat_types, ck, wk[r - n_q], xq, xd, xs) + bias[r]
                 else:
                     rv = r - n_q - n_kv
-                    v[0, rv] = dot_int_in(mat_types, cv, wv[rv], xq, xd, xs)
-            rope_store(q, k, v, k_cache[il], v_cache[il], pos, cos, sin, rope_dim)
+                    v[0, rv] = dot_int_in(mat_types, cv, wv[rv], xq, xd, xs) + bias[r]
+            if qk_norm:
+                head_rms_norm(q, head_norms[il, 0], eps)
+                head_rms_norm(k, head_norms[il, 1], eps)
+            rt, window = layer_rope[il], layer_window[il]
+            rope_store(q, k, v, k_cache[il], v_cache[il], pos, cos[rt], sin[rt], rope_dim, neox)
             if parallel_attention:
-                attention_parallel(q, k_cache[il], v_cache[il], pos, scale, att)
+                attention_parallel(q, k_cache[il], v_cache[il], pos, scale, window, att)
             else:
-                attention_serial(q, k_cache[il], v_cache[il], pos, scale, att)  # (1, n_q)
+                attention_serial(q, k_cache[il], v_cache[il], pos, scale, window, att)  # (1, n_q)
             xq, xd, xs = a_q[0][0], a_q[1][0], a_q[2][0]
             quantize_activations(att, a_q[0], a_q[1], a_q[2])
             for r in prange(n_embd):  # attn_output  (1, n_embd)
                 o[0, r] = dot_int_in(mat_types, co, wo[r], xq, xd, xs)
+            if post_norms:
+                rms_norm(o, norms[il, 2], eps, o)
             add_rms_norm(x, o, norms[il, 1], eps, h)  # (1, n_embd)
             xq, xd, xs = a_embd[0][0], a_embd[1][0], a_embd[2][0]
             quantize_activations(h, a_embd[0], a_embd[1], a_embd[2])
@@ -446,11 +564,13 @@ def _make_decode_layers(embd_code: int, mat_types: int) -> Any:
                     gate[0, r] = dot_int_in(mat_types, cg, wg[r], xq, xd, xs)
                 else:
                     up[0, r - n_ff] = dot_int_in(mat_types, cu, wu[r - n_ff], xq, xd, xs)
-            swiglu(gate, up)  # (1, n_ff)
+            gated_act(gate, up, gelu)  # (1, n_ff)
             xq, xd, xs = a_ff[0][0], a_ff[1][0], a_ff[2][0]
             quantize_activations(gate, a_ff[0], a_ff[1], a_ff[2])
             for r in prange(n_embd):  # ffn_down  (1, n_embd)
                 o[0, r] = dot_int_in(mat_types, cd, wd[r], xq, xd, xs)
+            if post_norms:
+                rms_norm(o, norms[il, 3], eps, o)
 
     return decode_layers
 
@@ -460,7 +580,7 @@ def _make_decode_layers(embd_code: int, mat_types: int) -> Any:
 
 
 def forward(
-    w: LlamaWeights,
+    w: ModelWeights,
     cache: KVCache,
     tokens: np.ndarray,
     ws: Workspace,
@@ -473,15 +593,15 @@ def forward(
     ``logits_out`` ((n, n_vocab) float32) is given, fills it with the logits of every position.
     ``fused=False`` runs a decode step op by op, as a prompt batch runs (for tests).
     """
-    c = w.config
+    c, parts = w.config, w.config.parts
     n = tokens.shape[0]
     pos0 = cache.n_past
     if pos0 + n > cache.n_ctx:
         raise ContextOverflow(pos0 + n, cache.n_ctx)
     assert 0 < n <= ws.n_batch
     eps = np.float32(c.rms_eps)
-    scale = np.float32(1.0 / math.sqrt(c.head_dim))
-    cos, sin = cache.cos[pos0 : pos0 + n], cache.sin[pos0 : pos0 + n]  # (n, rope_dim // 2)
+    scale = np.float32(parts.attn_scale)
+    cos, sin = cache.cos[:, pos0 : pos0 + n], cache.sin[:, pos0 : pos0 + n]  # (n_tab, n, d/2)
     x, h, o = ws.x[:n], ws.h[:n], ws.o[:n]  # (n, n_embd)
     q, att = ws.q[:n], ws.att[:n]  # (n, n_head*hd)
     k, v = ws.k[:n], ws.v[:n]  # (n, n_kv*hd)
@@ -492,32 +612,48 @@ def forward(
     plan = w.decode_plan
     if fused and n == 1 and plan is not None:  # one decode step: all layers in one compiled call
         with FORWARD_LOCK:
+            flags = (parts.rope_neox, parts.qk_norm, parts.post_norms, parts.ffn_gelu)
             decode_layers_kernel(w.token_embd.code, plan.mat_types)(
-                tokens[0], w.token_embd.data, plan.mats, plan.codes, plan.norms, cache.k,
-                cache.v, pos0, cos, sin, c.rope_dim, scale, eps,
+                tokens[0], w.token_embd.data, plan.mats, plan.codes, plan.norms, plan.head_norms,
+                plan.biases, cache.k, cache.v, pos0, cos, sin, cache.layer_rope,
+                cache.layer_window, c.rope_dim, scale, eps, np.float32(parts.embd_scale), flags,
                 work >= ATTENTION_PARALLEL_MIN_WORK, x, h, q, k, v, att, o, gate, up, *ws.act,
             )  # fmt: skip
             cache.n_past = pos0 + 1
             return _output(w, x, o, h, eps, ws, logits_out)
     with FORWARD_LOCK:
         x[:] = w.token_embd.rows(tokens)  # (n, n_embd)
+        if parts.embd_scale != 1.0:
+            x *= np.float32(parts.embd_scale)
         o[:] = 0.0  # (n, n_embd): nothing to add before the first layer
         for il, L in enumerate(w.layers):
-            # attention: x += attn_output(attention(rope(q), rope(k), v))
+            # attention: x += [post_norm](attn_output(attention(rope(q), rope(k), v)))
             add_rms_norm(x, o, L.attn_norm, eps, h)  # x += o; h = norm(x)       (n, n_embd)
             L.attn_q.matmul(h, out=q)  # (n, n_head*hd)
             L.attn_k.matmul(h, out=k)  # (n, n_kv*hd)
             L.attn_v.matmul(h, out=v)  # (n, n_kv*hd)
+            if parts.qkv_bias:
+                add_bias(q, L.attn_q_b)
+                add_bias(k, L.attn_k_b)
+                add_bias(v, L.attn_v_b)
+            if parts.qk_norm:  # RMSNorm over each head
+                head_rms_norm(q, L.attn_q_norm, eps)
+                head_rms_norm(k, L.attn_k_norm, eps)
             kc, vc = cache.k[il], cache.v[il]  # (n_kv, n_ctx, hd)
-            rope_store(q, k, v, kc, vc, pos0, cos, sin, c.rope_dim)  # q, k rotated; k, v cached
-            attention(q, kc, vc, pos0, scale, att)  # (n, n_head*hd)
+            rt, window = cache.layer_rope[il], cache.layer_window[il]
+            rope_store(q, k, v, kc, vc, pos0, cos[rt], sin[rt], c.rope_dim, parts.rope_neox)
+            attention(q, kc, vc, pos0, scale, window, att)  # (n, n_head*hd)
             L.attn_output.matmul(att, out=o)  # (n, n_embd)
-            # feed-forward: x += ffn_down(silu(ffn_gate(h)) * ffn_up(h))
+            if parts.post_norms:
+                rms_norm(o, L.post_attention_norm, eps, o)
+            # feed-forward: x += [post_norm](ffn_down(act(ffn_gate(h)) * ffn_up(h)))
             add_rms_norm(x, o, L.ffn_norm, eps, h)  # (n, n_embd)
             L.ffn_gate.matmul(h, out=gate)  # (n, n_ff)
             L.ffn_up.matmul(h, out=up)  # (n, n_ff)
-            swiglu(gate, up)  # (n, n_ff)
+            gated_act(gate, up, parts.ffn_gelu)  # (n, n_ff)
             L.ffn_down.matmul(gate, out=o)  # (n, n_embd)
+            if parts.post_norms:
+                rms_norm(o, L.post_ffw_norm, eps, o)
         cache.n_past = pos0 + n
         return _output(w, x, o, h, eps, ws, logits_out)
 
@@ -535,7 +671,7 @@ def _output(w, x, o, h, eps, ws: Workspace, logits_out: np.ndarray | None) -> np
 
 
 def prefill(
-    w: LlamaWeights, cache: KVCache, tokens: np.ndarray, ws: Workspace, all_logits: bool = False
+    w: ModelWeights, cache: KVCache, tokens: np.ndarray, ws: Workspace, all_logits: bool = False
 ) -> np.ndarray:
     """Feed a prompt in batches of ``ws.n_batch``; the logits of the last position, or of all."""
     n = tokens.shape[0]

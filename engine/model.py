@@ -14,18 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.config import LlamaConfig
+from engine.config import ModelConfig
 from engine.errors import ContextOverflow
 from engine.generation import Generation
 from engine.gguf import GGUFFile
 from engine.kernels import set_threads
-from engine.llama import DEFAULT_BATCH, KVCache, LlamaWeights, Workspace, prefill
+from engine.llama import DEFAULT_BATCH, KVCache, ModelWeights, Workspace, prefill
 from engine.sampling import Sampler, SamplingParams
 from engine.tokenizer import Tokenizer
 
 
 class Model:
-    """A Llama-architecture GGUF model ready to run (see ``docs/DESIGN.md`` for the contract)."""
+    """A GGUF model of a supported family ready to run (see ``docs/DESIGN.md`` for the contract)."""
 
     def __init__(
         self,
@@ -36,7 +36,7 @@ class Model:
     ) -> None:
         self.gguf = gguf
         self.path = Path(gguf.path)
-        self.config = LlamaConfig.from_gguf(gguf)
+        self.config = ModelConfig.from_gguf(gguf)
         gguf.check_types()  # an unsupported tensor type fails now, not at the first forward
         self.tokenizer = Tokenizer.from_gguf(gguf)
         self.n_ctx_train = int(self.config.n_ctx_train)
@@ -48,7 +48,7 @@ class Model:
             raise ValueError(f"n_batch must be positive, got {n_batch!r}")
         self.n_batch = int(n_batch)
         self.n_threads = n_threads
-        self._weights_cache: LlamaWeights | None = None
+        self._weights_cache: ModelWeights | None = None
         self._weights_lock = threading.Lock()
 
     # -- description -------------------------------------------------------------------------
@@ -78,7 +78,7 @@ class Model:
 
     # -- compute -----------------------------------------------------------------------------
 
-    def _weights(self) -> LlamaWeights:
+    def _weights(self) -> ModelWeights:
         """The weight views, built on first use (kernels compile on the first forward).
 
         Also applies ``n_threads`` to the calling thread (numba's thread count is per thread,
@@ -87,7 +87,7 @@ class Model:
             set_threads(int(self.n_threads))
         with self._weights_lock:
             if self._weights_cache is None:
-                self._weights_cache = LlamaWeights.from_gguf(self.gguf, self.config)
+                self._weights_cache = ModelWeights.from_gguf(self.gguf, self.config)
             return self._weights_cache
 
     def _check_ids(self, ids: Sequence[int]) -> np.ndarray:

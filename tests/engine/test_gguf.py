@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.config import LlamaConfig
+from engine.config import ModelConfig
 from engine.constants import ENGINE_WEIGHT_TYPES, GGMLType, GGUFValueType
 from engine.errors import GGUFError, SplitError, UnsupportedArchitecture, UnsupportedTensorType
 from engine.gguf import GGUFFile, open_gguf
@@ -232,7 +232,7 @@ def test_unsupported_type_opens_but_fails_the_type_check(tmp_path):
 def test_unknown_architecture(tmp_path):
     path = llama_craft(arch="mamba").write(tmp_path / "m.gguf")
     with GGUFFile.open(path) as g, pytest.raises(UnsupportedArchitecture, match="mamba") as e:
-        LlamaConfig.from_gguf(g)
+        ModelConfig.from_gguf(g)
     assert str(path) in str(e.value)
 
 
@@ -240,14 +240,14 @@ def test_crafted_llama_config(tmp_path):
     c = llama_craft()
     c.add("llama.rope.scaling.type", "linear").add("llama.rope.scaling.factor", 4.0)
     with GGUFFile.open(c.write(tmp_path / "l.gguf")) as g:
-        cfg = LlamaConfig.from_gguf(g)
+        cfg = ModelConfig.from_gguf(g)
     assert (cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.head_dim) == (64, 4, 2, 16)
     assert cfg.rope_scale == 4.0 and cfg.rope_freq_base == 10000.0 and cfg.tied_output
     assert cfg.n_vocab == 8 and cfg.bos_id == 1 and cfg.eos_id == 2 and cfg.eot_id is None
     assert cfg.add_bos and cfg.file_type == "Q8_0"
     old = llama_craft().add("llama.rope.scale_linear", 2.0)
     with GGUFFile.open(old.write(tmp_path / "old.gguf")) as g:
-        assert LlamaConfig.from_gguf(g).rope_scale == 2.0
+        assert ModelConfig.from_gguf(g).rope_scale == 2.0
 
 
 def test_config_missing_key_names_it(tmp_path):
@@ -257,7 +257,7 @@ def test_config_missing_key_names_it(tmp_path):
         GGUFFile.open(c.write(tmp_path / "k.gguf")) as g,
         pytest.raises(GGUFError, match="embedding_length"),
     ):
-        LlamaConfig.from_gguf(g)
+        ModelConfig.from_gguf(g)
 
 
 def _absurd(tmp_path: Path, name: str, header: bytes) -> None:
