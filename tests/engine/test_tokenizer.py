@@ -257,7 +257,7 @@ def _random_texts(n: int, seed: int) -> list[str]:
 
 
 def test_spm_word_split_equals_whole_text_merge():
-    from engine.tokenizer_spm import SPACE
+    from engine.tokenizer.spm import SPACE
 
     model = spm()._model
     assert model.split_words  # no Llama-2 token has ▁ after another character
@@ -269,7 +269,7 @@ def test_spm_word_split_equals_whole_text_merge():
 
 
 def test_bpe_long_piece_merge_equals_short_merge(smollm2):
-    from engine.tokenizer_bpe import _merge_long, _merge_short, byte_encode
+    from engine.tokenizer.bpe import _merge_long, _merge_short, byte_encode
 
     ranks = smollm2._model.ranks
     rng = np.random.default_rng(2)

@@ -2,7 +2,7 @@
 
 * ``encode(text, add_bos, special)``: special tokens are cut out first (longest first; control
   tokens only when ``special``, user-defined tokens always), then each text fragment goes to the
-  SentencePiece (``tokenizer_spm``) or byte-level BPE (``tokenizer_bpe``) model. ``add_bos`` is
+  SentencePiece (``spm``) or byte-level BPE (``bpe``) model. ``add_bos`` is
   llama.cpp's ``add_special``: it prepends BOS *when the model asks for it*
   (``tokenizer.ggml.add_bos_token``; Llama-2 yes, SmolLM2 no) and appends EOS when it asks
   for that.
@@ -23,9 +23,9 @@ from pathlib import Path
 
 from engine.errors import EngineError
 from engine.gguf import GGUFFile
-from engine.tokenizer_bpe import BpeModel, bpe_token_bytes
-from engine.tokenizer_spm import SPACE, SpmModel
-from engine.vocab import TokenAttr, Vocab, read_vocab
+from engine.tokenizer.bpe import BpeModel, bpe_token_bytes
+from engine.tokenizer.spm import SPACE, SpmModel
+from engine.tokenizer.vocab import TokenAttr, Vocab, read_vocab
 
 __all__ = ["InvalidTokenId", "StreamDecoder", "Tokenizer"]
 

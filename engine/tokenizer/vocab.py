@@ -94,7 +94,7 @@ EOG_TEXTS = frozenset({
 
 @dataclass(frozen=True)
 class PreTokenizer:
-    """How llama.cpp pre-tokenizes a BPE vocab: the regex family (see ``tokenizer_bpe``) and
+    """How llama.cpp pre-tokenizes a BPE vocab: the regex family (see ``bpe``) and
     the flags that ``tokenizer.ggml.pre`` sets."""
 
     family: str
