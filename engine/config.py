@@ -9,7 +9,7 @@ from typing import Any
 from engine.constants import LLAMA_FILE_TYPE_NAMES, SUPPORTED_ARCHITECTURES, Keys
 from engine.errors import GGUFError, UnsupportedArchitecture
 from engine.gguf import GGUFFile
-from engine.vocab import default_add_bos, special_token_ids
+from engine.tokenizer.vocab import default_add_bos, special_token_ids
 
 OUTPUT_TENSOR = "output.weight"  # absent when the output projection is tied to token_embd
 
