@@ -1,13 +1,17 @@
 """Chat messages → one prompt string, in the model's chat format.
 
-ChatML is the format of SmolLM2-Instruct (its markers are control tokens of its vocabulary) and
-of the Meditron fine-tunes (on a Llama-2 vocabulary without those tokens, where the markers are
-plain text that the engine tokenizes as text and matches as literal stop strings).  When a GGUF
-carries a ``tokenizer.chat_template``, it is rendered in Jinja's *sandbox* (a template from a
-file never runs code); a template that does not render falls back to ChatML.
+The turn layouts of the families are the engine's (``engine.tokenizer.chat``, as llama.cpp's
+built-in formats): ChatML (Qwen, SmolLM2), Llama-3 headers, Gemma turns (no system role: the
+system text opens the first user turn).  A model gets the layout whose opening marker is a
+token of its vocabulary; without one (a Llama-2 vocabulary, e.g. Meditron's fine-tunes) it gets
+ChatML as plain text, which the engine tokenizes as text and matches as literal stop strings.
+When a GGUF carries a ``tokenizer.chat_template``, it is rendered in Jinja's *sandbox* (a
+template from a file never runs code); a template that does not render falls back to the
+built-in layout.  Stop strings are the layout's end-of-turn marker and next-turn opening
+(``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``) plus the model's EOS text.
 
-Untrusted text (questions, passages, prior messages) has the ChatML markers removed, so a
-document cannot open or close a turn.
+Untrusted text (questions, passages, prior messages) has every family's turn markers removed,
+so a document cannot open or close a turn.
 """
 
 from __future__ import annotations
@@ -16,66 +20,70 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-CHATML_STOP: tuple[str, ...] = (IM_END, IM_START)
-ROLES = ("system", "user", "assistant")
+from engine.tokenizer.chat import (
+    ALL_MARKERS,
+    CHAT_TURNS,
+    CHATML,
+    ROLES,
+    ChatFormatError,
+    ChatTurns,
+    chat_turns_for,
+    check_messages,
+)
 
+IM_START = CHATML.start
+IM_END = CHATML.end_marker
+CHATML_STOP: tuple[str, ...] = CHATML.stop
 
-class ChatFormatError(ValueError):
-    """A message list that cannot be rendered (unknown role, empty list)."""
+__all__ = [
+    "CHATML_STOP", "CHAT_TURNS", "IM_END", "IM_START", "ROLES", "ChatFormat", "ChatFormatError",
+    "chat_format_for", "render_chatml", "strip_markers",
+]  # fmt: skip
 
 
 def strip_markers(text: str) -> str:
-    """``text`` without ChatML turn markers (so it cannot forge a turn)."""
-    return text.replace(IM_START, "").replace(IM_END, "")
+    """``text`` without any family's turn markers (so it cannot forge a turn)."""
+    for marker in ALL_MARKERS:
+        text = text.replace(marker, "")
+    return text
 
 
-def _check(messages: Sequence[tuple[str, str]]) -> None:
-    if not messages:
-        raise ChatFormatError("no messages to render")
-    for role, _ in messages:
-        if role not in ROLES:
-            raise ChatFormatError(f"unknown chat role {role!r} (expected one of {ROLES})")
+def _clean(messages: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    check_messages(messages)
+    return [(role, strip_markers(text)) for role, text in messages]
 
 
 def render_chatml(messages: Sequence[tuple[str, str]], add_generation_prompt: bool = True) -> str:
-    """``<|im_start|>role\\ncontent<|im_end|>\\n`` per message, then the assistant's opening."""
-    _check(messages)
-    parts = [f"{IM_START}{role}\n{strip_markers(content)}{IM_END}\n" for role, content in messages]
-    if add_generation_prompt:
-        parts.append(f"{IM_START}assistant\n")
-    return "".join(parts)
+    """``<|im_start|>role\ncontent<|im_end|>\n`` per message, then the assistant's opening."""
+    return CHATML.render(_clean(messages), add_generation_prompt)
 
 
 @dataclass(frozen=True)
 class ChatFormat:
-    """How one model wants its messages: a GGUF Jinja template, or ChatML."""
+    """How one model wants its messages: its GGUF Jinja template, else its family's layout."""
 
     template: str | None = None  # tokenizer.chat_template from the GGUF, if any
     eos_token: str = ""  # the EOS token's text, for templates that close turns with it
+    turns: ChatTurns = CHATML  # the built-in layout (and the stop strings)
 
     @property
     def name(self) -> str:
-        return "gguf-template" if self.template else "chatml"
+        return "gguf-template" if self.template else self.turns.name
 
     @property
     def stop(self) -> tuple[str, ...]:
         """Literal stop strings that end an assistant turn in this format."""
-        stops = list(CHATML_STOP)
-        if self.eos_token and self.eos_token not in stops:
-            stops.append(self.eos_token)
-        return tuple(stops)
+        return tuple(dict.fromkeys(s for s in (*self.turns.stop, self.eos_token) if s))
 
     def render(self, messages: Sequence[tuple[str, str]],
                add_generation_prompt: bool = True) -> str:
-        _check(messages)
+        clean = _clean(messages)
         if self.template:
             try:
-                return self._render_template(messages, add_generation_prompt)
-            except Exception:  # a template we cannot run: ChatML is the documented fallback
+                return self._render_template(clean, add_generation_prompt)
+            except Exception:  # a template we cannot run: the built-in layout is the fallback
                 pass
-        return render_chatml(messages, add_generation_prompt)
+        return self.turns.render(clean, add_generation_prompt)
 
     def _render_template(self, messages: Sequence[tuple[str, str]],
                          add_generation_prompt: bool) -> str:
@@ -88,7 +96,7 @@ class ChatFormat:
 
         env.globals["raise_exception"] = raise_exception
         return env.from_string(self.template or "").render(
-            messages=[{"role": r, "content": strip_markers(c)} for r, c in messages],
+            messages=[{"role": r, "content": c} for r, c in messages],
             add_generation_prompt=add_generation_prompt,
             bos_token="",  # the engine adds BOS itself, as the GGUF says
             eos_token=self.eos_token,
@@ -96,11 +104,12 @@ class ChatFormat:
 
 
 def chat_format_for(model: Any) -> ChatFormat:
-    """The chat format of an :class:`engine.Model` (its GGUF template when present)."""
+    """The chat format of an :class:`engine.Model`: the layout its vocabulary's markers name
+    (ChatML without any), and its GGUF template when present."""
+    turns = chat_turns_for(getattr(model, "tokenizer", None)) or CHATML
     template = getattr(model, "chat_template", None)
-    if not template:
-        return ChatFormat()
-    return ChatFormat(template=template, eos_token=_special_text(model, "eos"))
+    return ChatFormat(template=template or None, eos_token=_special_text(model, "eos"),
+                      turns=turns)
 
 
 def _special_text(model: Any, which: str) -> str:

@@ -13,6 +13,7 @@ from engine.gguf import GGUFFile
 from engine.tokenizer import InvalidTokenId, Tokenizer
 from tests.conftest import shared_path
 from tests.engine.gguf_craft import GGUFCraft
+from tests.engine.vocabs import LLAMA_CPP_VOCABS, MODEL_VOCABS, vocab_path
 
 SEPARATOR = "\n__ggml_vocab_test__\n"
 
@@ -48,7 +49,7 @@ def _vocab_cases(name: str) -> list[tuple[str, list[int]]]:
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["ggml-vocab-llama-spm.gguf", "ggml-vocab-gpt-2.gguf"])
+@pytest.mark.parametrize("name", [f"ggml-vocab-{v}.gguf" for v in LLAMA_CPP_VOCABS])
 def test_llama_cpp_vocab_tests_pass(name):
     tok = _tokenizer(shared_path("tokenizer-tests", name))
     cases = _vocab_cases(name)
@@ -62,6 +63,37 @@ MODES = {
     "special": {"add_bos": False, "special": True},
     "with_bos": {"add_bos": True, "special": False},
 }
+
+# llama.cpp's tokenizations of ~300 texts in every mode, by scripts/reference_llama_cpp.py
+REFERENCE = Path(__file__).parent / "data" / "llama-cpp-reference.json"
+
+
+@cache
+def _reference() -> dict:
+    return json.loads(REFERENCE.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("vocab", LLAMA_CPP_VOCABS + MODEL_VOCABS)
+def test_llama_cpp_reference_in_every_mode(vocab):
+    ref = _reference()
+    texts, want = ref["texts"], ref["vocabs"][vocab]
+    tok = _tokenizer(vocab_path(vocab))
+    failures = []
+    for i, text in enumerate(texts):
+        for mode, kwargs in MODES.items():
+            expected = want["plain"][i] if mode == "plain" else want[mode].get(str(i))
+            expected = want["plain"][i] if expected is None else expected
+            if (got := tok.encode(text, **kwargs)) != expected:
+                failures.append((mode, text, expected, got))
+    assert len(texts) > 250
+    assert not failures, f"{len(failures)}/{3 * len(texts)} differ from llama.cpp: {failures[:3]}"
+
+
+@pytest.mark.parametrize("vocab", ["llama-bpe", "qwen2", "phi-3", "gemma-3-270m"])
+def test_decode_round_trips_the_new_vocabularies(vocab):
+    tok = _tokenizer(vocab_path(vocab))
+    for text in [*TEXTS, *_reference()["texts"]]:
+        assert tok.decode(tok.encode(text)) == text, repr(text)
 
 
 @pytest.mark.parametrize("vocab", ["llama_spm", "smollm2"])
