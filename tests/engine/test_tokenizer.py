@@ -334,3 +334,14 @@ def test_smollm2_agrees_with_hf_tokenizers(smollm2, default_model_path):
     texts = [json.loads(line)["clean_text"] for line in corpus.splitlines()[:40]]
     for t in texts + _random_texts(2000, 3):
         assert smollm2.encode(t, add_bos=False) == ref.encode(t, add_special_tokens=False).ids, t
+
+
+@pytest.mark.parametrize("vocab", ["llama-bpe", "qwen2", "phi-3", "gemma-3-270m"])
+def test_vocabulary_only_loads_for_any_architecture(vocab, capsys):
+    """``python -m engine tokenize`` reads only the tokenizer metadata, whatever the
+    architecture (llama, qwen2, phi3, gemma3)."""
+    from engine.cli import main
+
+    path = vocab_path(vocab)
+    assert main(["tokenize", str(path), "Hello world", "--no-bos"]) == 0
+    assert capsys.readouterr().out.strip() == str(_tokenizer(path).encode("Hello world", False))
