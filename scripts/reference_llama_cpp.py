@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("GUIDELINES_SHARED", ROOT.parent / "shared"))
 MODELS = Path.home() / ".cache/guidelines-assistant/models"
 OUT = ROOT / "tests/engine/data/llama-cpp-reference.json"
 SEPARATOR = "\n__ggml_vocab_test__\n"
@@ -86,7 +87,8 @@ def texts() -> list[str]:
 
 def tokenize_all(path: Path, all_texts: list[str]) -> dict[str, object]:
     """``plain``: the ids of every text; ``special`` and ``with_bos``: ``{index: ids}`` where
-    they differ from ``plain`` (to keep the file small)."""
+    they differ from ``plain`` (``with_bos``: from ``bos + plain``, with ``bos`` the ids of the
+    empty text with BOS), to keep the file small."""
     from llama_cpp import Llama
 
     llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
@@ -95,10 +97,13 @@ def tokenize_all(path: Path, all_texts: list[str]) -> dict[str, object]:
         return llm.tokenize(text.encode("utf-8"), add_bos=bos, special=special)
 
     plain = [ids(t, False, False) for t in all_texts]
-    out: dict[str, object] = {"plain": plain}
-    for mode, bos, special in (("special", False, True), ("with_bos", True, False)):
-        got = [ids(t, bos, special) for t in all_texts]
-        out[mode] = {str(i): g for i, (g, p) in enumerate(zip(got, plain, strict=True)) if g != p}
+    bos = ids("", True, False)
+    out: dict[str, object] = {"plain": plain, "bos": bos}
+    for mode, add_bos, special, prefix in (("special", False, True, []),
+                                           ("with_bos", True, False, bos)):  # fmt: skip
+        got = [ids(t, add_bos, special) for t in all_texts]
+        out[mode] = {str(i): g for i, (g, p) in enumerate(zip(got, plain, strict=True))
+                     if g != prefix + p}  # fmt: skip
     return out
 
 

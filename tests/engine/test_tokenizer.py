@@ -64,7 +64,7 @@ MODES = {
     "with_bos": {"add_bos": True, "special": False},
 }
 
-# llama.cpp's tokenizations of ~300 texts in every mode, by scripts/reference_llama_cpp.py
+# llama.cpp's tokenizations of 178 texts in every mode, by scripts/reference_llama_cpp.py
 REFERENCE = Path(__file__).parent / "data" / "llama-cpp-reference.json"
 
 
@@ -81,18 +81,22 @@ def test_llama_cpp_reference_in_every_mode(vocab):
     failures = []
     for i, text in enumerate(texts):
         for mode, kwargs in MODES.items():
-            expected = want["plain"][i] if mode == "plain" else want[mode].get(str(i))
-            expected = want["plain"][i] if expected is None else expected
+            expected = want[mode].get(str(i)) if mode != "plain" else None
+            if expected is None:  # the file keeps only the ids that differ from plain's
+                expected = (want["bos"] if mode == "with_bos" else []) + want["plain"][i]
             if (got := tok.encode(text, **kwargs)) != expected:
                 failures.append((mode, text, expected, got))
-    assert len(texts) > 250
+    assert len(texts) > 170
     assert not failures, f"{len(failures)}/{3 * len(texts)} differ from llama.cpp: {failures[:3]}"
 
 
-@pytest.mark.parametrize("vocab", ["llama-bpe", "qwen2", "phi-3", "gemma-3-270m"])
+@pytest.mark.parametrize("vocab", ["qwen2", "phi-3", "gemma-3-270m"])
 def test_decode_round_trips_the_new_vocabularies(vocab):
+    """(Not llama-bpe: llama.cpp cleans its spaces when decoding, " ," → ",".  A literal ``▁``
+    decodes to a space in SentencePiece vocabularies, as in llama.cpp.)"""
     tok = _tokenizer(vocab_path(vocab))
-    for text in [*TEXTS, *_reference()["texts"]]:
+    texts = [*TEXTS, *_reference()["texts"]]
+    for text in [t for t in texts if "▁" not in t or tok.kind == "bpe"]:
         assert tok.decode(tok.encode(text)) == text, repr(text)
 
 
