@@ -11,6 +11,10 @@ BOS, no special tokens), ``special`` (special tokens parsed) and ``with_bos`` (t
 llama.cpp's built-in chat layouts (``chatml``, ``llama3``, ``gemma``) render a few
 conversations.  The file (default ``tests/engine/data/llama-cpp-reference.json``) is written
 once and committed; the tests read it.
+
+``--corpus`` writes nothing: it compares our tokenizer with llama.cpp's on every document of the
+sample corpus (with BOS, without and with special tokens) for every vocabulary, and prints the
+number of documents that differ.
 """
 
 from __future__ import annotations
@@ -124,10 +128,35 @@ def apply_layout(layout: str, conversation: list[tuple[str, str]]) -> str:
     return buf.raw[:n].decode("utf-8")
 
 
+def compare_corpus() -> int:
+    from llama_cpp import Llama
+
+    sys.path.insert(0, str(ROOT))
+    from engine.tokenizer import Tokenizer
+
+    corpus = SHARED / "data/guidelines-sample.jsonl"
+    docs = [json.loads(line)["clean_text"] for line in corpus.read_text("utf-8").splitlines()]
+    differ = 0
+    for name, path in VOCABS.items():
+        ours = Tokenizer.from_file(path)
+        ref = Llama(model_path=str(path), vocab_only=True, verbose=False)
+        bad = sum(
+            ours.encode(d, True, special) != ref.tokenize(d.encode(), add_bos=True, special=special)
+            for d in docs
+            for special in (False, True)
+        )
+        print(f"{name:<20} {2 * len(docs)} documents x modes, {bad} differ from llama.cpp")
+        differ += bad
+    return 1 if differ else 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--corpus", action="store_true", help="compare on the sample corpus only")
     args = p.parse_args()
+    if args.corpus:
+        return compare_corpus()
     import llama_cpp
 
     all_texts = texts()
