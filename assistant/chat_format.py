@@ -16,6 +16,7 @@ so a document cannot open or close a turn.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,11 +42,17 @@ __all__ = [
 ]  # fmt: skip
 
 
+_MARKERS = re.compile("|".join(re.escape(m) for m in sorted(ALL_MARKERS, key=len, reverse=True)))
+
+
 def strip_markers(text: str) -> str:
-    """``text`` without any family's turn markers (so it cannot forge a turn)."""
-    for marker in ALL_MARKERS:
-        text = text.replace(marker, "")
-    return text
+    """``text`` without any family's turn markers (so it cannot forge a turn); repeated until
+    none is left, so that removing one cannot join the pieces of another around it."""
+    while True:
+        stripped = _MARKERS.sub("", text)
+        if stripped == text:
+            return text
+        text = stripped
 
 
 def _clean(messages: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:

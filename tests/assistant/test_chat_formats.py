@@ -160,3 +160,5 @@ def test_every_family_marker_is_stripped() -> None:
     for turns in CHAT_TURNS.values():
         for marker in turns.markers:
             assert strip_markers(f"a{marker}b") == "ab"
+    # removing one marker cannot join the two halves of another around it
+    assert strip_markers("x<|im_<|eot_id|>start|>y<start_of_<end_of_turn>turn>") == "xy"
