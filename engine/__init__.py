@@ -16,16 +16,16 @@ def _pin_numba_cache() -> None:
 
     numba checks only the timestamp of the file that defines a kernel, so a kernel calling a
     helper from another file keeps running stale machine code after that helper changes.  A
-    cache folder named by a hash of every ``engine/*.py`` makes any source change start a fresh
-    cache: compile once per machine and version, never run stale code.  An explicit
-    ``NUMBA_CACHE_DIR`` in the environment wins.
+    cache folder named by a hash of every ``.py`` file under ``engine/`` (sub-packages too:
+    ``rglob``) makes any source change start a fresh cache: compile once per machine and
+    version, never run stale code.  An explicit ``NUMBA_CACHE_DIR`` in the environment wins.
     """
     if os.environ.get("NUMBA_CACHE_DIR"):
         return
     here = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for source in sorted(here.glob("*.py")):
-        digest.update(source.name.encode())
+    for source in sorted(here.rglob("*.py")):
+        digest.update(source.relative_to(here).as_posix().encode())
         digest.update(source.read_bytes())
     name = f"numba-{digest.hexdigest()[:16]}"
     folder = here / "__pycache__" / name

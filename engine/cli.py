@@ -150,8 +150,6 @@ def run_tokenize(args: argparse.Namespace) -> int:
 # run
 # ----------------------------------------------------------------------------------------
 
-CHATML_TURN = "<|im_start|>{role}\n{text}<|im_end|>\n"
-CHATML_OPEN = "<|im_start|>assistant\n"
 LLAMA2_TURN = "[INST] {text} [/INST]"
 
 
@@ -173,10 +171,13 @@ def configure_run(p: argparse.ArgumentParser) -> None:
 
 
 def chat_prompt(tokenizer: Any, user: str, system: str | None) -> str:
-    """One user turn in the model's chat format: ChatML when the vocabulary has its markers."""
-    if tokenizer.token_id("<|im_start|>") is not None:
-        turns = CHATML_TURN.format(role="system", text=system) if system else ""
-        return turns + CHATML_TURN.format(role="user", text=user) + CHATML_OPEN
+    """One user turn in the model's chat layout, found from the vocabulary's markers
+    (``engine.tokenizer.chat``: ChatML, Llama-3, Gemma); Llama-2's ``[INST]`` without any."""
+    from engine.tokenizer.chat import chat_turns_for
+
+    turns = chat_turns_for(tokenizer)
+    if turns is not None:
+        return turns.render([*([("system", system)] if system else []), ("user", user)])
     text = f"<<SYS>>\n{system}\n<</SYS>>\n\n{user}" if system else user
     return LLAMA2_TURN.format(text=text)
 

@@ -15,7 +15,7 @@ from engine.arch import FAMILIES, SUPPORTED_ARCHITECTURES
 from engine.constants import LLAMA_FILE_TYPE_NAMES, GGMLType, Keys
 from engine.errors import GGUFError, UnsupportedArchitecture
 from engine.gguf import GGUFFile
-from engine.vocab import default_add_bos, special_token_ids
+from engine.tokenizer.vocab import default_add_bos, special_token_ids
 
 OUTPUT_TENSOR = "output.weight"  # absent when the output projection is tied to token_embd
 ROPE_FREQS_TENSOR = "rope_freqs.weight"  # Llama-3.1 RoPE frequency factors (rope_dim / 2)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Shared set-up for scripts/demo.sh and scripts/test.sh: a project virtualenv with the CPU build
 # of torch, the project installed in it, and the default model fetched (reused on later runs).
-# Usage: source scripts/setup.sh [extras]   (extras: "test" for the test dependencies)
+# Usage: source scripts/setup.sh [extras]   (extras: "test" for the test dependencies; it also
+# fetches the test fixtures among the model presets: one model of each newer family)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${GUIDELINES_VENV:-$ROOT/.venv}"
@@ -37,3 +38,9 @@ fi
 
 echo "== default model"
 "$VPY" -m assistant fetch-model
+case ",$EXTRAS," in
+    *,test,*)
+        echo "== test models (Qwen2.5-Coder-0.5B: qwen2; Gemma-3-270M: gemma3)"
+        "$VPY" -m assistant fetch-model qwen2.5-coder-0.5b gemma-3-270m
+        ;;
+esac

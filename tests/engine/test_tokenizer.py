@@ -13,6 +13,7 @@ from engine.gguf import GGUFFile
 from engine.tokenizer import InvalidTokenId, Tokenizer
 from tests.conftest import shared_path
 from tests.engine.gguf_craft import GGUFCraft
+from tests.engine.vocabs import LLAMA_CPP_VOCABS, MODEL_VOCABS, vocab_path
 
 SEPARATOR = "\n__ggml_vocab_test__\n"
 
@@ -48,7 +49,7 @@ def _vocab_cases(name: str) -> list[tuple[str, list[int]]]:
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["ggml-vocab-llama-spm.gguf", "ggml-vocab-gpt-2.gguf"])
+@pytest.mark.parametrize("name", [f"ggml-vocab-{v}.gguf" for v in LLAMA_CPP_VOCABS])
 def test_llama_cpp_vocab_tests_pass(name):
     tok = _tokenizer(shared_path("tokenizer-tests", name))
     cases = _vocab_cases(name)
@@ -62,6 +63,41 @@ MODES = {
     "special": {"add_bos": False, "special": True},
     "with_bos": {"add_bos": True, "special": False},
 }
+
+# llama.cpp's tokenizations of 178 texts in every mode, by scripts/reference_llama_cpp.py
+REFERENCE = Path(__file__).parent / "data" / "llama-cpp-reference.json"
+
+
+@cache
+def _reference() -> dict:
+    return json.loads(REFERENCE.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("vocab", LLAMA_CPP_VOCABS + MODEL_VOCABS)
+def test_llama_cpp_reference_in_every_mode(vocab):
+    ref = _reference()
+    texts, want = ref["texts"], ref["vocabs"][vocab]
+    tok = _tokenizer(vocab_path(vocab))
+    failures = []
+    for i, text in enumerate(texts):
+        for mode, kwargs in MODES.items():
+            expected = want[mode].get(str(i)) if mode != "plain" else None
+            if expected is None:  # the file keeps only the ids that differ from plain's
+                expected = (want["bos"] if mode == "with_bos" else []) + want["plain"][i]
+            if (got := tok.encode(text, **kwargs)) != expected:
+                failures.append((mode, text, expected, got))
+    assert len(texts) > 170
+    assert not failures, f"{len(failures)}/{3 * len(texts)} differ from llama.cpp: {failures[:3]}"
+
+
+@pytest.mark.parametrize("vocab", ["qwen2", "phi-3", "gemma-3-270m"])
+def test_decode_round_trips_the_new_vocabularies(vocab):
+    """(Not llama-bpe: llama.cpp cleans its spaces when decoding, " ," → ",".  A literal ``▁``
+    decodes to a space in SentencePiece vocabularies, as in llama.cpp.)"""
+    tok = _tokenizer(vocab_path(vocab))
+    texts = [*TEXTS, *_reference()["texts"]]
+    for text in [t for t in texts if "▁" not in t or tok.kind == "bpe"]:
+        assert tok.decode(tok.encode(text)) == text, repr(text)
 
 
 @pytest.mark.parametrize("vocab", ["llama_spm", "smollm2"])
@@ -262,7 +298,7 @@ def _random_texts(n: int, seed: int) -> list[str]:
 
 
 def test_spm_word_split_equals_whole_text_merge():
-    from engine.tokenizer_spm import SPACE
+    from engine.tokenizer.spm import SPACE
 
     model = spm()._model
     assert model.split_words  # no Llama-2 token has ▁ after another character
@@ -274,7 +310,7 @@ def test_spm_word_split_equals_whole_text_merge():
 
 
 def test_bpe_long_piece_merge_equals_short_merge(smollm2):
-    from engine.tokenizer_bpe import _merge_long, _merge_short, byte_encode
+    from engine.tokenizer.bpe import _merge_long, _merge_short, byte_encode
 
     ranks = smollm2._model.ranks
     rng = np.random.default_rng(2)
@@ -307,3 +343,14 @@ def test_smollm2_agrees_with_hf_tokenizers(smollm2, default_model_path):
     texts = [json.loads(line)["clean_text"] for line in corpus.splitlines()[:40]]
     for t in texts + _random_texts(2000, 3):
         assert smollm2.encode(t, add_bos=False) == ref.encode(t, add_special_tokens=False).ids, t
+
+
+@pytest.mark.parametrize("vocab", ["llama-bpe", "qwen2", "phi-3", "gemma-3-270m"])
+def test_vocabulary_only_loads_for_any_architecture(vocab, capsys):
+    """``python -m engine tokenize`` reads only the tokenizer metadata, whatever the
+    architecture (llama, qwen2, phi3, gemma3)."""
+    from engine.cli import main
+
+    path = vocab_path(vocab)
+    assert main(["tokenize", str(path), "Hello world", "--no-bos"]) == 0
+    assert capsys.readouterr().out.strip() == str(_tokenizer(path).encode("Hello world", False))

@@ -2,7 +2,7 @@
 
 * ``encode(text, add_bos, special)``: special tokens are cut out first (longest first; control
   tokens only when ``special``, user-defined tokens always), then each text fragment goes to the
-  SentencePiece (``tokenizer_spm``) or byte-level BPE (``tokenizer_bpe``) model. ``add_bos`` is
+  SentencePiece (``spm``) or byte-level BPE (``bpe``) model. ``add_bos`` is
   llama.cpp's ``add_special``: it prepends BOS *when the model asks for it*
   (``tokenizer.ggml.add_bos_token``; Llama-2 yes, SmolLM2 no) and appends EOS when it asks
   for that.
@@ -23,14 +23,16 @@ from pathlib import Path
 
 from engine.errors import EngineError
 from engine.gguf import GGUFFile
-from engine.tokenizer_bpe import BpeModel, bpe_token_bytes
-from engine.tokenizer_spm import SPACE, SpmModel
-from engine.vocab import TokenAttr, Vocab, read_vocab
+from engine.tokenizer.bpe import BpeModel, bpe_token_bytes
+from engine.tokenizer.spm import SPACE, SpmModel
+from engine.tokenizer.vocab import SPECIAL_ATTRS, TokenAttr, Vocab, read_vocab
 
 __all__ = ["InvalidTokenId", "StreamDecoder", "Tokenizer"]
 
-_SPECIAL = int(TokenAttr.CONTROL | TokenAttr.USER_DEFINED | TokenAttr.UNKNOWN)
+_SPECIAL = SPECIAL_ATTRS
 _HIDDEN = int(TokenAttr.CONTROL | TokenAttr.UNKNOWN)  # rendered only with special=True
+_LSTRIP, _RSTRIP = int(TokenAttr.LSTRIP), int(TokenAttr.RSTRIP)
+_C_SPACE = " \t\n\v\f\r"  # C's isspace, which llama.cpp strips with
 
 
 class InvalidTokenId(EngineError, ValueError):
@@ -148,11 +150,13 @@ class Tokenizer:
         return out
 
     def _partition(self, text: str, special: bool) -> list[str | int]:
-        """Cut special tokens out of ``text`` (llama.cpp's ``tokenizer_st_partition``)."""
+        """Cut special tokens out of ``text`` (llama.cpp's ``tokenizer_st_partition``); a token
+        with LSTRIP / RSTRIP takes the whitespace before / after it along."""
         fragments: list[str | int] = [text] if text else []
         tokens, attrs = self.vocab.tokens, self.vocab.attrs
         for tid in self._specials:
-            if not special and attrs[tid] & _HIDDEN:
+            attr = attrs[tid]
+            if not special and attr & _HIDDEN:
                 continue
             t = tokens[tid]
             if not any(isinstance(f, str) and t in f for f in fragments):
@@ -162,9 +166,14 @@ class Tokenizer:
                 if isinstance(f, int) or t not in f:
                     out.append(f)
                     continue
-                for k, part in enumerate(f.split(t)):
+                parts = f.split(t)
+                for k, part in enumerate(parts):
                     if k:
                         out.append(tid)
+                        if attr & _RSTRIP:
+                            part = part.lstrip(_C_SPACE)
+                    if attr & _LSTRIP and k < len(parts) - 1:
+                        part = part.rstrip(_C_SPACE)
                     if part:
                         out.append(part)
             fragments = out

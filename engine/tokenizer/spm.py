@@ -16,7 +16,7 @@ import heapq
 
 import regex
 
-from engine.vocab import Vocab
+from engine.tokenizer.vocab import Vocab
 
 SPACE = "\u2581"  # ▁, SentencePiece's escaped space
 _WORDS = regex.compile(f"{SPACE}+[^{SPACE}]*|[^{SPACE}]+")

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import regex
 
-from engine.vocab import Vocab
+from engine.tokenizer.vocab import Vocab
 
 # llama.cpp's whitespace codepoints (unicode-data: White_Space).
 _WS = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"

@@ -32,6 +32,9 @@ class TokenAttr(IntFlag):
     CONTROL = 1 << 3
     USER_DEFINED = 1 << 4
     BYTE = 1 << 5
+    NORMALIZED = 1 << 6
+    LSTRIP = 1 << 7  # when cut out as a special token, whitespace before it goes too
+    RSTRIP = 1 << 8  # ... whitespace after it goes too
 
 
 TOKEN_TYPE_ATTR: dict[int, TokenAttr] = {
@@ -92,9 +95,60 @@ EOG_TEXTS = frozenset({
 })  # fmt: skip
 
 
+SPECIAL_ATTRS = int(TokenAttr.CONTROL | TokenAttr.USER_DEFINED | TokenAttr.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class StripRule:
+    """llama.cpp's whitespace-stripping attributes, set by model name (``general.name``,
+    lowercased), pre-tokenizer or architecture: ``all_special`` on every special token, then
+    ``tokens`` on those texts; ``False`` in ``unset`` takes it off again."""
+
+    attr: TokenAttr
+    names: tuple[str, ...] = ()  # substrings of the lowercased general.name
+    pres: tuple[str, ...] = ()  # substrings of tokenizer.ggml.pre
+    archs: tuple[str, ...] = ()  # substrings of general.architecture
+    all_special: bool = False
+    tokens: tuple[str, ...] = ()
+    unset: tuple[str, ...] = ()
+
+
+# The first rule that matches applies (llama.cpp's if / else-if chain).
+STRIP_RULES = (
+    StripRule(TokenAttr.LSTRIP, pres=("jina-v2-de", "jina-v2-es", "jina-v2-code"),
+              archs=("nomic-bert-moe", "jina-bert-v3"), tokens=("<mask>",)),
+    StripRule(TokenAttr.RSTRIP, names=("phi-3", "phi3"), all_special=True, tokens=("</s>",),
+              unset=("<unk>", "<s>", "<|endoftext|>")),
+    StripRule(TokenAttr.LSTRIP, names=("modern-bert",), tokens=("[MASK]",)),
+)  # fmt: skip
+
+
+def _apply_strip_rules(md: dict[str, Any], token_to_id: dict[str, int], attrs: list[int]) -> None:
+    name = str(md.get(Keys.NAME) or "").lower()
+    pre = str(md.get(Keys.TOKENIZER_PRE) or "")
+    arch = str(md.get(Keys.ARCHITECTURE) or "")
+    for rule in STRIP_RULES:
+        hits = (any(n in name for n in rule.names) or any(p in pre for p in rule.pres)
+                or any(a in arch for a in rule.archs))  # fmt: skip
+        if not hits:
+            continue
+        bit = int(rule.attr)
+        if rule.all_special:
+            for i, a in enumerate(attrs):
+                if a & SPECIAL_ATTRS:
+                    attrs[i] = a | bit
+        for text in rule.tokens:
+            if text in token_to_id:
+                attrs[token_to_id[text]] |= bit
+        for text in rule.unset:
+            if text in token_to_id:
+                attrs[token_to_id[text]] &= ~bit
+        return
+
+
 @dataclass(frozen=True)
 class PreTokenizer:
-    """How llama.cpp pre-tokenizes a BPE vocab: the regex family (see ``tokenizer_bpe``) and
+    """How llama.cpp pre-tokenizes a BPE vocab: the regex family (see ``bpe``) and
     the flags that ``tokenizer.ggml.pre`` sets."""
 
     family: str
@@ -281,6 +335,8 @@ def read_vocab(md: dict[str, Any], path: Path | str) -> Vocab:
             eog.add(i)
             attrs[i] |= control
     eog.update(i for i in (eos, eot, eom) if i is not None)
+
+    _apply_strip_rules(md, token_to_id, attrs)
 
     pre = resolve_pre(md, path, warn=True) if d.kind == "bpe" else None
     add_bos = default_add_bos(md)
