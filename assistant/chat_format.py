@@ -142,7 +142,8 @@ def _special_texts(model: Any) -> tuple[str, ...]:
     table = getattr(tokenizer, "special_tokens", None)
     if not isinstance(table, dict):
         return ()
-    texts = {str(t) for t in table.values() if t}
+    # whitespace runs are user-defined tokens of some vocabularies (Gemma's): text, not markers
+    texts = {str(t) for t in table.values() if str(t).strip()}
     unk = _special_text(model, "unk")  # parsed as the unknown token too
     if unk:
         texts.add(unk)
