@@ -18,7 +18,7 @@ from . import manifest as mf
 from .embedding import Embedder, canonical_name, load_embedder
 from .errors import IndexFolderError
 from .index import DB_NAME, Hit, IndexStore
-from .lexical import lexical_search
+from .lexical import lexical_search, term_counts
 
 MODES = ("hybrid", "dense", "lexical")
 
@@ -146,6 +146,13 @@ class Index:
             scored.append((rid, cos + best))
         scored.sort(key=lambda rs: (-rs[1], rs[0]))
         return scored + fused[depth:]
+
+    def term_counts(self, words: Sequence[str]) -> tuple[dict[str, int], int]:
+        """(word -> chunks holding it, chunks in the index): document frequencies for weighting
+        a question's words by rarity (BM25's stemming; see ``lexical.term_counts``)."""
+        with self.store.snapshot() as (conn, gen):
+            counts = term_counts(conn, gen, words)
+        return counts, int(self.manifest["counts"]["chunks"])
 
     def search_by_vector(
         self, vector, k: int = 5, sources: Sequence[str] | None = None
