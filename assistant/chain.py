@@ -33,7 +33,7 @@ from langchain_core.runnables.config import patch_config
 
 from assistant.answer import REFUSAL_TEXT, Answer, AnswerError, Passage, resolve_citations
 from assistant.chat_format import ChatFormat
-from assistant.checks import after_generation, before_generation
+from assistant.checks import after_generation, before_generation, renumber
 from assistant.models import ModelError
 from assistant.notice import ADVISORY_NOTICE
 from assistant.prompts import (
@@ -157,6 +157,16 @@ class RAGChain(Runnable[Any, Answer]):
                                                "total_s": time.perf_counter() - t0})
             yield REFUSAL_TEXT
             return
+        retrieved = [Passage.from_document(i, d) for i, d in enumerate(docs, start=1)]
+        evidence, signals = before_generation(question, retrieved, self.retriever, self.refusal)
+        refusal = signals.to_dict() if signals is not None else None
+        if signals is not None and signals.refuse:  # decided without loading the model
+            holder["answer"] = Answer(question, REFUSAL_TEXT, [], retrieved, refused=True,
+                                      refusal=refusal,
+                                      timings={"retrieve_s": t_retrieved - t0,
+                                               "total_s": time.perf_counter() - t0})
+            yield REFUSAL_TEXT
+            return
         try:
             fitted = self.fit(question, docs)
         except ModelError as e:  # the model file is missing: say how to fetch it
@@ -164,15 +174,7 @@ class RAGChain(Runnable[Any, Answer]):
         except Exception as e:
             raise AnswerError(f"could not build the prompt: {e}", question) from e
         shown = [Passage.from_document(i, d) for i, d in enumerate(fitted.passages, start=1)]
-        evidence, signals = before_generation(question, shown, self.retriever, self.refusal)
-        refusal = signals.to_dict() if signals is not None else None
-        if signals is not None and signals.refuse:
-            holder["answer"] = Answer(question, REFUSAL_TEXT, [], shown, refused=True,
-                                      refusal=refusal,
-                                      timings={"retrieve_s": t_retrieved - t0,
-                                               "total_s": time.perf_counter() - t0})
-            yield REFUSAL_TEXT
-            return
+        evidence = renumber(evidence, retrieved, shown)
         holder["evidence"], holder["shown"] = evidence, shown
         capture = _GenerationCapture()
         llm_config = child

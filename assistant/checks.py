@@ -1,10 +1,12 @@
 """The checks around one answer, in the order the chain runs them.
 
-Before the model: the evidence sentences of the shown passages and the refusal decision
-(:func:`before_generation`).  After it: the number guard, the drug-term guard and the model's
-own refusal (:func:`after_generation`), written into the :class:`~assistant.answer.Answer`'s
-fields (``evidence``, ``unsupported_numbers``, ``n_numbers``, ``unsupported_terms``,
-``refusal``).  The checks only read: the model's text is never changed.
+Before the model: the evidence sentences of the retrieved passages and the refusal decision
+(:func:`before_generation`), so a refusal needs no model; the evidence is then numbered as the
+passages that fit the prompt (:func:`renumber`). After it: the number guard, the drug-term
+guard and the model's own refusal (:func:`after_generation`), written into the
+:class:`~assistant.answer.Answer`'s fields (``evidence``, ``unsupported_numbers``,
+``n_numbers``, ``unsupported_terms``, ``refusal``). The checks only read: the model's text is
+never changed.
 """
 
 from __future__ import annotations
@@ -55,3 +57,18 @@ def after_generation(answer: Answer) -> Answer:
                    unsupported_numbers=unsupported_numbers(answer.text, shown),
                    n_numbers=count_quantities(answer.text),
                    unsupported_terms=unsupported_terms(answer.text, shown))
+
+
+def renumber(evidence: Sequence[EvidenceSentence], retrieved: Sequence[Passage],
+             shown: Sequence[Passage]) -> list[EvidenceSentence]:
+    """``evidence`` found in the ``retrieved`` passages, numbered as the ``shown`` ones (the
+    passages that fit the model's context); a sentence of a passage left out, or cut off by
+    its truncation, is dropped."""
+    by_chunk = {p.chunk_id: p for p in shown}
+    out = []
+    for e in evidence:
+        source = retrieved[e.number - 1]
+        target = by_chunk.get(source.chunk_id)
+        if target is not None and target.text[e.start:e.end] == e.text:
+            out.append(replace(e, number=target.number))
+    return out

@@ -15,12 +15,12 @@ zeros (``2.0`` = ``2``), spacing (``140 / 90`` = ``140/90``, ``30 %`` = ``30%``)
 (``55 to 80`` = ``55-80`` = ``55–80``) and unit spellings (``mg`` = ``milligrams``, ``%`` =
 ``percent``, ``mm Hg`` = ``mmHg``, ``yrs`` = ``years``; :data:`UNITS`).
 
-What is not a quantity: the answer's citation markers ``[1]``, ``[2-4]``; list numbering at
-the start of a line or after a sentence's end (``1.``, ``2)``); digits inside a word or code (``COVID-19``, ``H1N1``,
-``CD4``, ``B12``).  Years and other date parts are quantities like any other (``in 2013`` must
-be in a source); a date written ``3/14/2013`` or ``2013-03-14`` is one value.  Numbers
-written as words (``five``) are not checked.  The guard only reads text: it never changes the
-answer.
+What is not a quantity: the answer's citation markers ``[1]``, ``[2-4]``; list numbering at the
+start of a line or after a sentence's end (``1.``, ``2)``); digits inside a word or code
+(``COVID-19``, ``H1N1``, ``CD4``, ``B12``). Years and other date parts are quantities like any
+other (``in 2013`` must be in a source); a date written ``3/14/2013`` or ``2013-03-14`` is one
+value. Numbers written as words (``five``) are not checked. The guard only reads text: it never
+changes the answer.
 """
 
 from __future__ import annotations

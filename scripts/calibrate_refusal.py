@@ -1,0 +1,115 @@
+"""Choose the refusal thresholds on the even halves of the dev files; report the odd halves.
+
+    python scripts/calibrate_refusal.py --index DIR --qa QA.jsonl --unanswerable U.jsonl
+        [--k 4] [--max-false-refusal 0.03] [--json OUT]
+
+No model runs: per question it retrieves the passages as the chain does and computes the two
+refusal signals (:mod:`assistant.refusal`: idf-weighted coverage of the question's words, best
+evidence sentence similarity).  On the questions at even positions of both files it tries a
+grid of (min_coverage, min_evidence) and keeps the pair that refuses the most unanswerable
+questions while refusing at most ``--max-false-refusal`` of the answerable ones (ties: fewer
+false refusals, then lower thresholds).  It prints the rates of that pair on the even half
+(where it was chosen) and on the odd half (held out), and of the retriever's threshold alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from assistant.answer import Passage  # noqa: E402
+from assistant.checks import passage_texts  # noqa: E402
+from assistant.config import Settings  # noqa: E402
+from assistant.evaluate import ANSWERABLE, UNANSWERABLE, load_questions  # noqa: E402
+from assistant.evidence import embedder_of, select_evidence  # noqa: E402
+from assistant.refusal import coverage, term_counts_of  # noqa: E402
+from assistant.retriever import GuidelineRetriever  # noqa: E402
+
+COVERAGE_GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)
+EVIDENCE_GRID = np.round(np.arange(0.0, 0.7001, 0.025), 3)
+
+
+def signals(retriever: GuidelineRetriever, question: str) -> dict:
+    docs = retriever.invoke(question)
+    if not docs:
+        return {"docs": 0, "coverage": 0.0, "evidence": 0.0}
+    passages = [Passage.from_document(i, d) for i, d in enumerate(docs, start=1)]
+    ev = select_evidence(question, [(p.number, p.text) for p in passages], embedder_of(retriever))
+    cov, missing = coverage(question, passage_texts(passages), term_counts_of(retriever))
+    return {"docs": len(docs), "coverage": round(cov, 4),
+            "evidence": ev[0].score if ev else 0.0, "missing": missing,
+            "similarity": max(float(d.metadata.get("similarity", 0.0)) for d in docs)}
+
+
+def rates(rows: list[dict], min_cov: float, min_ev: float) -> tuple[float, float]:
+    """(refusal rate on unanswerable, false refusal rate on answerable)."""
+    def refused(r: dict) -> bool:
+        return r["docs"] == 0 or r["coverage"] < min_cov or r["evidence"] < min_ev
+    una = [refused(r) for r in rows if r["kind"] == UNANSWERABLE]
+    ans = [refused(r) for r in rows if r["kind"] == ANSWERABLE]
+    return float(np.mean(una)), float(np.mean(ans))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", required=True)
+    parser.add_argument("--qa", required=True)
+    parser.add_argument("--unanswerable", required=True)
+    parser.add_argument("--k", type=int, default=Settings().k)
+    parser.add_argument("--max-false-refusal", type=float, default=0.03)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    settings = Settings()
+    retriever = GuidelineRetriever(index_path=args.index, k=args.k,
+                                   score_threshold=settings.min_similarity)
+    questions = (load_questions(Path(args.qa), ANSWERABLE)
+                 + load_questions(Path(args.unanswerable), UNANSWERABLE))
+    from tqdm import tqdm
+
+    rows = []
+    for q in tqdm(questions, desc="questions", unit="q"):
+        rows.append({"qid": q.qid, "kind": q.kind, "half": "even" if q.position % 2 == 0
+                     else "odd", **signals(retriever, q.question)})
+    even = [r for r in rows if r["half"] == "even"]
+    odd = [r for r in rows if r["half"] == "odd"]
+    best = None
+    for c in COVERAGE_GRID:
+        for e in EVIDENCE_GRID:
+            refusal, false = rates(even, float(c), float(e))
+            if false > args.max_false_refusal:
+                continue
+            key = (refusal, -false, -c, -e)
+            if best is None or key > best[0]:
+                best = (key, float(c), float(e))
+    assert best is not None  # (0, 0) refuses only empty retrievals
+    _, c, e = best
+    out = {"chosen": {"min_coverage": c, "min_evidence": e},
+           "retriever_only": {h: rates(rs, 0.0, 0.0) for h, rs in
+                              (("even", even), ("odd", odd))},
+           "chosen_rates": {h: rates(rs, c, e) for h, rs in (("even", even), ("odd", odd))},
+           "current_default": {h: rates(rs, settings.refusal_policy.min_coverage,
+                                        settings.refusal_policy.min_evidence)
+                               for h, rs in (("even", even), ("odd", odd))}
+           if settings.refusal_policy else None,
+           "rows": rows}
+    print(f"chosen on the even half: min_coverage={c} min_evidence={e}")
+    for name in ("retriever_only", "chosen_rates", "current_default"):
+        if out[name]:
+            for h, (refusal, false) in out[name].items():
+                print(f"{name:16s} {h:4s}  refusal_rate {refusal:.3f}  "
+                      f"false_refusal_rate {false:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
