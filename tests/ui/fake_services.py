@@ -3,7 +3,8 @@
 The question picks the behaviour: a normal cited answer; "nothing ..." a refusal with no
 sources; "quoted ..." an answer whose only source was matched by its quoted words, not cited;
 "boom ..." a few pieces then a generation error; "flagged ..." evidence sentences, then an
-answer with a number no passage states (found by the real number guard).  Every ``ask`` is recorded in CALLS.
+answer with a number no passage states (found by the real number guard).  Every ``ask`` is
+recorded in CALLS.
 """
 
 from __future__ import annotations
