@@ -49,12 +49,13 @@ def signals(retriever: GuidelineRetriever, question: str) -> dict:
 
 
 def rates(rows: list[dict], min_cov: float, min_ev: float) -> tuple[float, float]:
-    """(refusal rate on unanswerable, false refusal rate on answerable)."""
+    """(refusal rate on unanswerable, false refusal rate on answerable); nan when empty."""
     def refused(r: dict) -> bool:
         return r["docs"] == 0 or r["coverage"] < min_cov or r["evidence"] < min_ev
     una = [refused(r) for r in rows if r["kind"] == UNANSWERABLE]
     ans = [refused(r) for r in rows if r["kind"] == ANSWERABLE]
-    return float(np.mean(una)), float(np.mean(ans))
+    return (float(np.mean(una)) if una else float("nan"),
+            float(np.mean(ans)) if ans else float("nan"))
 
 
 def main() -> int:
@@ -65,6 +66,9 @@ def main() -> int:
     parser.add_argument("--unanswerable", required=True)
     parser.add_argument("--k", type=int, default=Settings().k)
     parser.add_argument("--max-false-refusal", type=float, default=0.03)
+    parser.add_argument("--half", choices=("all", "even"), default="all",
+                        help="even: only the even half (the choice; the odd half is then "
+                        "reported by python -m assistant eval --half odd)")
     parser.add_argument("--json")
     args = parser.parse_args()
     settings = Settings()
@@ -73,6 +77,9 @@ def main() -> int:
     questions = (load_questions(Path(args.qa), ANSWERABLE)
                  + load_questions(Path(args.unanswerable), UNANSWERABLE))
     from tqdm import tqdm
+
+    if args.half == "even":
+        questions = [q for q in questions if q.position % 2 == 0]
 
     rows = []
     for q in tqdm(questions, desc="questions", unit="q"):
@@ -104,6 +111,8 @@ def main() -> int:
     for name in ("retriever_only", "chosen_rates", "current_default"):
         if out[name]:
             for h, (refusal, false) in out[name].items():
+                if h == "odd" and not odd:
+                    continue
                 print(f"{name:16s} {h:4s}  refusal_rate {refusal:.3f}  "
                       f"false_refusal_rate {false:.3f}")
     if args.json:
