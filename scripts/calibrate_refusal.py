@@ -66,9 +66,11 @@ def main() -> int:
     parser.add_argument("--unanswerable", required=True)
     parser.add_argument("--k", type=int, default=Settings().k)
     parser.add_argument("--max-false-refusal", type=float, default=0.03)
-    parser.add_argument("--half", choices=("all", "even"), default="all",
-                        help="even: only the even half (the choice; the odd half is then "
-                        "reported by python -m assistant eval --half odd)")
+    parser.add_argument("--half", choices=("all", "even", "odd"), default="all",
+                        help="even: only the even half (to choose); odd: only the odd half "
+                        "(to report the thresholds given by --use)")
+    parser.add_argument("--use", nargs=2, type=float, metavar=("MIN_COVERAGE", "MIN_EVIDENCE"),
+                        help="report these thresholds instead of choosing")
     parser.add_argument("--json")
     args = parser.parse_args()
     settings = Settings()
@@ -78,8 +80,8 @@ def main() -> int:
                  + load_questions(Path(args.unanswerable), UNANSWERABLE))
     from tqdm import tqdm
 
-    if args.half == "even":
-        questions = [q for q in questions if q.position % 2 == 0]
+    if args.half != "all":
+        questions = [q for q in questions if q.position % 2 == (args.half == "odd")]
 
     rows = []
     for q in tqdm(questions, desc="questions", unit="q"):
@@ -88,7 +90,9 @@ def main() -> int:
     even = [r for r in rows if r["half"] == "even"]
     odd = [r for r in rows if r["half"] == "odd"]
     best = None
-    for c in COVERAGE_GRID:
+    if args.use:
+        best = ((), *args.use)
+    for c in COVERAGE_GRID if not args.use else ():
         for e in EVIDENCE_GRID:
             refusal, false = rates(even, float(c), float(e))
             if false > args.max_false_refusal:
@@ -107,11 +111,12 @@ def main() -> int:
                                for h, rs in (("even", even), ("odd", odd))}
            if settings.refusal_policy else None,
            "rows": rows}
-    print(f"chosen on the even half: min_coverage={c} min_evidence={e}")
+    print(f"{'given' if args.use else 'chosen on the even half'}: min_coverage={c} "
+          f"min_evidence={e}")
     for name in ("retriever_only", "chosen_rates", "current_default"):
         if out[name]:
             for h, (refusal, false) in out[name].items():
-                if h == "odd" and not odd:
+                if (h == "odd" and not odd) or (h == "even" and not even):
                     continue
                 print(f"{name:16s} {h:4s}  refusal_rate {refusal:.3f}  "
                       f"false_refusal_rate {false:.3f}")
