@@ -71,11 +71,13 @@ class Passage:
     heading: str | None
     text: str
     score: float | None = None
+    similarity: float | None = None  # cosine of question and passage (our retriever's)
 
     @classmethod
     def from_document(cls, number: int, doc: Document) -> Passage:
         meta = doc.metadata
         score = meta.get("score")
+        similarity = meta.get("similarity")
         chunk_id = meta.get("chunk_id") or doc.id
         return cls(
             number=number,
@@ -87,6 +89,7 @@ class Passage:
             heading=str(meta["heading"]) if meta.get("heading") else None,
             text=doc.page_content,
             score=float(score) if score is not None else None,
+            similarity=float(similarity) if similarity is not None else None,
         )
 
 

@@ -42,7 +42,9 @@ def before_generation(question: str, passages: Sequence[Passage], retriever: Any
     if policy is None:
         return evidence, None
     best = evidence[0].score if evidence else None
-    signals = decide(question, passage_texts(passages), best, policy, term_counts_of(retriever))
+    sims = [p.similarity for p in passages if p.similarity is not None]
+    signals = decide(question, passage_texts(passages), best, policy, term_counts_of(retriever),
+                     max(sims) if sims else None)
     return evidence, signals
 
 

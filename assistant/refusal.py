@@ -1,7 +1,10 @@
 """Refusals: deciding, before the model runs, that the indexed guidelines do not cover a question.
 
 The default 135M model cannot be relied on to refuse, so the decision is taken on the
-retrieval's evidence, with two signals of the passages the model would be shown:
+retrieval's evidence, with three signals of the passages the model would be shown:
+
+``similarity``
+    The cosine similarity of the question's embedding and the best passage's.
 
 ``coverage``
     How much of the question the passages hold: the question's content words (``\\w+``,
@@ -16,11 +19,12 @@ retrieval's evidence, with two signals of the passages the model would be shown:
     The cosine similarity of the question and the best sentence of the passages
     (:mod:`assistant.evidence`).
 
-The question is refused when ``coverage < min_coverage`` or ``evidence < min_evidence``
-(:class:`RefusalPolicy`; the defaults were chosen on the even-numbered questions of the dev
-files, see docs/assistant.md "Refusals").  A refusal is :data:`REFUSAL_TEXT`, the closest
-passages found, and the notice.  The model's own refusal (its answer opens with a sentence such
-as "The passages do not contain ...", :func:`model_refused`) also counts as one.
+The question is refused when ``similarity < min_similarity``, ``coverage < min_coverage`` or
+``evidence < min_evidence`` (:class:`RefusalPolicy`; the defaults were chosen on the
+even-numbered questions of the dev files, see docs/assistant.md "Refusals"). A refusal is
+:data:`REFUSAL_TEXT`, the closest passages found, and the notice. The model's own refusal (its
+answer opens with a sentence such as "The passages do not contain ...", :func:`model_refused`)
+also counts as one.
 """
 
 from __future__ import annotations
@@ -56,8 +60,11 @@ TermCounts = Callable[[Sequence[str]], tuple[Mapping[str, int], int]]  # words -
 class RefusalPolicy:
     """When the retrieval's evidence is too weak to answer (see the module docstring)."""
 
-    min_coverage: float = 0.55
-    min_evidence: float = 0.35
+    # chosen by scripts/calibrate_refusal.py on the even halves (docs/assistant.md "Refusals"):
+    # the best passage's similarity alone separated them; the other two add nothing there (0)
+    min_coverage: float = 0.0
+    min_evidence: float = 0.0
+    min_similarity: float = 0.525
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class RefusalSignals:
     coverage: float
     evidence: float
     refuse: bool
+    similarity: float = 0.0  # the best passage's cosine similarity with the question
     by: str | None = None  # "retrieval", "model" or None (answered)
     missing: tuple[str, ...] = ()  # the question's content words no passage holds
 
@@ -116,14 +124,18 @@ def coverage(question: str, passages: Sequence[str],
 
 
 def decide(question: str, passages: Sequence[str], best_evidence: float | None,
-           policy: RefusalPolicy, term_counts: TermCounts | None = None) -> RefusalSignals:
-    """The refusal decision for ``question`` over the texts shown with it."""
+           policy: RefusalPolicy, term_counts: TermCounts | None = None,
+           best_similarity: float | None = None) -> RefusalSignals:
+    """The refusal decision for ``question`` over the texts shown with it (``best_similarity``:
+    the best passage's cosine with the question; None when the retriever gives none, which
+    does not refuse)."""
     if not passages:
-        return RefusalSignals(0.0, 0.0, True, "retrieval", tuple(question_terms(question)))
+        return RefusalSignals(0.0, 0.0, True, 0.0, "retrieval", tuple(question_terms(question)))
     cov, missing = coverage(question, passages, term_counts)
     ev = float(best_evidence) if best_evidence is not None else 0.0
-    refuse = cov < policy.min_coverage or ev < policy.min_evidence
-    return RefusalSignals(round(cov, 4), round(ev, 4), refuse,
+    sim = float(best_similarity) if best_similarity is not None else 1.0
+    refuse = cov < policy.min_coverage or ev < policy.min_evidence or sim < policy.min_similarity
+    return RefusalSignals(round(cov, 4), round(ev, 4), refuse, round(sim, 4),
                           "retrieval" if refuse else None, tuple(missing))
 
 

@@ -5,11 +5,12 @@
 
 No model runs: per question it retrieves the passages as the chain does and computes the two
 refusal signals (:mod:`assistant.refusal`: idf-weighted coverage of the question's words, best
-evidence sentence similarity).  On the questions at even positions of both files it tries a
-grid of (min_coverage, min_evidence) and keeps the pair that refuses the most unanswerable
-questions while refusing at most ``--max-false-refusal`` of the answerable ones (ties: fewer
-false refusals, then lower thresholds).  It prints the rates of that pair on the even half
-(where it was chosen) and on the odd half (held out), and of the retriever's threshold alone.
+evidence sentence similarity, best passage similarity). On the questions at even positions of
+both files it tries a grid of (min_coverage, min_evidence, min_similarity) and keeps the triple
+that refuses the most unanswerable questions while refusing at most ``--max-false-refusal`` of
+the answerable ones (ties: fewer false refusals, then lower thresholds). It prints the rates of
+that triple on the even half (where it was chosen) and on the odd half (held out), and of the
+retriever's threshold alone.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from assistant.retriever import GuidelineRetriever  # noqa: E402
 
 COVERAGE_GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 EVIDENCE_GRID = np.round(np.arange(0.0, 0.7001, 0.025), 3)
+SIMILARITY_GRID = np.round(np.arange(0.25, 0.7001, 0.025), 3)
 
 
 def signals(retriever: GuidelineRetriever, question: str) -> dict:
@@ -48,10 +50,12 @@ def signals(retriever: GuidelineRetriever, question: str) -> dict:
             "similarity": max(float(d.metadata.get("similarity", 0.0)) for d in docs)}
 
 
-def rates(rows: list[dict], min_cov: float, min_ev: float) -> tuple[float, float]:
+def rates(rows: list[dict], min_cov: float, min_ev: float,
+          min_sim: float = 0.0) -> tuple[float, float]:
     """(refusal rate on unanswerable, false refusal rate on answerable); nan when empty."""
     def refused(r: dict) -> bool:
-        return r["docs"] == 0 or r["coverage"] < min_cov or r["evidence"] < min_ev
+        return (r["docs"] == 0 or r["coverage"] < min_cov or r["evidence"] < min_ev
+                or r.get("similarity", 0.0) < min_sim)
     una = [refused(r) for r in rows if r["kind"] == UNANSWERABLE]
     ans = [refused(r) for r in rows if r["kind"] == ANSWERABLE]
     return (float(np.mean(una)) if una else float("nan"),
@@ -69,7 +73,8 @@ def main() -> int:
     parser.add_argument("--half", choices=("all", "even", "odd"), default="all",
                         help="even: only the even half (to choose); odd: only the odd half "
                         "(to report the thresholds given by --use)")
-    parser.add_argument("--use", nargs=2, type=float, metavar=("MIN_COVERAGE", "MIN_EVIDENCE"),
+    parser.add_argument("--use", nargs=3, type=float,
+                        metavar=("MIN_COVERAGE", "MIN_EVIDENCE", "MIN_SIMILARITY"),
                         help="report these thresholds instead of choosing")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -92,27 +97,29 @@ def main() -> int:
     best = None
     if args.use:
         best = ((), *args.use)
-    for c in COVERAGE_GRID if not args.use else ():
-        for e in EVIDENCE_GRID:
-            refusal, false = rates(even, float(c), float(e))
-            if false > args.max_false_refusal:
-                continue
-            key = (refusal, -false, -c, -e)
-            if best is None or key > best[0]:
-                best = (key, float(c), float(e))
-    assert best is not None  # (0, 0) refuses only empty retrievals
-    _, c, e = best
-    out = {"chosen": {"min_coverage": c, "min_evidence": e},
+    grid = [] if args.use else [(c, e, m) for c in COVERAGE_GRID for e in EVIDENCE_GRID
+                                 for m in SIMILARITY_GRID]
+    for c, e, m in grid:
+        refusal, false = rates(even, float(c), float(e), float(m))
+        if false > args.max_false_refusal:
+            continue
+        key = (refusal, -false, -c, -e, -m)
+        if best is None or key > best[0]:
+            best = (key, float(c), float(e), float(m))
+    assert best is not None  # the lowest thresholds refuse only empty retrievals
+    _, c, e, m = best
+    out = {"chosen": {"min_coverage": c, "min_evidence": e, "min_similarity": m},
            "retriever_only": {h: rates(rs, 0.0, 0.0) for h, rs in
                               (("even", even), ("odd", odd))},
-           "chosen_rates": {h: rates(rs, c, e) for h, rs in (("even", even), ("odd", odd))},
+           "chosen_rates": {h: rates(rs, c, e, m) for h, rs in (("even", even), ("odd", odd))},
            "current_default": {h: rates(rs, settings.refusal_policy.min_coverage,
-                                        settings.refusal_policy.min_evidence)
+                                        settings.refusal_policy.min_evidence,
+                                        settings.refusal_policy.min_similarity)
                                for h, rs in (("even", even), ("odd", odd))}
            if settings.refusal_policy else None,
            "rows": rows}
     print(f"{'given' if args.use else 'chosen on the even half'}: min_coverage={c} "
-          f"min_evidence={e}")
+          f"min_evidence={e} min_similarity={m}")
     for name in ("retriever_only", "chosen_rates", "current_default"):
         if out[name]:
             for h, (refusal, false) in out[name].items():
