@@ -1,7 +1,7 @@
 """A browser screenshot of the real page showing the number guard at work.
 
     python scripts/screenshot_guard.py --index DIR --question "..." [--k 4] [--max-tokens 96]
-        [--out docs/screenshot-number-guard.png] [--chromium /usr/bin/chromium]
+        [--temperature T] [--out docs/screenshot-number-guard.png] [--chromium /usr/bin/chromium]
 
 Starts ``streamlit run ui/app.py`` on the index with the default model, asks the question in
 headless Chromium (playwright), waits for the answer and its notice, checks that the page
@@ -68,6 +68,12 @@ def shoot(url: str, args: argparse.Namespace) -> int:
             slider.press("Home")
             for _ in range(args.k - 1):
                 slider.press("ArrowRight")
+            if args.temperature:
+                temp = page.get_by_role("slider", name="Temperature")
+                temp.focus()
+                temp.press("Home")
+                for _ in range(round(args.temperature / 0.05)):
+                    temp.press("ArrowRight")
             field = page.get_by_label("Max tokens", exact=True)
             field.fill(str(args.max_tokens))
             field.press("Enter")
@@ -101,6 +107,8 @@ def main() -> int:
     parser.add_argument("--question", required=True)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="the page's Temperature slider (sampled with the page's seed)")
     parser.add_argument("--out", default="docs/screenshot-number-guard.png")
     parser.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
     args = parser.parse_args()
