@@ -88,10 +88,14 @@ def main() -> int:
     if args.half != "all":
         questions = [q for q in questions if q.position % 2 == (args.half == "odd")]
 
+    questions.sort(key=lambda q: q.kind != UNANSWERABLE)  # the short file first
     rows = []
-    for q in tqdm(questions, desc="questions", unit="q"):
+    for i, q in enumerate(tqdm(questions, desc="questions", unit="q"), start=1):
         rows.append({"qid": q.qid, "kind": q.kind, "half": "even" if q.position % 2 == 0
                      else "odd", **signals(retriever, q.question)})
+        if args.json and i % 10 == 0:  # partial rows survive an interrupted run
+            Path(args.json).write_text(json.dumps({"partial": True, "rows": rows}, indent=1),
+                                       encoding="utf-8")
     even = [r for r in rows if r["half"] == "even"]
     odd = [r for r in rows if r["half"] == "odd"]
     best = None
