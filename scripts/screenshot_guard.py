@@ -103,19 +103,22 @@ def shoot(url: str, args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--index", required=True)
+    parser.add_argument("--index", default="", help="the index folder (ui/app.py)")
     parser.add_argument("--question", required=True)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--temperature", type=float, default=0.0,
                         help="the page's Temperature slider (sampled with the page's seed)")
     parser.add_argument("--out", default="docs/screenshot-number-guard.png")
+    parser.add_argument("--app", default="ui/app.py",
+                        help="the page to serve (tests/ui/fake_app.py: the layout tests' fake "
+                        "assistant, whose question 'flagged ...' gives a flagged number)")
     parser.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
     args = parser.parse_args()
     port = free_port()
     env = {**os.environ, "GUIDELINES_INDEX": args.index, "PYTHONPATH": str(ROOT)}
     env.pop("GUIDELINES_MODEL", None)
-    cmd = [sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.headless", "true",
+    cmd = [sys.executable, "-m", "streamlit", "run", args.app, "--server.headless", "true",
            "--server.address", "127.0.0.1", "--server.port", str(port),
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
            "--client.toolbarMode", "minimal"]
