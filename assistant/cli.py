@@ -138,18 +138,27 @@ def _cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     except EvalInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    chain = build_chain(settings)
-    try:
-        records = evaluate(chain, questions, progress=not args.quiet)
-    except ModelError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     used = {"index": str(settings.index), "model": settings.model, "k": settings.k,
             "max_tokens": settings.max_tokens, "temperature": settings.temperature,
             "seed": settings.seed, "n_ctx": settings.n_ctx, "qa": args.qa,
             "unanswerable": args.unanswerable, "limit": args.limit, "half": args.half,
             "refusal_policy": (None if settings.refusal_policy is None
                                else vars(settings.refusal_policy))}
+    chain = build_chain(settings)
+    done: list[dict] = []
+
+    def keep(record: dict) -> None:  # the JSON so far: an interrupted run loses nothing
+        done.append(record)
+        if args.json:
+            partial = {**report(done, used), "partial": True}
+            Path(args.json).write_text(json.dumps(partial, ensure_ascii=False, indent=1),
+                                       encoding="utf-8")
+
+    try:
+        records = evaluate(chain, questions, progress=not args.quiet, on_record=keep)
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     out = report(records, used)
     if args.json:
         Path(args.json).write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n",
