@@ -18,7 +18,9 @@ from typing import Any, Literal
 from langchain_core.documents import Document
 
 from assistant.attribution import CITATION_MARKER, MATCH_MIN_WORDS, match_passages
+from assistant.evidence import EvidenceSentence, evidence_text
 from assistant.notice import ADVISORY_NOTICE, with_notice
+from assistant.refusal import REFUSAL_TEXT as REFUSAL_TEXT
 
 _NUMBER_OR_RANGE = re.compile(r"(\d{1,3})\s*(?:(?:–|-)\s*(\d{1,3}))?")
 
@@ -33,11 +35,7 @@ KIND_LABELS: dict[str, str] = {  # how each kind is described to a reader
     GIVEN: "given to the model; neither cited nor quoted",
 }
 
-REFUSAL_TEXT = (
-    "The indexed guidelines hold no passage relevant enough to this question, so no answer "
-    "was generated. Try rephrasing the question, widening the source filter, or indexing "
-    "guidelines that cover the topic."
-)
+UNSUPPORTED_MARK = "(not in sources)"  # written after a flagged number or term
 
 
 def shorten(text: str, limit: int) -> str:
@@ -73,11 +71,13 @@ class Passage:
     heading: str | None
     text: str
     score: float | None = None
+    similarity: float | None = None  # cosine of question and passage (our retriever's)
 
     @classmethod
     def from_document(cls, number: int, doc: Document) -> Passage:
         meta = doc.metadata
         score = meta.get("score")
+        similarity = meta.get("similarity")
         chunk_id = meta.get("chunk_id") or doc.id
         return cls(
             number=number,
@@ -89,6 +89,7 @@ class Passage:
             heading=str(meta["heading"]) if meta.get("heading") else None,
             text=doc.page_content,
             score=float(score) if score is not None else None,
+            similarity=float(similarity) if similarity is not None else None,
         )
 
 
@@ -169,10 +170,47 @@ class Answer:
     # what was searched when it differs from the question (a follow-up rewritten with the
     # conversation's previous query, see assistant/followup.py); None: the question itself
     search_query: str | None = None
+    # the checks (assistant.evidence, .number_guard, .term_guard, .refusal)
+    evidence: list[EvidenceSentence] = field(default_factory=list)
+    unsupported_numbers: list[str] = field(default_factory=list)
+    unsupported_terms: list[str] = field(default_factory=list)
+    n_numbers: int = 0  # quantities the answer states (numbers, ranges, ratios, dates)
+    refusal: dict[str, Any] | None = None  # the refusal signals (RefusalSignals.to_dict())
+
+    def evidence_text(self) -> str:
+        """The evidence sentences, ``[n] "sentence" (Title)``, shown above the answer."""
+        return evidence_text(self.evidence, {p.number: p.title for p in self.passages})
+
+    def checks_text(self) -> str:
+        """The guards' footer: numbers and drug names of the answer found in no source."""
+        if self.refused and self.refusal and self.refusal.get("by") == "retrieval":
+            return ""
+        lines = []
+        n = len(self.unsupported_numbers)
+        if self.n_numbers:
+            line = (f"Numbers not found in the sources: {n} of {self.n_numbers}"
+                    if n else f"All {self.n_numbers} numbers were found in the sources.")
+            if n:
+                line += " — " + ", ".join(self.unsupported_numbers)
+            lines.append(line)
+        if self.unsupported_terms:
+            lines.append(f"Drug names not found in the sources: {len(self.unsupported_terms)} — "
+                         + ", ".join(self.unsupported_terms))
+        return "\n".join(lines)
+
+    def closest_text(self) -> str:
+        """For a refusal by retrieval: the closest passages found, one line each."""
+        lines = ["Closest sources found (not relevant enough to answer):"]
+        for p in self.passages[:3]:
+            lines.append(f"[{p.number}] {p.title or p.id}" + (f" ({p.source})" if p.source else "")
+                         + (f" {p.url}" if p.url else ""))
+        return "\n".join(lines) if self.passages else ""
 
     def sources_text(self) -> str:
         """``Sources:`` then one line per citation: ``[n] Title (source) url``, its kind noted
         when the model did not cite it by number."""
+        if self.refused and not self.citations:
+            return self.closest_text()
         if not self.citations:
             return ""
         lines = ["Sources:"]
@@ -199,6 +237,12 @@ class Answer:
     def full_text(self) -> str:
         """The answer, its sources and the notice: what a reader is shown."""
         body = self.text.strip()
+        evidence = self.evidence_text()
+        if evidence:
+            body = f"{evidence}\n\n{body}"
+        checks = self.checks_text()
+        if checks:
+            body = f"{body}\n\n{checks}"
         sources = self.sources_text()
         if sources:
             body = f"{body}\n\n{sources}"

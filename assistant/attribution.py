@@ -51,6 +51,21 @@ def answer_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) in ``text`` of each sentence :func:`answer_sentences` finds, blank ones
+    left out, ends trimmed of white space."""
+    spans, start = [], 0
+    for m in [*_SENTENCE_END.finditer(text), None]:
+        end = m.start() if m is not None else len(text)
+        piece = text[start:end]
+        if piece.strip():
+            lead = len(piece) - len(piece.lstrip())
+            spans.append((start + lead, start + len(piece.rstrip())))
+        if m is not None:
+            start = m.end()
+    return spans
+
+
 def _words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     """The lower-cased words of ``text`` and where each one is in it."""
     found = list(_WORD.finditer(text))

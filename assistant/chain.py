@@ -38,6 +38,7 @@ from langchain_core.runnables.config import patch_config
 
 from assistant.answer import REFUSAL_TEXT, Answer, AnswerError, Passage, resolve_citations
 from assistant.chat_format import ChatFormat
+from assistant.checks import after_generation, before_generation, renumber
 from assistant.followup import rewrite
 from assistant.models import ModelError
 from assistant.notice import ADVISORY_NOTICE
@@ -48,6 +49,7 @@ from assistant.prompts import (
     fit_passages,
     rag_messages,
 )
+from assistant.refusal import RefusalPolicy
 
 DEFAULT_CONTEXT = 2048  # for a model that does not say its context length
 
@@ -98,8 +100,10 @@ class RAGChain(Runnable[Any, Answer]):
     def __init__(self, retriever: BaseRetriever, llm: BaseLanguageModel, *,
                  max_tokens: int | None = None, n_ctx: int | None = None,
                  system_prompt: str = SYSTEM_PROMPT,
-                 reminder: str | None = DEFAULT_REMINDER) -> None:
+                 reminder: str | None = DEFAULT_REMINDER,
+                 refusal: RefusalPolicy | None = None) -> None:
         self.retriever = retriever
+        self.refusal = refusal  # None: refuse only when retrieval finds nothing
         self.llm = llm
         if max_tokens is None:
             max_tokens = int(getattr(llm, "max_tokens", None) or 256)
@@ -147,8 +151,9 @@ class RAGChain(Runnable[Any, Answer]):
     # -- running -----------------------------------------------------------------------------
 
     def _pieces(self, value: Any, run_manager: CallbackManagerForChainRun | None,
-                config: RunnableConfig | None, holder: dict[str, Answer]) -> Iterator[str]:
-        """Yields the answer's text pieces; leaves the finished Answer in ``holder``."""
+                config: RunnableConfig | None, holder: dict[str, Any]) -> Iterator[str]:
+        """Yields the answer's text pieces; leaves the finished Answer in ``holder`` (and the
+        evidence sentences under ``"evidence"`` before the first piece)."""
         asked, retriever_kwargs, history = _question_of(value)
         search = rewrite(asked, history)
         # a rewritten follow-up is what is searched and what the model is asked
@@ -167,12 +172,26 @@ class RAGChain(Runnable[Any, Answer]):
                                       search_query=search_query)
             yield REFUSAL_TEXT
             return
+        retrieved = [Passage.from_document(i, d) for i, d in enumerate(docs, start=1)]
+        evidence, signals = before_generation(question, retrieved, self.retriever, self.refusal)
+        refusal = signals.to_dict() if signals is not None else None
+        if signals is not None and signals.refuse:  # decided without loading the model
+            holder["answer"] = Answer(asked, REFUSAL_TEXT, [], retrieved, refused=True,
+                                      refusal=refusal,
+                                      timings={"retrieve_s": t_retrieved - t0,
+                                               "total_s": time.perf_counter() - t0},
+                                      search_query=search_query)
+            yield REFUSAL_TEXT
+            return
         try:
             fitted = self.fit(question, docs)
         except ModelError as e:  # the model file is missing: say how to fetch it
             raise AnswerError(str(e), question) from e
         except Exception as e:
             raise AnswerError(f"could not build the prompt: {e}", question) from e
+        shown = [Passage.from_document(i, d) for i, d in enumerate(fitted.passages, start=1)]
+        evidence = renumber(evidence, retrieved, shown)
+        holder["evidence"], holder["shown"] = evidence, shown
         capture = _GenerationCapture()
         llm_config = child
         if run_manager:
@@ -200,7 +219,9 @@ class RAGChain(Runnable[Any, Answer]):
                                      "prompt_s": t_prompt - t_retrieved,
                                      "generate_s": t_end - t_prompt,
                                      "total_s": t_end - t0})
-        holder["answer"] = replace(answer, question=asked, search_query=search_query)
+        answer.evidence, answer.refusal = evidence, refusal
+        holder["answer"] = replace(after_generation(answer), question=asked,
+                                   search_query=search_query)
 
     def _build_answer(self, question: str, text: str, fitted: FittedPrompt, info: dict[str, Any],
                       timings: dict[str, float]) -> Answer:
@@ -218,7 +239,7 @@ class RAGChain(Runnable[Any, Answer]):
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Answer:
         def run(value: Any, run_manager: CallbackManagerForChainRun,
                 config: RunnableConfig) -> Answer:
-            holder: dict[str, Answer] = {}
+            holder: dict[str, Any] = {}
             for _ in self._pieces(value, run_manager, config, holder):
                 pass
             return holder["answer"]
@@ -235,7 +256,7 @@ class RAGChain(Runnable[Any, Answer]):
 
         def transform(inputs: Iterator[Any], run_manager: CallbackManagerForChainRun,
                       config: RunnableConfig) -> Iterator[str]:
-            holder: dict[str, Answer] = {}
+            holder: dict[str, Any] = {}
             for value in inputs:
                 yield from self._pieces(value, run_manager, config, holder)
             yield stream_tail(holder["answer"])
@@ -255,24 +276,33 @@ class RAGChain(Runnable[Any, Answer]):
 
 
 def stream_tail(answer: Answer) -> str:
-    """What a stream appends when it ends: the rewritten search (a follow-up), the sources, then
-    the notice."""
+    """What a stream appends when it ends: the rewritten search (a follow-up), the guards'
+    findings, the sources, then the notice."""
     parts = [f"(searched for: {answer.search_query})"] if answer.search_query else []
-    sources = answer.sources_text()
-    if sources:
-        parts.append(sources)
-    return "".join(f"\n\n{p}" for p in [*parts, ADVISORY_NOTICE])
+    parts += [x for x in (answer.checks_text(), answer.sources_text()) if x]
+    return "".join(f"\n\n{x}" for x in parts) + f"\n\n{ADVISORY_NOTICE}"
 
 
 class AnswerStream:
     """Iterate for the answer's text pieces; then ``.answer`` holds the whole Answer."""
 
     def __init__(self, chain: RAGChain, value: Any, config: RunnableConfig | None) -> None:
-        self._holder: dict[str, Answer] = {}
+        self._holder: dict[str, Any] = {}
         self._iterator = chain._pieces(value, None, config, self._holder)
 
     def __iter__(self) -> Iterator[str]:
         return self._iterator
+
+    @property
+    def evidence(self) -> list[Any]:
+        """The evidence sentences, once the passages are chosen (before the first piece of
+        an answer; empty for a refusal)."""
+        return list(self._holder.get("evidence") or [])
+
+    @property
+    def passages(self) -> list[Passage]:
+        """The numbered passages shown to the model (once chosen, as ``evidence``)."""
+        return list(self._holder.get("shown") or [])
 
     @property
     def answer(self) -> Answer:
@@ -294,4 +324,5 @@ def build_chain(settings: Any, *, llm: BaseLanguageModel | None = None,
     if retriever is None:
         retriever = GuidelineRetriever(index_path=str(settings.index), k=settings.k,
                                        score_threshold=settings.min_similarity)
-    return RAGChain(retriever, llm, max_tokens=settings.max_tokens, n_ctx=settings.n_ctx)
+    return RAGChain(retriever, llm, max_tokens=settings.max_tokens, n_ctx=settings.n_ctx,
+                    refusal=settings.refusal_policy)

@@ -1,8 +1,12 @@
-"""``python -m assistant``: ``ask`` a question; set-up helpers ``fetch-model`` and ``paths``.
+"""``python -m assistant``: ``ask`` a question; ``eval`` the answers on question files;
+set-up helpers ``fetch-model`` and ``paths``.
 
-``ask "question"`` streams the answer, then its sources and the advisory notice; ``--json``
-prints one JSON object instead (answer, citations, passages, notice, usage, timings).  Every
-output, errors included, carries the notice.
+``ask "question"`` prints the evidence sentences of the sources, streams the answer, then the
+numbers and drug names not found in the sources, its sources and the advisory notice;
+``--json`` prints one JSON object instead (answer, evidence, citations, passages,
+``unsupported_numbers``, ``unsupported_terms``, refusal, notice, usage, timings).  Every
+output, errors included, carries the notice.  ``eval`` is described in
+:mod:`assistant.evaluate`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from assistant.config import DEFAULT_MODEL, Settings
 from assistant.models import PRESETS, ModelError, fetch_model
@@ -126,8 +131,12 @@ def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         chain = build_chain(settings)
         extra = {"sources": args.source} if args.source else {}
         stream = chain.stream_answer({"question": question, "history": history, **extra})
+        first = True
         for piece in stream:
             if not args.json:
+                if first and stream.evidence:
+                    print(_evidence_block(stream), flush=True)
+                first = False
                 print(piece, end="", flush=True)
         answer = stream.answer
     except AnswerError as e:
@@ -146,6 +155,80 @@ def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(stream_tail(answer))
     return 0
+
+
+def _evidence_block(stream: Any) -> str:
+    """The evidence sentences printed above the streamed answer."""
+    from assistant.evidence import evidence_text
+
+    titles = {p.number: p.title for p in stream.passages}
+    return evidence_text(stream.evidence, titles) + "\n\nAnswer:"
+
+
+def _cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from assistant.chain import build_chain
+    from assistant.evaluate import (
+        ANSWERABLE,
+        UNANSWERABLE,
+        EvalInputError,
+        evaluate,
+        load_questions,
+        report,
+        table,
+    )
+
+    settings = _ask_settings(args, settings)
+    if args.no_refusal_policy:
+        settings = replace(settings, refusal_policy=None)
+    if not settings.index.is_dir():
+        print(f"error: no index at {settings.index}", file=sys.stderr)
+        return 2
+    try:
+        questions = _pick(load_questions(Path(args.qa), ANSWERABLE), args)
+        if args.unanswerable:
+            questions += _pick(load_questions(Path(args.unanswerable), UNANSWERABLE), args)
+    except EvalInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    used = {"index": str(settings.index), "model": settings.model, "k": settings.k,
+            "max_tokens": settings.max_tokens, "temperature": settings.temperature,
+            "seed": settings.seed, "n_ctx": settings.n_ctx, "qa": args.qa,
+            "unanswerable": args.unanswerable, "limit": args.limit, "half": args.half,
+            "refusal_policy": (None if settings.refusal_policy is None
+                               else vars(settings.refusal_policy))}
+    chain = build_chain(settings)
+    done: list[dict] = []
+
+    def keep(record: dict) -> None:  # the JSON so far: an interrupted run loses nothing
+        done.append(record)
+        if args.json:
+            partial = {**report(done, used), "partial": True}
+            Path(args.json).write_text(json.dumps(partial, ensure_ascii=False, indent=1),
+                                       encoding="utf-8")
+
+    try:
+        records = evaluate(chain, questions, progress=not args.quiet, on_record=keep)
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out = report(records, used)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n",
+                                   encoding="utf-8")
+    print(table(out["summary"], markdown=args.markdown))
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _pick(questions: list, args: argparse.Namespace) -> list:
+    """The questions of one half (``--half``), then ``--limit`` of them spread evenly."""
+    if args.half != "all":
+        questions = [q for q in questions if q.position % 2 == (0 if args.half == "even" else 1)]
+    if args.limit and args.limit < len(questions):
+        step = len(questions) / args.limit
+        questions = [questions[int(i * step)] for i in range(args.limit)]
+    return questions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +267,28 @@ def build_parser() -> argparse.ArgumentParser:
                      "history, and this turn is appended to it")
     ask.add_argument("--json", action="store_true", help="print one JSON object")
     ask.set_defaults(func=_cmd_ask)
+
+    ev = sub.add_parser("eval", help="answer question files and measure the answers")
+    ev.add_argument("--index", metavar="DIR", help="index folder (default as for ask)")
+    ev.add_argument("--qa", required=True, metavar="FILE",
+                    help="answerable questions (JSONL: question, doc_id, answer)")
+    ev.add_argument("--unanswerable", metavar="FILE",
+                    help="questions the index cannot answer (JSONL: question)")
+    ev.add_argument("--model", metavar="PATH_OR_PRESET", help="GGUF path or preset")
+    ev.add_argument("--k", type=int, metavar="N", help="passages to retrieve")
+    ev.add_argument("--max-tokens", type=int, metavar="N", help="answer length limit in tokens")
+    ev.add_argument("--temperature", type=float, metavar="T", help="0 = greedy (default)")
+    ev.add_argument("--seed", type=int, help="sampling seed")
+    ev.add_argument("--limit", type=int, metavar="N",
+                    help="N questions per file, spread evenly over it")
+    ev.add_argument("--half", choices=("all", "even", "odd"), default="all",
+                    help="only the questions at even / odd positions of each file")
+    ev.add_argument("--no-refusal-policy", action="store_true",
+                    help="refuse only when retrieval finds nothing (the earlier behaviour)")
+    ev.add_argument("--json", metavar="OUT", help="write the summary and every record here")
+    ev.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=_cmd_eval)
     return parser
 
 

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from assistant.refusal import RefusalPolicy
+
 DEFAULT_MODEL = "smollm2-135m"
 SAMPLE_INDEX_NAME = "sample"
 
@@ -37,6 +39,9 @@ class Settings:
     max_tokens: int = 384
     n_ctx: int = 4096  # context the engine allocates (capped by the model's own)
     seed: int = 0
+    # refuse before generating when the passages' evidence is this weak (assistant.refusal;
+    # chosen on the even-numbered dev questions, docs/assistant.md "Refusals"); None: never
+    refusal_policy: RefusalPolicy | None = field(default_factory=RefusalPolicy)
 
     @property
     def models_dir(self) -> Path:

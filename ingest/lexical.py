@@ -67,3 +67,20 @@ def lexical_search(
     )
     rows = conn.execute(sql, [query, generation, generation, *params, k]).fetchall()
     return [(int(rid), -float(score)) for rid, score in rows]
+
+
+def term_counts(conn: sqlite3.Connection, generation: int, words: Sequence[str]) -> dict[str, int]:
+    """word -> how many chunks visible at ``generation`` hold it (FTS5 stemming, so
+    ``treated`` counts ``treat``); words FTS5 cannot match count 0."""
+    visible = VISIBLE_AT.replace("gen_", "c.gen_")
+    sql = (
+        "SELECT count(*) FROM chunks_fts JOIN chunks c ON c.rid = chunks_fts.rowid "
+        f"WHERE chunks_fts MATCH ? AND {visible}"
+    )
+    counts: dict[str, int] = {}
+    for word in dict.fromkeys(w.lower() for w in words):
+        if not _WORD.fullmatch(word) or word.startswith("_"):
+            counts[word] = 0
+            continue
+        counts[word] = int(conn.execute(sql, [f'"{word}"', generation, generation]).fetchone()[0])
+    return counts

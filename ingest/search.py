@@ -18,7 +18,7 @@ from . import manifest as mf
 from .embedding import Embedder, canonical_name, load_embedder
 from .errors import IndexFolderError
 from .index import DB_NAME, Hit, IndexStore
-from .lexical import lexical_search
+from .lexical import lexical_search, term_counts
 from .rerank import Query, make_steps
 from .rerank import run as run_steps
 
@@ -143,6 +143,13 @@ class Index:
             q = Query(query, np.asarray(vector, dtype=np.float32).reshape(-1), k, self.store, view)
             fused = run_steps(steps, q, fused)
         return self.store.hits(fused[:k])
+
+    def term_counts(self, words: Sequence[str]) -> tuple[dict[str, int], int]:
+        """(word -> chunks holding it, chunks in the index): document frequencies for weighting
+        a question's words by rarity (BM25's stemming; see ``lexical.term_counts``)."""
+        with self.store.snapshot() as (conn, gen):
+            counts = term_counts(conn, gen, words)
+        return counts, int(self.manifest["counts"]["chunks"])
 
     def search_by_vector(
         self, vector, k: int = 5, sources: Sequence[str] | None = None

@@ -22,6 +22,7 @@ import streamlit as st  # noqa: E402
 from assistant.config import Settings  # noqa: E402
 from assistant.notice import NOTICE_TITLE  # noqa: E402
 from ui.backend import (  # noqa: E402
+    EvidenceBlock,
     IndexView,
     ModelView,
     Options,
@@ -29,7 +30,13 @@ from ui.backend import (  # noqa: E402
     Services,
     SetupProblem,
 )
-from ui.views import render_reply, render_reply_tail, render_setup_problem  # noqa: E402
+from ui.views import (  # noqa: E402
+    marked_text,
+    render_evidence,
+    render_reply,
+    render_reply_tail,
+    render_setup_problem,
+)
 
 PAGE_TITLE = "Clinical guidelines assistant"
 OTHER_MODEL = "Another GGUF file…"
@@ -172,6 +179,7 @@ def stream_answer(services: Services, index: IndexView, model: ModelView, questi
                   options: Options) -> Reply:
     """Stream the answer into the current chat message; always ends with sources and notice."""
     ending: dict[str, object] = {}
+    evidence_slot = st.empty()  # the evidence sentences, above the answer
     waiting = st.empty()
     waiting.caption(WAITING)
 
@@ -181,6 +189,10 @@ def stream_answer(services: Services, index: IndexView, model: ModelView, questi
             for item in stream:
                 if isinstance(item, Reply):
                     ending["reply"] = item
+                    continue
+                if isinstance(item, EvidenceBlock):
+                    with evidence_slot.container():
+                        render_evidence(item.sentences)
                     continue
                 if item:
                     waiting.empty()
@@ -192,7 +204,9 @@ def stream_answer(services: Services, index: IndexView, model: ModelView, questi
             if close is not None:
                 close()
 
-    streamed = st.write_stream(pieces())
+    text_slot = st.empty()
+    with text_slot.container():
+        streamed = st.write_stream(pieces())
     waiting.empty()
     text = streamed if isinstance(streamed, str) else "".join(map(str, streamed))
     reply = ending.get("reply")
@@ -200,10 +214,9 @@ def stream_answer(services: Services, index: IndexView, model: ModelView, questi
         error = ending.get("error") or "the assistant ended without an answer"
         reply = Reply(text=text, error=str(error))
     elif ending.get("error"):
-        reply = Reply(text=reply.text or text, sources=reply.sources, notice=reply.notice,
-                      refused=reply.refused, error=str(ending["error"]), details=reply.details)
-    if not text and reply.text:
-        st.markdown(reply.text)
+        reply = replace(reply, text=reply.text or text, error=str(ending["error"]))
+    if reply.unsupported_numbers or reply.unsupported_terms or (not text and reply.text):
+        text_slot.markdown(marked_text(reply))  # the streamed text, its flags added
     render_reply_tail(reply)
     return reply
 

@@ -64,12 +64,34 @@ class SourceView:
     heading: str
     passage: str
     doc_id: str = ""
-    kind: str = "cited"  # "cited" (the model wrote [n]), "matched" (quoted) or "given"
+    kind: str = "cited"  # "cited" (the model wrote [n]), "matched" (quoted), "given", or
+    # "closest" (a refusal's nearest passage, not relevant enough to answer)
     quote: str = ""  # for "matched": the answer's words found in the passage
 
     @property
     def cited_in_text(self) -> bool:
         return self.kind == "cited"
+
+
+@dataclass(frozen=True)
+class EvidenceView:
+    """One evidence sentence: a sentence of a passage that best answers the question."""
+
+    number: int  # the passage's number
+    text: str
+    title: str = ""
+    source: str = ""
+    passage: str = ""  # the whole passage, where the sentence is highlighted
+    start: int = 0  # the sentence's place in ``passage``
+    end: int = 0
+
+
+@dataclass(frozen=True)
+class EvidenceBlock:
+    """What ``Services.ask`` may yield before the first text piece: the evidence sentences,
+    shown above the answer as it streams."""
+
+    sentences: tuple[EvidenceView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,6 +104,10 @@ class Reply:
     refused: bool = False  # nothing relevant was found; ``text`` says so
     error: str | None = None  # a generation error, shown under the partial text
     details: Mapping[str, Any] = field(default_factory=dict)  # timings, token counts
+    evidence: tuple[EvidenceView, ...] = ()  # shown above the text
+    unsupported_numbers: tuple[str, ...] = ()  # numbers of the text found in no passage
+    unsupported_terms: tuple[str, ...] = ()  # drug-like words of the text found in no passage
+    n_numbers: int = 0  # the numbers the text states
 
 
 @dataclass(frozen=True)
@@ -120,4 +146,4 @@ class Services(Protocol):
 
     def ask(
         self, index: IndexView, model: ModelView, question: str, options: Options
-    ) -> Iterator[str | Reply]: ...  # text pieces, then exactly one Reply
+    ) -> Iterator[str | EvidenceBlock | Reply]: ...  # [evidence], text pieces, one Reply

@@ -20,6 +20,8 @@ from assistant.models import PRESETS, ModelError
 from assistant.retriever import forget_indexes, open_index_cached
 from ingest import IngestError, check_model
 from ui.backend import (
+    EvidenceBlock,
+    EvidenceView,
     IndexUnusable,
     IndexView,
     ModelMissing,
@@ -32,6 +34,7 @@ from ui.backend import (
 
 BUILD_COMMAND = "python -m ingest build --input {corpus} --index {index}"
 FETCH_COMMAND = "python -m assistant fetch-model {preset}"
+CLOSEST_SHOWN = 3  # passages listed under a refusal
 
 
 def _build_fix(index: Path) -> str:
@@ -92,7 +95,7 @@ class AssistantServices:
                          description=preset.description if preset else "", handle=model)
 
     def ask(self, index: IndexView, model: ModelView, question: str,
-            options: Options) -> Iterator[str | Reply]:
+            options: Options) -> Iterator[str | EvidenceBlock | Reply]:
         settings = replace(self.settings, index_dir=index.path, model=str(model.path),
                            k=options.k, temperature=options.temperature,
                            max_tokens=options.max_tokens)
@@ -103,6 +106,8 @@ class AssistantServices:
         try:
             stream = build_chain(settings).stream_answer(request)
             for piece in stream:
+                if not parts and stream.evidence:  # known before the first piece
+                    yield EvidenceBlock(evidence_views(stream.evidence, stream.passages))
                 parts.append(piece)
                 yield piece
             answer = stream.answer
@@ -125,6 +130,18 @@ def _source_counts(stats: Mapping[str, Any]) -> dict[str, int]:
     return counts
 
 
+def evidence_views(evidence: Any, passages: Any) -> tuple[EvidenceView, ...]:
+    """The chain's evidence sentences with their passage's title, source and text."""
+    by_number = {p.number: p for p in passages}
+    views = []
+    for e in evidence:
+        p = by_number.get(e.number)
+        views.append(EvidenceView(number=e.number, text=e.text, title=p.title if p else "",
+                                  source=p.source if p else "", passage=p.text if p else "",
+                                  start=e.start, end=e.end))
+    return tuple(views)
+
+
 def reply_from_answer(answer: Answer) -> Reply:
     """The chain's :class:`Answer` as the page shows it: numbered sources with their passage."""
     passages = {p.number: p for p in answer.passages}
@@ -135,9 +152,16 @@ def reply_from_answer(answer: Answer) -> Reply:
             number=c.number, title=c.title, source=c.source, url=c.url,
             heading=c.heading or "", passage=passage.text if passage else "", doc_id=c.id,
             kind=c.kind, quote=c.quote or ""))
+    if answer.refused and not sources:  # a refusal lists the closest passages found
+        sources = [SourceView(number=p.number, title=p.title, source=p.source, url=p.url,
+                              heading=p.heading or "", passage=p.text, doc_id=p.id,
+                              kind="closest") for p in answer.passages[:CLOSEST_SHOWN]]
     details = {"n_generated_tokens": answer.usage.get("completion_tokens"),
                "gen_s": answer.timings.get("generate_s"), "finish_reason": answer.finish_reason,
                "unresolved_citations": list(answer.unresolved_citations),
                "search_query": answer.search_query}
     return Reply(text=answer.text, sources=tuple(sources), notice=answer.notice,
-                 refused=answer.refused, details=details)
+                 refused=answer.refused, details=details,
+                 evidence=evidence_views(answer.evidence, answer.passages),
+                 unsupported_numbers=tuple(answer.unsupported_numbers),
+                 unsupported_terms=tuple(answer.unsupported_terms), n_numbers=answer.n_numbers)

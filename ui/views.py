@@ -11,9 +11,9 @@ import re
 
 import streamlit as st
 
-from assistant.answer import KIND_LABELS, QUOTE_SHOWN_CHARS, shorten
+from assistant.answer import KIND_LABELS, QUOTE_SHOWN_CHARS, UNSUPPORTED_MARK, shorten
 from assistant.attribution import MATCH_MIN_WORDS
-from ui.backend import Reply, SetupProblem, SourceView
+from ui.backend import EvidenceView, Reply, SetupProblem, SourceView
 
 NOTICE_ICON = ":material/info:"
 ERROR_ICON = ":material/error:"
@@ -55,12 +55,68 @@ def source_kind_line(source: SourceView) -> str | None:
     return f"{KIND_LABELS['matched']}: “{quote}”"
 
 
+CLOSEST_TITLE = "**Closest sources found** (not relevant enough to answer)"
+EVIDENCE_TITLE = "**Evidence from the sources** (the passages' own sentences, best first)"
+FLAG = f":red-background[⚠ {UNSUPPORTED_MARK}]"
+
+
+def mark_unsupported(text: str, flagged: tuple[str, ...]) -> str:
+    """``text`` with a visible flag after each number or term of ``flagged`` (as written)."""
+    for item in sorted(set(flagged), key=len, reverse=True):
+        pattern = re.compile(rf"(?<![\w.]){re.escape(item)}(?![\w])")
+        text = pattern.sub(lambda m: f"{m.group()} {FLAG}", text)
+    return text
+
+
+def checks_line(reply: Reply) -> str | None:
+    """The footer: how many numbers (and drug names) were not found in the sources."""
+    parts = []
+    n = len(reply.unsupported_numbers)
+    if reply.n_numbers:
+        parts.append(f"{n} of {reply.n_numbers} numbers not found in the sources"
+                     + (": " + ", ".join(escape_md(x) for x in reply.unsupported_numbers)
+                        if n else ""))
+    if reply.unsupported_terms:
+        parts.append(f"{len(reply.unsupported_terms)} drug names not found in the sources: "
+                     + ", ".join(escape_md(x) for x in reply.unsupported_terms))
+    return " · ".join(parts) if parts else None
+
+
+def highlighted_passage(view: EvidenceView) -> str:
+    """The passage as Markdown with the evidence sentence highlighted."""
+    a, b = view.start, view.end
+
+    def md(text: str) -> str:
+        return escape_md(text).replace("\n", "  \n")
+
+    if not (0 <= a < b <= len(view.passage)):
+        return md(view.passage)
+    return (md(view.passage[:a]) + f":orange-background[{md(view.passage[a:b])}]"
+            + md(view.passage[b:]))
+
+
+def render_evidence(evidence: tuple[EvidenceView, ...]) -> None:
+    """The evidence sentences, each with its citation and its passage, highlighted."""
+    if not evidence:
+        return
+    st.markdown(EVIDENCE_TITLE)
+    for view in evidence:
+        origin = escape_md(view.title) + (f" · {escape_md(view.source.upper())}"
+                                          if view.source else "")
+        st.markdown(f"> {escape_md(' '.join(view.text.split()))} **\\[{view.number}\\]**")
+        st.caption(origin)
+        with st.expander(f"Passage [{view.number}], the sentence highlighted"):
+            st.markdown(highlighted_passage(view))
+    st.markdown("**Answer**")
+
+
 def render_sources(sources: tuple[SourceView, ...], refused: bool) -> None:
     if not sources:
         if refused:
             st.caption("No sources: nothing relevant to this question was found in the index.")
         return
-    st.markdown("**Sources**")
+    closest = all(s.kind == "closest" for s in sources)
+    st.markdown(CLOSEST_TITLE if closest else "**Sources**")
     for source in sources:
         st.markdown(source_line(source))
         kind_line = source_kind_line(source)
@@ -101,10 +157,20 @@ def render_details(reply: Reply) -> None:
         st.warning(f"The answer cites {cited}, which matches no passage it was given.")
 
 
+def marked_text(reply: Reply) -> str:
+    """The answer's text with its unsupported numbers and terms flagged."""
+    return mark_unsupported(reply.text, (*reply.unsupported_numbers, *reply.unsupported_terms))
+
+
 def render_reply_tail(reply: Reply) -> None:
     """Everything under the answer text: error, sources, details, the notice."""
     if reply.error:
         st.error(f"The answer could not be completed: {reply.error}", icon=ERROR_ICON)
+    checks = checks_line(reply)
+    if checks and (reply.unsupported_numbers or reply.unsupported_terms):
+        st.warning(checks, icon=":material/warning:")
+    elif checks:
+        st.caption(checks)
     render_sources(reply.sources, reply.refused)
     render_details(reply)
     render_notice(reply.notice)
@@ -112,8 +178,9 @@ def render_reply_tail(reply: Reply) -> None:
 
 def render_reply(reply: Reply) -> None:
     """A whole earlier answer, from the conversation history."""
+    render_evidence(reply.evidence)
     if reply.text:
-        st.markdown(reply.text)
+        st.markdown(marked_text(reply))
     render_reply_tail(reply)
 
 

@@ -137,7 +137,7 @@ def test_off_topic_question_is_refused_without_the_model(settings: Settings,
     args = ["ask", OFF_TOPIC, "--index", str(settings.index), "--model", unloadable.model]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "no passage relevant" in out and out.rstrip().endswith(ADVISORY_NOTICE)
+    assert "do not cover this question" in out and out.rstrip().endswith(ADVISORY_NOTICE)
     assert main([*args, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["refused"] is True and data["notice"] == ADVISORY_NOTICE

@@ -2,7 +2,9 @@
 
 The question picks the behaviour: a normal cited answer; "nothing ..." a refusal with no
 sources; "quoted ..." an answer whose only source was matched by its quoted words, not cited;
-"boom ..." a few pieces then a generation error.  Every ``ask`` is recorded in CALLS.
+"boom ..." a few pieces then a generation error; "flagged ..." evidence sentences, then an
+answer with a number no passage states (found by the real number guard).  Every ``ask`` is
+recorded in CALLS.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from assistant.number_guard import count_quantities, unsupported_numbers
 from ui.backend import (
+    EvidenceBlock,
+    EvidenceView,
     IndexView,
     ModelMissing,
     ModelView,
@@ -69,6 +74,19 @@ class FakeServices:
         CALLS.append((question, model.spec, options))
         if question.startswith("nothing"):
             yield Reply(text=REFUSAL, refused=True)
+            return
+        if question.startswith("flagged"):
+            passage = SOURCES[0].passage + " Adults aged 50 to 75 years."
+            start = passage.index("Adults aged")
+            evidence = (EvidenceView(number=1, text=passage[start:], title=SOURCES[0].title,
+                                     source="ngc", passage=passage, start=start,
+                                     end=len(passage)),)
+            yield EvidenceBlock(evidence)
+            text = "Screen adults aged 50 to 75 years [1], starting with 600 mg of aspirin."
+            yield text
+            yield Reply(text=text, sources=SOURCES[:1], evidence=evidence,
+                        unsupported_numbers=tuple(unsupported_numbers(text, [passage])),
+                        n_numbers=count_quantities(text))
             return
         if question.startswith("boom"):
             yield ANSWER_PIECES[0]

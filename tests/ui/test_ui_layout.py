@@ -14,6 +14,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from assistant.notice import ADVISORY_NOTICE
+from ui import views
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
 
@@ -200,3 +201,22 @@ def test_other_model_path_is_passed_through(tmp_path):
 def test_blank_question_is_ignored(tmp_path):
     at = ask(page(tmp_path), "   ")
     assert not at.exception and not at.chat_message and not fake_services.CALLS
+
+
+def test_evidence_above_the_answer_and_a_flagged_number(tmp_path):
+    at = ask(page(tmp_path), "flagged please")
+    assert not at.exception
+    (answer,) = assistant_blocks(at)
+    body = texts(answer.markdown)
+    evidence_at = body.index(views.EVIDENCE_TITLE)
+    flagged = [i for i, b in enumerate(body) if f"600 mg {views.FLAG}" in b]
+    assert flagged and flagged[0] > evidence_at  # the evidence comes first, then the answer
+    assert not any(f"75 years {views.FLAG}" in b for b in body)  # found in the passage
+    assert any(":orange-background[Adults aged 50 to 75 years" in b for b in body)
+    (warning,) = texts(answer.warning)
+    assert warning.startswith("1 of 2 numbers not found in the sources: 600 mg")
+    assert texts(answer.info) == [ADVISORY_NOTICE]
+    at = ask(at, "flagged again")  # the first answer, redrawn from the history, keeps its flag
+    first = assistant_blocks(at)[0]
+    assert any(f"600 mg {views.FLAG}" in b for b in texts(first.markdown))
+    assert texts(first.warning)[0].startswith("1 of 2 numbers")
