@@ -371,13 +371,16 @@ def main(argv: list[str] | None = None) -> int:
         rss.stop.set()
         rss.join()
         stop_server(server)
-    batch = run_batch(index, args.batch, args) if args.batch else None
-    report = summarise(sessions, clock, rss, batch, args)
-    print(json.dumps({k: v for k, v in report.items() if k != "batch"}, indent=2))
-    if batch:
-        print("batch:", json.dumps(batch, indent=2))
+    report = summarise(sessions, clock, rss, None, args)  # the page's figures, kept at once
+    print(json.dumps({k: v for k, v in report.items() if k != "batch"}, indent=2), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if args.batch:
+        batch = run_batch(index, args.batch, args)
+        report = summarise(sessions, clock, rss, batch, args)
+        print("batch:", json.dumps(batch, indent=2), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0 if report["ok"] else 1
 
 
