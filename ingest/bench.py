@@ -229,14 +229,17 @@ def cmd_latency(args) -> None:
         )
         runs[" ".join(steps) or "no re-ranking"] = (other, [])
     qas = load_qa(args.qa)
-    for qa in qas[:3]:  # warm-up
+    vectors = [None] * len(qas)
+    if args.no_embedding:  # time the search after the query's embedding (fusion + re-ranking)
+        vectors = list(default.embedder.embed([qa.question for qa in qas]))
+    for qa, v in list(zip(qas, vectors, strict=True))[:3]:  # warm-up
         for idx, _ in runs.values():
-            idx.search(qa.question, k=10)
-    for i, qa in enumerate(qas):
+            idx.search(qa.question, k=10, vector=v)
+    for i, (qa, v) in enumerate(zip(qas, vectors, strict=True)):
         order = list(runs.values()) if i % 2 == 0 else list(runs.values())[::-1]
         for idx, times in order:
             t0 = time.perf_counter()
-            idx.search(qa.question, k=10)
+            idx.search(qa.question, k=10, vector=v)
             times.append((time.perf_counter() - t0) * 1000)
     out = {
         name: {
@@ -361,6 +364,11 @@ def main(argv: list[str] | None = None) -> None:
         metavar="STEPS",
         help="re-ranking steps to time against the default, space-separated "
         "(repeatable; '' is none; default: 'parts:depth=5' and '')",
+    )
+    lat.add_argument(
+        "--no-embedding",
+        action="store_true",
+        help="embed the questions beforehand and time the rest of the search alone",
     )
     var = sub.add_parser("variants", help="retrieval metrics of several settings, one process")
     var.add_argument("--threads", type=int, default=2)
