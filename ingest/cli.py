@@ -74,7 +74,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~4*sqrt(chunks))")
     b.add_argument("--nprobe", type=int, default=16, help="IVF lists searched per query")
-    b.add_argument("--threads", type=int, default=None, help="torch threads (default: all CPUs)")
+    b.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: all CPUs; with --ray: per worker, default 1)",
+    )
+    b.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="chunk and embed on a Ray cluster (the 'distributed' extra): its address "
+        "(auto, host:6379, ray://host:10001), or none to start Ray on this machine",
+    )
     b.add_argument(
         "--batch-chunks",
         type=int,
@@ -134,6 +148,7 @@ def _build(args) -> int:
             progress=not args.quiet,
             ann=ann,
             batch_chunks=args.batch_chunks,
+            ray=args.ray,
         )
     except StrictModeFailure as e:
         print(f"error: {e}", file=sys.stderr)
