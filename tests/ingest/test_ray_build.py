@@ -61,7 +61,7 @@ def _title(pid: int) -> str:
 
 
 class Cluster:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self) -> None:
         self.token = uuid.uuid4().hex
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -72,6 +72,9 @@ class Cluster:
             "OMP_NUM_THREADS": "1",
             "TOKENIZERS_PARALLELISM": "false",
             "RAY_USAGE_STATS_ENABLED": "0",
+            # token authentication (Ray's default), with this cluster's own token
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex,
         }
         self.temp = Path(f"/tmp/ray-{self.token[:8]}")  # sockets need a short path
         self.ray = str(Path(sys.executable).parent / "ray")
@@ -114,8 +117,8 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("ray"))
+def cluster():
+    c = Cluster()
     try:
         c.start()
         yield c
