@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -135,21 +136,24 @@ def _build(args) -> int:
         max_tokens=args.max_tokens, overlap_tokens=args.overlap_tokens, context=not args.no_context
     )
     try:
-        report = build(
-            args.input,
-            args.index,
-            embedding_model=args.embedding_model,
-            sources=args.sources,
-            limit=args.limit,
-            strict=args.strict,
-            prune=args.prune,
-            settings=settings,
-            threads=args.threads,
-            progress=not args.quiet,
-            ann=ann,
-            batch_chunks=args.batch_chunks,
-            ray=args.ray,
-        )
+        # stdout holds only the report: what the build's libraries print (Ray's raylet messages
+        # about retried tasks) goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            report = build(
+                args.input,
+                args.index,
+                embedding_model=args.embedding_model,
+                sources=args.sources,
+                limit=args.limit,
+                strict=args.strict,
+                prune=args.prune,
+                settings=settings,
+                threads=args.threads,
+                progress=not args.quiet,
+                ann=ann,
+                batch_chunks=args.batch_chunks,
+                ray=args.ray,
+            )
     except StrictModeFailure as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
