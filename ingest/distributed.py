@@ -31,6 +31,7 @@ import itertools
 import json
 import logging
 import math
+import socket
 import time
 from typing import Any
 
@@ -46,6 +47,7 @@ from .pipeline import BuildReport, chunk_rows, document_row, embed_chunks
 WINDOW_DOCS = 2000  # documents per Ray Dataset (bounds the driver's and object store's memory)
 DOCS_PER_TASK = 4  # documents per actor call (small: the pool stays balanced)
 OBJECT_STORE_BYTES = 200 * 1024 * 1024  # a local instance's object store
+CONNECT_TIMEOUT_S = 10.0  # a cluster address that does not answer within this is an error
 RECORD_FIELDS = ("id", "source", "clean_text", "title", "url", "origin", "line")
 
 
@@ -87,6 +89,17 @@ class EmbedWorker:
         return {k: np.array(v, dtype=object) for k, v in out.items()}
 
 
+def _check_reachable(address: str) -> None:
+    """Fail at once on a ``host:port`` nothing listens on (Ray itself retries for minutes)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", "" (local) or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {e}") from e
+
+
 def _opt(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -114,6 +127,7 @@ class RayBuilderFactory:
         self.window_docs, self.docs_per_task = max(1, window_docs), max(1, docs_per_task)
         self._started = False
         if not ray.is_initialized():
+            _check_reachable(address)
             try:
                 if address:
                     ray.init(address=address, logging_level="WARNING", log_to_driver=False)
