@@ -187,3 +187,14 @@ def test_other_model_path_is_passed_through(tmp_path):
 def test_blank_question_is_ignored(tmp_path):
     at = ask(page(tmp_path), "   ")
     assert not at.exception and not at.chat_message and not fake_services.CALLS
+
+
+def test_sidebar_served_model_choice_gives_the_spec(tmp_path):
+    at = page(tmp_path)
+    at.sidebar.selectbox[0].select("A served model (OpenAI-compatible server)…").run()
+    url, name = at.sidebar.text_input
+    url.set_value("http://127.0.0.1:8000/v1")
+    name.set_value("meditron-7b")
+    at = ask(at.run(), "what is the dose?")
+    assert not at.exception, at.exception
+    assert fake_services.CALLS[-1][1] == "openai:http://127.0.0.1:8000/v1#meditron-7b"
