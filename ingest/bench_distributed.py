@@ -8,7 +8,8 @@ as a cluster outlives its builds).  Each is run on two corpus sizes (the ``--sma
 model, starting the actors) and its marginal rate (chunks per second once running) separate:
 ``rate = (chunks_large - chunks_small) / (seconds_large - seconds_small)``.  The overhead of Ray
 is ``1 - rate_ray / rate_single``; the per-core rate scales to N machines.  The machine is shared
-and noisy: rounds alternate the two builds, and the median of each is reported.
+and noisy: one warm-up build of each kind is not counted, rounds alternate the two builds, and the
+median of each is reported.
 
     python -m ingest.bench_distributed --input ../shared/data/guidelines-sample.jsonl \\
         --cores 2 --small 3 --large 12 --rounds 2 [--json FILE]
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(tmp)
             corpora = {size: _shortest(args.input, n, work / f"{size}.jsonl")
                        for size, n in (("small", args.small), ("large", args.large))}
+            for kind in ("single", "ray"):  # warm-up: page cache, imports (not counted)
+                _one(corpora["small"], work, args.cores, kind == "ray")
             for r in range(args.rounds):
                 for kind in (("single", "ray") if r % 2 == 0 else ("ray", "single")):
                     for size, corpus in corpora.items():
