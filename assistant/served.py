@@ -4,7 +4,7 @@
 chain (``assistant.chain.build_chain``) talk to vLLM, llama.cpp's server, TGI or any other
 server of the OpenAI chat-completions API, through LangChain's own ``ChatOpenAI``.  The chain is
 unchanged: the same system and user messages, citations, refusal (the server is not called when
-no passage is relevant), number guard and notice; the answer streams.
+no passage is relevant) and notice; the answer streams.
 
 What the served path adds:
 
