@@ -16,7 +16,8 @@ and asked as rewritten by :func:`assistant.followup.rewrite`, and ``Answer.searc
 When the retriever returns nothing (its score threshold removed every passage) the chain
 answers with a refusal and does not call the model.  Any failure is raised as
 :class:`AnswerError`, whose message ends with the notice.  The model may be our ``EngineLLM``
-(a ChatML string prompt) or any LangChain chat model (system + user messages).
+(a ChatML string prompt) or any LangChain chat model (system + user messages), such as a served
+model through ``langchain-openai`` (``assistant.served``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from assistant.answer import REFUSAL_TEXT, Answer, AnswerError, Passage, resolve
 from assistant.chat_format import ChatFormat
 from assistant.checks import after_generation, before_generation, renumber
 from assistant.followup import rewrite
-from assistant.models import ModelError
+from assistant.models import ModelError, parse_served
 from assistant.notice import ADVISORY_NOTICE
 from assistant.prompts import (
     DEFAULT_REMINDER,
@@ -317,6 +318,13 @@ def build_chain(settings: Any, *, llm: BaseLanguageModel | None = None,
     from assistant.llm import EngineLLM
     from assistant.retriever import GuidelineRetriever
 
+    served = parse_served(settings.model)
+    if llm is None and served is not None:
+        from assistant.served import served_chat_model
+
+        llm = served_chat_model(served, max_tokens=settings.max_tokens,
+                                temperature=settings.temperature, seed=settings.seed,
+                                timeout=settings.served_timeout, api_key=settings.served_api_key)
     if llm is None:
         llm = EngineLLM(model=settings.model, models_dir=str(settings.models_dir),
                         max_tokens=settings.max_tokens, temperature=settings.temperature,

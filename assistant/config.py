@@ -5,7 +5,10 @@ Everything else receives a :class:`Settings` (or the values it holds); nothing b
 
 ``GUIDELINES_HOME``   where models and indexes live (default ``~/.cache/guidelines-assistant``)
 ``GUIDELINES_INDEX``  the index folder the assistant and the page use (default: the sample index)
-``GUIDELINES_MODEL``  a model preset name or a GGUF path (default ``smollm2-135m``)
+``GUIDELINES_MODEL``  a model preset name, a GGUF path (default ``smollm2-135m``), or a served
+                      model ``openai:<base_url>#<model>`` (an OpenAI-compatible server)
+``GUIDELINES_SERVED_TIMEOUT``  seconds a served model may stay silent before the answer fails
+``OPENAI_API_KEY``    the served model's API key (local servers ignore it)
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class Settings:
     # refuse before generating when the passages' evidence is this weak (assistant.refusal;
     # chosen on the even-numbered dev questions, docs/assistant.md "Refusals"); None: never
     refusal_policy: RefusalPolicy | None = field(default_factory=RefusalPolicy)
+    served_timeout: float = 60.0  # a served model silent this long fails the answer
+    served_api_key: str = field(default="not-needed", repr=False)
 
     @property
     def models_dir(self) -> Path:
@@ -64,5 +69,9 @@ class Settings:
             settings = replace(settings, index_dir=Path(env["GUIDELINES_INDEX"]).expanduser())
         if env.get("GUIDELINES_MODEL"):
             settings = replace(settings, model=env["GUIDELINES_MODEL"])
+        if env.get("GUIDELINES_SERVED_TIMEOUT"):
+            settings = replace(settings, served_timeout=float(env["GUIDELINES_SERVED_TIMEOUT"]))
+        if env.get("OPENAI_API_KEY"):
+            settings = replace(settings, served_api_key=env["OPENAI_API_KEY"])
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean)  # type: ignore[arg-type]

@@ -137,6 +137,33 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+SERVED_PREFIX = "openai:"  # GUIDELINES_MODEL=openai:<base_url>#<model>: a served model
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model behind an OpenAI-compatible server (vLLM, llama.cpp's server, TGI, …)."""
+
+    base_url: str  # e.g. http://127.0.0.1:8000/v1
+    model: str  # the name the server knows it by
+
+    @property
+    def spec(self) -> str:
+        return f"{SERVED_PREFIX}{self.base_url}#{self.model}"
+
+
+def parse_served(spec: str) -> ServedModel | None:
+    """``openai:<base_url>#<model>`` → :class:`ServedModel`; None for a preset or a GGUF path."""
+    if not spec.startswith(SERVED_PREFIX):
+        return None
+    url, sep, model = spec[len(SERVED_PREFIX):].partition("#")
+    url, model = url.strip(), model.strip()
+    if not sep or not model or not url.startswith(("http://", "https://")):
+        raise ModelError(f"served model {spec!r} is not openai:<http(s) base_url>#<model>, "
+                         "e.g. openai:http://127.0.0.1:8000/v1#smollm2")
+    return ServedModel(url.rstrip("/"), model)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:

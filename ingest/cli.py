@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from dataclasses import asdict, replace
@@ -87,7 +88,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~4*sqrt(chunks))")
     b.add_argument("--nprobe", type=int, default=16, help="IVF lists searched per query")
-    b.add_argument("--threads", type=int, default=None, help="torch threads (default: all CPUs)")
+    b.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: all CPUs; with --ray: per worker, default 1)",
+    )
+    b.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="chunk and embed on a Ray cluster (the 'distributed' extra): its address "
+        "(auto, host:6379, ray://host:10001), or none to start Ray on this machine",
+    )
     b.add_argument(
         "--batch-chunks",
         type=int,
@@ -166,20 +181,24 @@ def _build(args) -> int:
         subheadings=args.subheadings,
     )
     try:
-        report = build(
-            args.input,
-            args.index,
-            embedding_model=args.embedding_model,
-            sources=args.sources,
-            limit=args.limit,
-            strict=args.strict,
-            prune=args.prune,
-            settings=settings,
-            threads=args.threads,
-            progress=not args.quiet,
-            ann=ann,
-            batch_chunks=args.batch_chunks,
-        )
+        # stdout holds only the report: what the build's libraries print (Ray's raylet messages
+        # about retried tasks) goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            report = build(
+                args.input,
+                args.index,
+                embedding_model=args.embedding_model,
+                sources=args.sources,
+                limit=args.limit,
+                strict=args.strict,
+                prune=args.prune,
+                settings=settings,
+                threads=args.threads,
+                progress=not args.quiet,
+                ann=ann,
+                batch_chunks=args.batch_chunks,
+                ray=args.ray,
+            )
     except StrictModeFailure as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

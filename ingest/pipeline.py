@@ -10,16 +10,19 @@ the next build resumes the staging generation (documents already staged are skip
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import manifest as mf
 from .chunking import Chunk, Chunker, ChunkingSettings
 from .corpus import Record, Rejection, check_input, read_corpus
-from .embedding import Embedder, canonical_name, load_embedder
+from .embedding import Embedder, canonical_name, cpu_count, load_embedder
 from .errors import SettingsMismatch, StrictModeFailure
 from .index import DB_NAME, IndexStore
 
@@ -45,6 +48,14 @@ class BuildReport:
     generation: int = 0
     prune_skipped: str | None = None
 
+    executor: dict = field(default_factory=lambda: {"kind": "local"})
+
+    def count_staged(self, replacing: list[bool], n_chunks: int) -> None:
+        """Count a staged batch: its documents (new or replacing one) and chunks."""
+        self.replaced += sum(replacing)
+        self.added += len(replacing) - sum(replacing)
+        self.chunks_added += n_chunks
+
     @property
     def chunks_per_s(self) -> float:
         return self.chunks_added / self.seconds if self.seconds else 0.0
@@ -64,6 +75,7 @@ class BuildReport:
             "published": self.published,
             "generation": self.generation,
             "prune_skipped": self.prune_skipped,
+            "executor": self.executor,
         }
 
     def summary(self) -> str:
@@ -108,7 +120,28 @@ def _count_lines(spec: str) -> int | None:
     return n
 
 
-def _chunk_rows(rec: Record, chunks: list[Chunk]) -> list[tuple]:
+def embed_chunks(
+    emb: Embedder, chunks: list[Chunk], with_parts: bool, progress: Callable[[int], None] | None
+) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """The chunks' vectors (n, dim) and, for an index with part vectors, their parts."""
+    if with_parts:
+        return emb.embed_parts(
+            [c.token_ids for c in chunks],
+            [c.parts for c in chunks],
+            [c.n_lead for c in chunks],
+            progress=progress,
+        )
+    return emb.embed_ids([c.token_ids for c in chunks], progress=progress), None
+
+
+def document_row(rec: Record, chunks: list[Chunk]) -> tuple:
+    """The ``documents`` row of a chunked record (see ``IndexStore.stage``)."""
+    return (rec.id, rec.source, rec.title, rec.url, rec.content_hash, len(rec.clean_text),
+            len(chunks))
+
+
+def chunk_rows(rec: Record, chunks: list[Chunk]) -> list[tuple]:
+    """The ``chunks`` rows of a chunked record: ids ``doc_id#i``, text, context, metadata."""
     return [
         (
             f"{rec.id}#{c.index}",
@@ -185,29 +218,15 @@ class _Builder:
             return
         t0 = time.perf_counter()
         chunks = [c for _, _, cs in self.batch for c in cs]
-        emb, parts = self._get_embedder(), None
-        if self.store.manifest["embedding"].get("parts"):
-            vectors, parts = emb.embed_parts(
-                [c.token_ids for c in chunks],
-                [c.parts for c in chunks],
-                [c.n_lead for c in chunks],
-                progress=self.chunks_bar.update,
-            )
-        else:
-            vectors = emb.embed_ids([c.token_ids for c in chunks], progress=self.chunks_bar.update)
+        with_parts = bool(self.store.manifest["embedding"].get("parts"))
+        vectors, parts = embed_chunks(
+            self._get_embedder(), chunks, with_parts, self.chunks_bar.update
+        )
         self.report.embed_seconds += time.perf_counter() - t0
-        docs = [
-            (r.id, r.source, r.title, r.url, r.content_hash, len(r.clean_text), len(cs))
-            for r, _, cs in self.batch
-        ]
-        rows = [row for r, _, cs in self.batch for row in _chunk_rows(r, cs)]
+        docs = [document_row(r, cs) for r, _, cs in self.batch]
+        rows = [row for r, _, cs in self.batch for row in chunk_rows(r, cs)]
         self.store.stage(self.gen, docs, rows, vectors, parts)
-        for _, replacing, _ in self.batch:
-            if replacing:
-                self.report.replaced += 1
-            else:
-                self.report.added += 1
-        self.report.chunks_added += len(chunks)
+        self.report.count_staged([replacing for _, replacing, _ in self.batch], len(chunks))
         self.batch, self.n_batch_chunks = [], 0
 
 
@@ -303,12 +322,15 @@ def build(
     progress: bool = True,
     ann: dict | None = None,
     batch_chunks: int = BATCH_CHUNKS,
+    ray: str | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
 ) -> BuildReport:
     """Build or update the index at ``index`` from ``input``; see the module docstring.
 
     ``embedder`` (or ``embedding_model``, a name or path) is loaded only when a document needs
-    embedding, so a re-run over an unchanged input is quick.
+    embedding, so a re-run over an unchanged input is quick.  ``ray`` (a cluster address, or
+    ``""`` for a local Ray instance) chunks and embeds on a Ray cluster instead
+    (``ingest.distributed``, the ``distributed`` extra); the index written is the same.
     """
     t_start = time.perf_counter()
     job = _Job(
@@ -345,12 +367,28 @@ def build(
     check_input(job.spec)
     if strict:
         _scan_strict(job.spec, job.sources, limit, log)
-    store = _open_store(job.index, model_name, job.settings, get_embedder, ann)
-    store_ref.append(store)
-    report = BuildReport(index=str(job.index))
+    with contextlib.ExitStack() as cluster:
+        make_builder = _Builder
+        executor = {"kind": "local", "threads": int(threads or cpu_count())}
+        if ray is not None:  # connect before touching the index: a bad address changes nothing
+            from .distributed import RayBuilderFactory
+
+            make_builder = cluster.enter_context(RayBuilderFactory(ray, model_name, threads))
+            executor = make_builder.describe()
+        store = _open_store(job.index, model_name, job.settings, get_embedder, ann)
+        store_ref.append(store)
+        report = BuildReport(index=str(job.index), executor=executor)
+        _build_in(store, job, get_embedder, report, make_builder, t_start)
+    report.seconds = time.perf_counter() - t_start
+    return report
+
+
+def _build_in(store: IndexStore, job: _Job, get_embedder, report: BuildReport, make_builder,
+              t_start: float) -> None:
+    """Stage the changes in a build generation, then publish them (or discard an empty one)."""
     gen = store.begin_build()
     try:
-        _run(store, gen, job, get_embedder, report)
+        _run(store, gen, job, get_embedder, report, make_builder)
         report.seconds = time.perf_counter() - t_start
         if store.has_changes(gen):
             update = {
@@ -365,8 +403,6 @@ def build(
     finally:
         store.end_build()
         store.close()
-    report.seconds = time.perf_counter() - t_start
-    return report
 
 
 def _ann_hook(store: IndexStore):
@@ -382,14 +418,18 @@ def _inputs(man: dict, spec: str, sources) -> list[dict]:
     return [*inputs, {"input": spec, "sources": sources, "at": mf.now()}]
 
 
-def _run(store: IndexStore, gen: int, job: _Job, get_embedder, report: BuildReport) -> None:
+def _run(
+    store: IndexStore, gen: int, job: _Job, get_embedder, report: BuildReport, make_builder
+) -> None:
+    """Read the input once, hand new or changed documents to a builder (``_Builder`` here, or
+    ``ingest.distributed``'s on a Ray cluster), then prune."""
     live = store.live_documents()
     total = _count_lines(job.spec) if job.limit is None else job.limit
     with (
         _progress("documents", "doc", total, job.progress) as docs_bar,
         _progress("chunks", "chunk", None, job.progress) as chunks_bar,
     ):
-        builder = _Builder(
+        builder = make_builder(
             store, gen, get_embedder, job.settings, report, (docs_bar, chunks_bar), job.batch_chunks
         )
         seen: set[str] = set()

@@ -4,7 +4,7 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh -m "not slow").
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/scripts/setup.sh" test
+source "$ROOT/scripts/setup.sh" test,distributed,served,compare
 cd "$ROOT"
 "$VPY" -m ruff check .
 exec "$VPY" -m pytest "$@"

@@ -20,6 +20,7 @@ if str(_ROOT) not in sys.path:  # `streamlit run ui/app.py` puts ui/, not the ch
 import streamlit as st  # noqa: E402
 
 from assistant.config import Settings  # noqa: E402
+from assistant.models import SERVED_PREFIX  # noqa: E402
 from assistant.notice import NOTICE_TITLE  # noqa: E402
 from ui.backend import (  # noqa: E402
     EvidenceBlock,
@@ -40,6 +41,7 @@ from ui.views import (  # noqa: E402
 
 PAGE_TITLE = "Clinical guidelines assistant"
 OTHER_MODEL = "Another GGUF file…"
+SERVED_MODEL = "A served model (OpenAI-compatible server)…"
 MESSAGES = "messages"  # session_state key: the conversation, a list of dicts
 K_RANGE = (1, 12)
 TEMPERATURE_RANGE = (0.0, 1.5)
@@ -96,14 +98,29 @@ def load_model(services: Services, spec: str) -> ModelView | SetupProblem:
 
 def _model_control(services: Services, settings: Settings) -> str:
     presets = dict(services.presets())
-    choices = [*presets, OTHER_MODEL]
-    default = settings.model if settings.model in presets else OTHER_MODEL
+    choices = [*presets, OTHER_MODEL, SERVED_MODEL]
+    served = settings.model.startswith(SERVED_PREFIX)
+    default = settings.model if settings.model in presets else (
+        SERVED_MODEL if served else OTHER_MODEL)
     help_text = "  \n".join(f"**{name}**: {text}" for name, text in presets.items())
     choice = st.selectbox("Model", choices, index=choices.index(default), help=help_text)
+    if choice == SERVED_MODEL:
+        return _served_control(settings.model if served else "")
     if choice != OTHER_MODEL:
         return choice
-    initial = "" if settings.model in presets else settings.model
+    initial = "" if settings.model in presets or served else settings.model
     return st.text_input("GGUF file", value=initial, placeholder="/path/to/model.gguf").strip()
+
+
+def _served_control(initial: str) -> str:
+    """A served model's base URL and name, as the spec ``openai:<base_url>#<model>``."""
+    url, _, name = initial[len(SERVED_PREFIX):].partition("#")
+    url = st.text_input("Server (OpenAI-compatible base URL)", value=url,
+                        placeholder="http://127.0.0.1:8000/v1",
+                        help="vLLM, llama.cpp's server, TGI… The prompt, citations and notice "
+                             "are the same as with the built-in engine.").strip()
+    name = st.text_input("Served model name", value=name, placeholder="the server's model id")
+    return f"{SERVED_PREFIX}{url}#{name.strip()}" if url or name.strip() else ""
 
 
 def sidebar_controls(services: Services, settings: Settings, index: IndexView | None) -> Controls:
@@ -144,7 +161,10 @@ def sidebar_status(settings: Settings, index: IndexView | SetupProblem,
         if isinstance(model, ModelView):
             quant = f" · {model.quantization}" if model.quantization else ""
             st.markdown(f"**{model.spec}**{quant}")
-            st.caption(f"File: `{model.path.name}`")
+            if model.quantization == "served":
+                st.caption(model.description)
+            else:
+                st.caption(f"File: `{model.path.name}`")
         else:
             st.caption(f"Not loaded: `{model.value or '(none chosen)'}`")
         if st.button("New conversation", disabled=not st.session_state.get(MESSAGES)):

@@ -16,7 +16,7 @@ from assistant.answer import Answer, AnswerError
 from assistant.chain import build_chain
 from assistant.config import Settings
 from assistant.engine_runtime import get_engine_model, resolve_model_path
-from assistant.models import PRESETS, ModelError
+from assistant.models import PRESETS, ModelError, parse_served
 from assistant.retriever import forget_indexes, open_index_cached
 from ingest import IngestError, check_model
 from ui.backend import (
@@ -82,6 +82,13 @@ class AssistantServices:
         if not spec:
             raise ModelMissing("no model chosen: pick a preset or give the path of a GGUF file.")
         try:
+            served = parse_served(spec)
+        except ModelError as e:
+            raise ModelMissing(str(e), value=spec) from e
+        if served is not None:  # nothing to load here: the server holds the model
+            return ModelView(spec=spec, path=Path(served.base_url), quantization="served",
+                             description=f"{served.model}, served at {served.base_url}")
+        try:
             path = resolve_model_path(spec, self.settings.models_dir)
             model = get_engine_model(path)
         except ModelError as e:
@@ -96,7 +103,8 @@ class AssistantServices:
 
     def ask(self, index: IndexView, model: ModelView, question: str,
             options: Options) -> Iterator[str | EvidenceBlock | Reply]:
-        settings = replace(self.settings, index_dir=index.path, model=str(model.path),
+        spec = model.spec if model.quantization == "served" else str(model.path)
+        settings = replace(self.settings, index_dir=index.path, model=spec,
                            k=options.k, temperature=options.temperature,
                            max_tokens=options.max_tokens)
         request: dict[str, Any] = {"question": question, "k": options.k,

@@ -220,3 +220,14 @@ def test_evidence_above_the_answer_and_a_flagged_number(tmp_path):
     first = assistant_blocks(at)[0]
     assert any(f"600 mg {views.FLAG}" in b for b in texts(first.markdown))
     assert texts(first.warning)[0].startswith("1 of 2 numbers")
+
+
+def test_sidebar_served_model_choice_gives_the_spec(tmp_path):
+    at = page(tmp_path)
+    at.sidebar.selectbox[0].select("A served model (OpenAI-compatible server)…").run()
+    url, name = at.sidebar.text_input
+    url.set_value("http://127.0.0.1:8000/v1")
+    name.set_value("meditron-7b")
+    at = ask(at.run(), "what is the dose?")
+    assert not at.exception, at.exception
+    assert fake_services.CALLS[-1][1] == "openai:http://127.0.0.1:8000/v1#meditron-7b"
