@@ -33,6 +33,9 @@ KIND_LABELS: dict[str, str] = {  # how each kind is described to a reader
     GIVEN: "given to the model; neither cited nor quoted",
 }
 
+REPETITION_NOTE = ("Generation was stopped: the answer began repeating itself "
+                   "(the repetition guard); what it wrote before that is shown.")
+
 REFUSAL_TEXT = (
     "The indexed guidelines hold no passage relevant enough to this question, so no answer "
     "was generated. Try rephrasing the question, widening the source filter, or indexing "
@@ -166,6 +169,11 @@ class Answer:
     usage: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     notice: str = ADVISORY_NOTICE
+    receipt: dict[str, Any] | None = None  # what reproduces it (assistant.receipt)
+
+    def status_note(self) -> str:
+        """A sentence on how generation ended, when the reader should know (else "")."""
+        return REPETITION_NOTE if self.finish_reason == "repetition" else ""
 
     def sources_text(self) -> str:
         """``Sources:`` then one line per citation: ``[n] Title (source) url``, its kind noted
@@ -196,6 +204,8 @@ class Answer:
     def full_text(self) -> str:
         """The answer, its sources and the notice: what a reader is shown."""
         body = self.text.strip()
+        if self.status_note():
+            body = f"{body}\n\n({self.status_note()})"
         sources = self.sources_text()
         if sources:
             body = f"{body}\n\n{sources}"

@@ -42,6 +42,7 @@ from assistant.prompts import (
     fit_passages,
     rag_messages,
 )
+from assistant.receipt import prompt_text, safe_receipt
 
 DEFAULT_CONTEXT = 2048  # for a model that does not say its context length
 
@@ -150,6 +151,8 @@ class RAGChain(Runnable[Any, Answer]):
             holder["answer"] = Answer(question, REFUSAL_TEXT, [], [], refused=True,
                                       timings={"retrieve_s": t_retrieved - t0,
                                                "total_s": time.perf_counter() - t0})
+            holder["answer"].receipt = safe_receipt(self, holder["answer"], None,
+                                                     retriever_kwargs)
             yield REFUSAL_TEXT
             return
         try:
@@ -168,8 +171,9 @@ class RAGChain(Runnable[Any, Answer]):
             llm_config = {**(config or {}), "callbacks": [capture]}
         t_prompt = time.perf_counter()
         parts: list[str] = []
+        model_input = self.model_input(question, fitted.passages)
         try:
-            for piece in self.llm.stream(self.model_input(question, fitted.passages), llm_config,
+            for piece in self.llm.stream(model_input, llm_config,
                                          **self._llm_kwargs()):
                 text = piece if isinstance(piece, str) else str(getattr(piece, "content", piece))
                 if text:
@@ -185,6 +189,8 @@ class RAGChain(Runnable[Any, Answer]):
                                                "prompt_s": t_prompt - t_retrieved,
                                                "generate_s": t_end - t_prompt,
                                                "total_s": t_end - t0})
+        holder["answer"].receipt = safe_receipt(self, holder["answer"],
+                                                 prompt_text(model_input), retriever_kwargs)
 
     def _build_answer(self, question: str, text: str, fitted: FittedPrompt, info: dict[str, Any],
                       timings: dict[str, float]) -> Answer:
@@ -241,7 +247,9 @@ class RAGChain(Runnable[Any, Answer]):
 def stream_tail(answer: Answer) -> str:
     """What a stream appends when it ends: the sources, then the notice."""
     sources = answer.sources_text()
-    return f"\n\n{sources}\n\n{ADVISORY_NOTICE}" if sources else f"\n\n{ADVISORY_NOTICE}"
+    note = f"\n\n({answer.status_note()})" if answer.status_note() else ""
+    return (f"{note}\n\n{sources}\n\n{ADVISORY_NOTICE}" if sources
+            else f"{note}\n\n{ADVISORY_NOTICE}")
 
 
 class AnswerStream:

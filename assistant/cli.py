@@ -1,8 +1,11 @@
-"""``python -m assistant``: ``ask`` a question; set-up helpers ``fetch-model`` and ``paths``.
+"""``python -m assistant``: ``ask`` a question, ``replay`` an answer's receipt; set-up helpers
+``fetch-model`` and ``paths``.
 
 ``ask "question"`` streams the answer, then its sources and the advisory notice; ``--json``
-prints one JSON object instead (answer, citations, passages, notice, usage, timings).  Every
-output, errors included, carries the notice.
+prints one JSON object instead (answer, citations, passages, notice, usage, timings, receipt);
+``--receipt FILE`` writes the receipt alone.  ``replay FILE`` (:mod:`assistant.replay`) answers
+the receipt's question again and says whether the answer is identical.  Every output, errors
+included, carries the notice.
 """
 
 from __future__ import annotations
@@ -89,11 +92,20 @@ def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(str(e), question, args.json)
     except KeyboardInterrupt:
         return _fail("interrupted", question, args.json)
+    if args.receipt and answer.receipt:
+        Path(args.receipt).write_text(json.dumps(answer.receipt, ensure_ascii=False, indent=2),
+                                      encoding="utf-8")
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
     else:
         print(stream_tail(answer))
     return 0
+
+
+def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from assistant.replay import replay_command
+
+    return replay_command(args, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--source", action="append", metavar="SOURCE",
                      help="only this corpus source (repeatable), e.g. --source cdc")
     ask.add_argument("--json", action="store_true", help="print one JSON object")
+    ask.add_argument("--receipt", metavar="FILE",
+                     help="also write the answer's receipt (JSON) to FILE, for `replay`")
     ask.set_defaults(func=_cmd_ask)
+
+    rep = sub.add_parser("replay", help="answer a receipt's question again and compare: exit 0 "
+                                        "identical, 1 different, 2 cannot replay")
+    rep.add_argument("receipt", help="a receipt JSON (ask --receipt) or an ask --json output")
+    rep.add_argument("--model", metavar="PATH", help="GGUF file (default: the receipt's)")
+    rep.add_argument("--index", metavar="DIR", help="index folder (default: the receipt's)")
+    rep.add_argument("--json", action="store_true", help="print one JSON object")
+    rep.set_defaults(func=_cmd_replay)
     return parser
 
 

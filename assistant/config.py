@@ -37,6 +37,10 @@ class Settings:
     max_tokens: int = 384
     n_ctx: int = 4096  # context the engine allocates (capped by the model's own)
     seed: int = 0
+    # the repetition guard (engine.repetition): DRY at llama.cpp's usual strength, and a stop
+    # once the answer's last 32 tokens copy an earlier span of it (numbers aside)
+    dry_multiplier: float = 0.8
+    loop_stop_tokens: int = 32
 
     @property
     def models_dir(self) -> Path:
