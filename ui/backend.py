@@ -75,6 +75,8 @@ class Reply:
     refused: bool = False  # nothing relevant was found; ``text`` says so
     error: str | None = None  # a generation error, shown under the partial text
     details: Mapping[str, Any] = field(default_factory=dict)  # timings, token counts
+    markdown: str = ""  # "Download answer": the answer, sources, receipt and notice as Markdown
+    receipt_json: str = ""  # the answer's receipt (assistant.receipt), for `replay`
 
 
 @dataclass(frozen=True)

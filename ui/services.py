@@ -7,6 +7,7 @@ the typed errors (``ModelError``, ``AnswerError``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from assistant.chain import build_chain
 from assistant.config import Settings
 from assistant.engine_runtime import get_engine_model, resolve_model_path
 from assistant.models import PRESETS, ModelError
+from assistant.receipt import answer_markdown
 from assistant.retriever import forget_indexes, open_index_cached
 from ui.backend import (
     IndexView,
@@ -127,4 +129,10 @@ def reply_from_answer(answer: Answer) -> Reply:
                "gen_s": answer.timings.get("generate_s"), "finish_reason": answer.finish_reason,
                "unresolved_citations": list(answer.unresolved_citations)}
     return Reply(text=answer.text, sources=tuple(sources), notice=answer.notice,
-                 refused=answer.refused, details=details)
+                 refused=answer.refused, details=details, **answer_downloads(answer))
+
+
+def answer_downloads(answer: Answer) -> dict[str, str]:
+    """The Reply's downloads: the answer as Markdown, and its receipt as JSON."""
+    receipt = json.dumps(answer.receipt, ensure_ascii=False, indent=2) if answer.receipt else ""
+    return {"markdown": answer_markdown(answer), "receipt_json": receipt}

@@ -78,6 +78,13 @@ class FakeServices:
             yield text
             yield Reply(text=text, sources=QUOTED_SOURCES)
             return
+        if question.startswith("loop"):  # stopped by the repetition guard, with downloads
+            text = "Screen adults aged 50 to 75. Screen adults aged 50 to 75."
+            yield text
+            yield Reply(text=text, sources=SOURCES[:1], markdown=f"# {question}\n\n{text}\n",
+                        receipt_json='{"format": "guidelines-answer-receipt"}',
+                        details={"finish_reason": "repetition"})
+            return
         yield from ANSWER_PIECES
         yield Reply(text="".join(ANSWER_PIECES), sources=SOURCES[: options.k],
                     details={"n_generated_tokens": 11, "gen_s": 0.5, "finish_reason": "stop"})

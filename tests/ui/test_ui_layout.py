@@ -187,3 +187,19 @@ def test_other_model_path_is_passed_through(tmp_path):
 def test_blank_question_is_ignored(tmp_path):
     at = ask(page(tmp_path), "   ")
     assert not at.exception and not at.chat_message and not fake_services.CALLS
+
+
+def test_answer_offers_downloads_and_says_when_the_repetition_guard_stopped_it(tmp_path):
+    at = page(tmp_path)
+    ask(at, "loop question")
+    assert not at.exception
+    _, answer = at.chat_message
+    assert any("began repeating itself" in c for c in texts(answer.caption))
+    buttons = answer.get("download_button")
+    assert [b.proto.label for b in buttons] == ["Download answer", "Download receipt"]
+    assert texts(answer.info) == [ADVISORY_NOTICE]
+    # an answer without downloads (the fake's plain answer) shows no buttons
+    ask(at, "Who should be screened?")
+    assert not at.chat_message[-1].get("download_button")
+    # the earlier answer keeps its buttons when the conversation is drawn again
+    assert len(at.chat_message[1].get("download_button")) == 2
