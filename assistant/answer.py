@@ -37,6 +37,9 @@ KIND_LABELS: dict[str, str] = {  # how each kind is described to a reader
 
 UNSUPPORTED_MARK = "(not in sources)"  # written after a flagged number or term
 
+REPETITION_NOTE = ("Generation was stopped: the answer began repeating itself "
+                   "(the repetition guard); what it wrote before that is shown.")
+
 
 def shorten(text: str, limit: int) -> str:
     """``text`` cut at a word to at most ``limit`` characters, ``…`` marking the cut."""
@@ -170,6 +173,7 @@ class Answer:
     # what was searched when it differs from the question (a follow-up rewritten with the
     # conversation's previous query, see assistant/followup.py); None: the question itself
     search_query: str | None = None
+    receipt: dict[str, Any] | None = None  # what reproduces it (assistant.receipt)
     # the checks (assistant.evidence, .number_guard, .term_guard, .refusal)
     evidence: list[EvidenceSentence] = field(default_factory=list)
     unsupported_numbers: list[str] = field(default_factory=list)
@@ -206,6 +210,10 @@ class Answer:
                          + (f" {p.url}" if p.url else ""))
         return "\n".join(lines) if self.passages else ""
 
+    def status_note(self) -> str:
+        """A sentence on how generation ended, when the reader should know (else "")."""
+        return REPETITION_NOTE if self.finish_reason == "repetition" else ""
+
     def sources_text(self) -> str:
         """``Sources:`` then one line per citation: ``[n] Title (source) url``, its kind noted
         when the model did not cite it by number."""
@@ -237,6 +245,8 @@ class Answer:
     def full_text(self) -> str:
         """The answer, its sources and the notice: what a reader is shown."""
         body = self.text.strip()
+        if self.status_note():
+            body = f"{body}\n\n({self.status_note()})"
         evidence = self.evidence_text()
         if evidence:
             body = f"{evidence}\n\n{body}"

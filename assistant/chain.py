@@ -50,6 +50,7 @@ from assistant.prompts import (
     fit_passages,
     rag_messages,
 )
+from assistant.receipt import prompt_text, safe_receipt
 from assistant.refusal import RefusalPolicy
 
 DEFAULT_CONTEXT = 2048  # for a model that does not say its context length
@@ -171,6 +172,8 @@ class RAGChain(Runnable[Any, Answer]):
                                       timings={"retrieve_s": t_retrieved - t0,
                                                "total_s": time.perf_counter() - t0},
                                       search_query=search_query)
+            holder["answer"].receipt = safe_receipt(self, holder["answer"], None,
+                                                     retriever_kwargs)
             yield REFUSAL_TEXT
             return
         retrieved = [Passage.from_document(i, d) for i, d in enumerate(docs, start=1)]
@@ -182,6 +185,8 @@ class RAGChain(Runnable[Any, Answer]):
                                       timings={"retrieve_s": t_retrieved - t0,
                                                "total_s": time.perf_counter() - t0},
                                       search_query=search_query)
+            holder["answer"].receipt = safe_receipt(self, holder["answer"], None,
+                                                     retriever_kwargs)
             yield REFUSAL_TEXT
             return
         try:
@@ -203,8 +208,9 @@ class RAGChain(Runnable[Any, Answer]):
             llm_config = {**(config or {}), "callbacks": [capture]}
         t_prompt = time.perf_counter()
         parts: list[str] = []
+        model_input = self.model_input(question, fitted.passages)
         try:
-            for piece in self.llm.stream(self.model_input(question, fitted.passages), llm_config,
+            for piece in self.llm.stream(model_input, llm_config,
                                          **self._llm_kwargs()):
                 text = piece if isinstance(piece, str) else str(getattr(piece, "content", piece))
                 if text:
@@ -221,8 +227,9 @@ class RAGChain(Runnable[Any, Answer]):
                                      "generate_s": t_end - t_prompt,
                                      "total_s": t_end - t0})
         answer.evidence, answer.refusal = evidence, refusal
-        holder["answer"] = replace(after_generation(answer), question=asked,
-                                   search_query=search_query)
+        answer = replace(after_generation(answer), question=asked, search_query=search_query)
+        answer.receipt = safe_receipt(self, answer, prompt_text(model_input), retriever_kwargs)
+        holder["answer"] = answer
 
     def _build_answer(self, question: str, text: str, fitted: FittedPrompt, info: dict[str, Any],
                       timings: dict[str, float]) -> Answer:
@@ -277,9 +284,11 @@ class RAGChain(Runnable[Any, Answer]):
 
 
 def stream_tail(answer: Answer) -> str:
-    """What a stream appends when it ends: the rewritten search (a follow-up), the guards'
-    findings, the sources, then the notice."""
-    parts = [f"(searched for: {answer.search_query})"] if answer.search_query else []
+    """What a stream appends when it ends: how generation ended (the repetition guard), the
+    rewritten search (a follow-up), the guards' findings, the sources, then the notice."""
+    parts = [f"({answer.status_note()})"] if answer.status_note() else []
+    if answer.search_query:
+        parts.append(f"(searched for: {answer.search_query})")
     parts += [x for x in (answer.checks_text(), answer.sources_text()) if x]
     return "".join(f"\n\n{x}" for x in parts) + f"\n\n{ADVISORY_NOTICE}"
 

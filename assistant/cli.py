@@ -1,12 +1,13 @@
 """``python -m assistant``: ``ask`` a question; ``eval`` the answers on question files;
-set-up helpers ``fetch-model`` and ``paths``.
+``replay`` an answer's receipt; set-up helpers ``fetch-model`` and ``paths``.
 
 ``ask "question"`` prints the evidence sentences of the sources, streams the answer, then the
 numbers and drug names not found in the sources, its sources and the advisory notice;
 ``--json`` prints one JSON object instead (answer, evidence, citations, passages,
-``unsupported_numbers``, ``unsupported_terms``, refusal, notice, usage, timings).  Every
-output, errors included, carries the notice.  ``eval`` is described in
-:mod:`assistant.evaluate`.
+``unsupported_numbers``, ``unsupported_terms``, refusal, notice, usage, timings, receipt);
+``--receipt FILE`` writes the receipt alone.  ``replay FILE`` (:mod:`assistant.replay`) answers
+the receipt's question again and says whether the answer is identical.  Every output, errors
+included, carries the notice.  ``eval`` is described in :mod:`assistant.evaluate`.
 """
 
 from __future__ import annotations
@@ -150,6 +151,9 @@ def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     if args.session:
         turns.append({"question": question, "search_query": answer.search_query})
         _write_session(args.session, turns)
+    if args.receipt and answer.receipt:
+        Path(args.receipt).write_text(json.dumps(answer.receipt, ensure_ascii=False, indent=2),
+                                      encoding="utf-8")
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -231,6 +235,12 @@ def _pick(questions: list, args: argparse.Namespace) -> list:
     return questions
 
 
+def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from assistant.replay import replay_command
+
+    return replay_command(args, settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m assistant", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a conversation file (JSON, created if missing): its turns are the "
                      "history, and this turn is appended to it")
     ask.add_argument("--json", action="store_true", help="print one JSON object")
+    ask.add_argument("--receipt", metavar="FILE",
+                     help="also write the answer's receipt (JSON) to FILE, for `replay`")
     ask.set_defaults(func=_cmd_ask)
 
     ev = sub.add_parser("eval", help="answer question files and measure the answers")
@@ -289,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_eval)
+    rep = sub.add_parser("replay", help="answer a receipt's question again and compare: exit 0 "
+                                        "identical, 1 different, 2 cannot replay")
+    rep.add_argument("receipt", help="a receipt JSON (ask --receipt) or an ask --json output")
+    rep.add_argument("--model", metavar="PATH", help="GGUF file (default: the receipt's)")
+    rep.add_argument("--index", metavar="DIR", help="index folder (default: the receipt's)")
+    rep.add_argument("--json", action="store_true", help="print one JSON object")
+    rep.set_defaults(func=_cmd_replay)
     return parser
 
 

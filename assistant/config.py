@@ -47,6 +47,10 @@ class Settings:
     refusal_policy: RefusalPolicy | None = field(default_factory=RefusalPolicy)
     served_timeout: float = 60.0  # a served model silent this long fails the answer
     served_api_key: str = field(default="not-needed", repr=False)
+    # the repetition guard (engine.repetition): DRY at llama.cpp's usual strength, and a stop
+    # once the answer's last 32 tokens copy an earlier span of it (numbers aside)
+    dry_multiplier: float = 0.8
+    loop_stop_tokens: int = 32
 
     @property
     def models_dir(self) -> Path:

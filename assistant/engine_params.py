@@ -22,7 +22,10 @@ _DEFAULTS = Settings()
 
 # Per-call keyword arguments that override a field (``llm.invoke(p, temperature=0.2)``).
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty",
-                 "repeat_last_n", "seed")
+                 "repeat_last_n", "seed", "dry_multiplier", "dry_base", "dry_allowed_length",
+                 "dry_penalty_last_n", "dry_sequence_breakers", "loop_stop_tokens")
+# DRY's breakers: llama.cpp's, and "[" so that citing a passage again ("... [1]") is no repeat
+DRY_SEQUENCE_BREAKERS = ("\n", ":", '"', "*", "[")
 
 
 class EngineParams(BaseModel):
@@ -42,6 +45,14 @@ class EngineParams(BaseModel):
     """1.0 = off (llama.cpp's default): answers may quote passages and repeat citations."""
     repeat_last_n: int = 64
     seed: int | None = _DEFAULTS.seed
+    dry_multiplier: float = _DEFAULTS.dry_multiplier
+    """DRY repetition penalty (engine.repetition) over the answer's own tokens; 0 = off."""
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = -1
+    dry_sequence_breakers: list[str] = Field(default_factory=lambda: list(DRY_SEQUENCE_BREAKERS))
+    loop_stop_tokens: int = _DEFAULTS.loop_stop_tokens
+    """Stop (finish reason "repetition") when the answer starts repeating itself; 0 = never."""
     stop: list[str] | None = None
     """Stop strings, matched literally by the engine, added to each call's own."""
     n_ctx: int | None = _DEFAULTS.n_ctx

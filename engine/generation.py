@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.llama import DEFAULT_BATCH, KVCache, Workspace, forward, prefill
+from engine.repetition import LoopDetector
 from engine.sampling import Sampler
 
 if TYPE_CHECKING:
     from engine.model import Model
     from engine.tokenizer import Tokenizer
 
-FINISH_REASONS = ("stop", "length", "eos", "cancelled")
+# "repetition": the answer began repeating itself (SamplingParams.loop_stop_tokens)
+FINISH_REASONS = ("stop", "length", "eos", "cancelled", "repetition")
 
 
 class PieceDecoder:
@@ -136,6 +138,7 @@ class Generation:
         ws = Workspace(cfg, max(1, min(model.n_batch or DEFAULT_BATCH, self.n_prompt_tokens)))
         decoder = PieceDecoder(model.tokenizer)
         history = list(self.prompt_ids)  # what the repeat penalty looks back over
+        loops = LoopDetector(model.tokenizer.piece, self.sampler.params.loop_stop_tokens)
         token = np.zeros(1, np.int64)  # (1,) the token fed back
 
         t0 = time.perf_counter()
@@ -150,7 +153,7 @@ class Generation:
         self.timings["prompt_s"] = t1 - t0
         try:
             while True:
-                tok = self.sampler.sample(logits, history)
+                tok = self.sampler.sample(logits, history, self.n_prompt_tokens)
                 if self.n_generated_tokens == 0:
                     self.timings["ttft_s"] = time.perf_counter() - t0
                     t1 = time.perf_counter()
@@ -166,6 +169,9 @@ class Generation:
                 if stopped:
                     self.finish_reason = "stop"
                     return
+                if loops.push(tok):
+                    self.finish_reason = "repetition"
+                    break
                 if self.n_generated_tokens >= self.max_tokens or cache.n_past >= cache.n_ctx:
                     self.finish_reason = "length"
                     break

@@ -311,6 +311,37 @@ def vfma(typingctx, acc, v, scale):
     return f32x8(acc, v, types.float32), codegen
 
 
+@intrinsic
+def vmla_f32(typingctx, acc, a, ao, b, bo):
+    """acc + a[ao:ao+8] * b[bo:bo+8] for contiguous float32 rows: a vector multiply, then add
+    (lane by lane, exact IEEE: the same bits however the caller is optimised or inlined)."""
+
+    def codegen(context, builder, signature, args):
+        c, x, xo, y, yo = args
+        vt = _LLVM_TYPES["f32x8"]
+        va = _load(context, builder, signature.args[1], x, xo, vt)
+        vb = _load(context, builder, signature.args[3], y, yo, vt)
+        return builder.fadd(c, builder.fmul(va, vb))
+
+    return f32x8(acc, a, types.intp, b, types.intp), codegen
+
+
+@intrinsic
+def vaxpy_f32(typingctx, y, yo, a, x, xo):
+    """y[yo:yo+8] += a * x[xo:xo+8] for contiguous float32 rows (exact IEEE, lane by lane)."""
+
+    def codegen(context, builder, signature, args):
+        yy, yoff, aa, xx, xoff = args
+        vt = _LLVM_TYPES["f32x8"]
+        vy = _load(context, builder, signature.args[0], yy, yoff, vt)
+        vx = _load(context, builder, signature.args[3], xx, xoff, vt)
+        out = builder.fadd(vy, builder.fmul(_splat(builder, aa, 8), vx))
+        _store_f32(context, builder, signature.args[0], yy, yoff, out)
+        return context.get_dummy_value()
+
+    return types.none(y, types.intp, types.float32, x, types.intp), codegen
+
+
 def _store_f32(context, builder, arrty, arr, k, vec):
     data = context.make_array(arrty)(context, builder, arr).data
     ptr = builder.gep(data, [k])

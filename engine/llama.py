@@ -52,6 +52,7 @@ from engine.kernels import (
     type_mask,
 )
 from engine.kernels_decode import decode_row
+from engine.kernels_simd import vaxpy_f32, vmla_f32, vsum, vzero
 
 # Tensor names of architecture ``llama`` (llama.cpp's LLM_TENSOR_NAMES); {i} is the layer.
 TOKEN_EMBD = "token_embd.weight"
@@ -418,7 +419,13 @@ def rope_store(q, k, v, k_cache, v_cache, pos0, cos, sin, rope_dim, neox):  # pr
             v_cache[h, pos0 + t, :] = v[t, h * hd : (h + 1) * hd]
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+# No fastmath here (nor in any kernel another kernel calls): numba links a copy of a callee into
+# each caller and optimises it again, and a call goes to whichever copy was loaded first — the
+# callee's own in a process that compiled it, the caller's copy in one that loaded the caller
+# from the disk cache.  With fastmath the two copies reassociate the sums differently, so greedy
+# output changed between the first run and later ones (docs/BENCHMARKS.md); exact float code
+# gives the same bits either way (q . k stays vectorised: kernels_simd.vmla_f32).
+@njit(cache=True, nogil=True)
 def _attend(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc):  # pragma: no cover
     """One (position, head) pair ``th``: softmax(q k^T * scale) v over positions 0 .. pos0 + t,
     or only the last ``window`` of them when window > 0 (a sliding-window layer)."""
@@ -429,13 +436,17 @@ def _attend(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc):  # 
     n_keys = pos0 + t + 1  # causal
     first = max(0, n_keys - window) if window > 0 else 0
     qh = q[t, h * hd : (h + 1) * hd]  # (hd,)
+    hd8 = hd - hd % 8
     for j in range(first, n_keys):
         kj = k_cache[kv, j]  # (hd,)
-        s = np.float32(0.0)
-        for d in range(hd):
+        s8 = vzero()  # q . k in 8 lanes, summed in a fixed order: vectorised without fastmath
+        for d in range(0, hd8, 8):
+            s8 = vmla_f32(s8, qh, d, kj, d)
+        s = vsum(s8)
+        for d in range(hd8, hd):
             s += qh[d] * kj[d]
         scores[j] = s * scale
-    m = scores[first]  # (no -inf start: fastmath assumes finite values)
+    m = scores[first]
     for j in range(first + 1, n_keys):
         m = max(m, scores[j])
     total = np.float32(0.0)
@@ -447,7 +458,9 @@ def _attend(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc):  # 
     for j in range(first, n_keys):
         p = scores[j]
         vj = v_cache[kv, j]  # (hd,)
-        for d in range(hd):
+        for d in range(0, hd8, 8):
+            vaxpy_f32(acc, d, p, vj, d)  # acc[d:d+8] += p * vj[d:d+8]
+        for d in range(hd8, hd):
             acc[d] += p * vj[d]
     inv = np.float32(1.0) / total
     for d in range(hd):

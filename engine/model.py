@@ -20,6 +20,7 @@ from engine.generation import Generation
 from engine.gguf import GGUFFile
 from engine.kernels import set_threads
 from engine.llama import DEFAULT_BATCH, KVCache, ModelWeights, Workspace, prefill
+from engine.repetition import DEFAULT_SEQUENCE_BREAKERS, BreakerSet
 from engine.sampling import Sampler, SamplingParams
 from engine.tokenizer import Tokenizer
 
@@ -121,6 +122,12 @@ class Model:
         repeat_last_n: int = 64,
         seed: int | None = None,
         stop: Sequence[str] | str = (),
+        dry_multiplier: float = 0.0,
+        dry_base: float = 1.75,
+        dry_allowed_length: int = 2,
+        dry_penalty_last_n: int = -1,
+        dry_sequence_breakers: Sequence[str] = DEFAULT_SEQUENCE_BREAKERS,
+        loop_stop_tokens: int = 0,
         stream: bool = False,
         special: bool = True,
         cancel_event: threading.Event | None = None,
@@ -131,6 +138,7 @@ class Model:
         A prompt string is tokenized with the GGUF's add_bos and ``special`` (ChatML markers are
         control tokens).  The call's KV cache holds prompt + max_tokens positions, capped by
         ``n_ctx``; a prompt longer than that raises ``ContextOverflow`` before anything runs.
+        ``dry_*`` and ``loop_stop_tokens``: the repetition guard (``engine.repetition``).
         """
         if isinstance(prompt, str):
             ids = self.tokenize(prompt, add_bos=bool(self.config.add_bos), special=special)
@@ -149,11 +157,18 @@ class Model:
             repeat_penalty=float(repeat_penalty),
             repeat_last_n=int(repeat_last_n),
             seed=seed,
+            dry_multiplier=float(dry_multiplier),
+            dry_base=float(dry_base),
+            dry_allowed_length=int(dry_allowed_length),
+            dry_penalty_last_n=int(dry_penalty_last_n),
+            dry_sequence_breakers=tuple(dry_sequence_breakers),
+            loop_stop_tokens=int(loop_stop_tokens),
         )
+        breakers = BreakerSet(self.tokenizer.piece, params.dry_sequence_breakers)
         stops = (stop,) if isinstance(stop, str) else tuple(stop)
         n_ctx = min(len(ids) + max(max_tokens, 1), self.n_ctx)
         gen = Generation(
-            self, ids, max_tokens, Sampler(params), stops, n_ctx, cancel_event, ignore_eos
+            self, ids, max_tokens, Sampler(params, breakers), stops, n_ctx, cancel_event, ignore_eos
         )
         if stream:
             return gen

@@ -4,20 +4,23 @@ The chain, in llama.cpp's order (``common/sampling.cpp``, llama-cpp-python's ``_
 
 1. repeat penalty over the last ``repeat_last_n`` tokens of the context (prompt + generated):
    a logit > 0 is divided by the penalty, a logit <= 0 is multiplied by it, once per distinct token;
-2. temperature <= 0: greedy, the arg-max of the penalised logits (the remaining steps are skipped);
-3. top-k: keep the k largest logits (k <= 0 keeps all);
-4. top-p: keep the smallest set of the most probable tokens whose probability reaches p;
-5. min-p: keep tokens whose probability is at least ``min_p`` times the largest one;
-6. temperature: divide the logits by it;
-7. draw from the softmax with a seeded ``numpy.random.Generator`` (same seed → same tokens).
+2. DRY over the generated tokens (``engine.repetition``; off unless ``dry_multiplier`` > 0);
+3. temperature <= 0: greedy, the arg-max of the penalised logits (the remaining steps are skipped);
+4. top-k: keep the k largest logits (k <= 0 keeps all);
+5. top-p: keep the smallest set of the most probable tokens whose probability reaches p;
+6. min-p: keep tokens whose probability is at least ``min_p`` times the largest one;
+7. temperature: divide the logits by it;
+8. draw from the softmax with a seeded ``numpy.random.Generator`` (same seed → same tokens).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from engine.repetition import DEFAULT_SEQUENCE_BREAKERS, apply_dry
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,13 @@ class SamplingParams:
     repeat_penalty: float = 1.1
     repeat_last_n: int = 64  # 0 disables the penalty, -1 means the whole context
     seed: int | None = None
+    # the repetition guard (engine.repetition), over the generated tokens only
+    dry_multiplier: float = 0.0  # 0 disables DRY (llama.cpp's default; 0.8 is its usual value)
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = -1  # -1: every generated token
+    dry_sequence_breakers: tuple[str, ...] = DEFAULT_SEQUENCE_BREAKERS
+    loop_stop_tokens: int = 0  # stop when this many last tokens repeat earlier output; 0: never
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.temperature):
@@ -43,6 +53,16 @@ class SamplingParams:
             raise ValueError(f"repeat_penalty must be positive, got {self.repeat_penalty!r}")
         if self.repeat_last_n < -1:
             raise ValueError(f"repeat_last_n must be >= -1, got {self.repeat_last_n!r}")
+        if not (self.dry_multiplier >= 0.0 and np.isfinite(self.dry_multiplier)):
+            raise ValueError(f"dry_multiplier must be >= 0, got {self.dry_multiplier!r}")
+        if not (self.dry_base >= 1.0 and np.isfinite(self.dry_base)):
+            raise ValueError(f"dry_base must be >= 1, got {self.dry_base!r}")
+        if self.dry_allowed_length < 1:
+            raise ValueError(f"dry_allowed_length must be >= 1, got {self.dry_allowed_length!r}")
+        if self.dry_penalty_last_n < -1:
+            raise ValueError(f"dry_penalty_last_n must be >= -1, got {self.dry_penalty_last_n!r}")
+        if self.loop_stop_tokens < 0:
+            raise ValueError(f"loop_stop_tokens must be >= 0, got {self.loop_stop_tokens!r}")
 
     @property
     def greedy(self) -> bool:
@@ -80,15 +100,21 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 class Sampler:
     """Stateful sampler: holds the seeded generator so that a run is reproducible."""
 
-    def __init__(self, params: SamplingParams) -> None:
+    def __init__(self, params: SamplingParams,
+                 is_breaker: Callable[[int], bool] | None = None) -> None:
         self.params = params
         self.rng = np.random.default_rng(params.seed)
+        self.is_breaker = is_breaker  # DRY's sequence breakers (engine.repetition.BreakerSet)
 
-    def sample(self, logits: np.ndarray, history: Sequence[int]) -> int:
-        """The next token id from one row of logits (float32, (n_vocab,)) given the context."""
+    def sample(self, logits: np.ndarray, history: Sequence[int], n_prompt: int = 0) -> int:
+        """The next token id from one row of logits (float32, (n_vocab,)) given the context;
+        ``history[n_prompt:]`` are the generated tokens (what DRY looks at)."""
         p = self.params
         logits = np.array(logits, dtype=np.float32, copy=True)  # (n_vocab,) never the caller's
         apply_repeat_penalty(logits, history, p.repeat_penalty, p.repeat_last_n)
+        if p.dry_multiplier > 0.0:
+            apply_dry(logits, history[n_prompt:], p.dry_multiplier, p.dry_base,
+                      p.dry_allowed_length, p.dry_penalty_last_n, self.is_breaker)
         if p.greedy:
             return int(np.argmax(logits))  # first of equal maxima, as llama.cpp's greedy
         ids, cand = _top_k(np.arange(logits.shape[0]), logits, p.top_k)  # sorted, decreasing

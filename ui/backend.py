@@ -108,6 +108,8 @@ class Reply:
     unsupported_numbers: tuple[str, ...] = ()  # numbers of the text found in no passage
     unsupported_terms: tuple[str, ...] = ()  # drug-like words of the text found in no passage
     n_numbers: int = 0  # the numbers the text states
+    markdown: str = ""  # "Download answer": the answer, sources, receipt and notice as Markdown
+    receipt_json: str = ""  # the answer's receipt (assistant.receipt), for `replay`
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ the typed errors (``ModelError``, ``AnswerError``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from assistant.chain import build_chain
 from assistant.config import Settings
 from assistant.engine_runtime import get_engine_model, resolve_model_path
 from assistant.models import PRESETS, ModelError, parse_served
+from assistant.receipt import answer_markdown
 from assistant.retriever import forget_indexes, open_index_cached
 from ingest import IngestError, check_model
 from ui.backend import (
@@ -172,4 +174,11 @@ def reply_from_answer(answer: Answer) -> Reply:
                  refused=answer.refused, details=details,
                  evidence=evidence_views(answer.evidence, answer.passages),
                  unsupported_numbers=tuple(answer.unsupported_numbers),
-                 unsupported_terms=tuple(answer.unsupported_terms), n_numbers=answer.n_numbers)
+                 unsupported_terms=tuple(answer.unsupported_terms), n_numbers=answer.n_numbers,
+                 **answer_downloads(answer))
+
+
+def answer_downloads(answer: Answer) -> dict[str, str]:
+    """The Reply's downloads: the answer as Markdown, and its receipt as JSON."""
+    receipt = json.dumps(answer.receipt, ensure_ascii=False, indent=2) if answer.receipt else ""
+    return {"markdown": answer_markdown(answer), "receipt_json": receipt}

@@ -7,6 +7,7 @@ then the notice.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import streamlit as st
@@ -149,6 +150,8 @@ def render_details(reply: Reply) -> None:
         parts.append(f"{details['gen_s']:.1f} s generating")
     if details.get("finish_reason") == "length":
         parts.append("stopped at the max tokens limit")
+    if details.get("finish_reason") == "repetition":
+        parts.append("stopped: the answer began repeating itself")
     if parts:
         st.caption(" · ".join(parts))
     unresolved = details.get("unresolved_citations")
@@ -173,7 +176,27 @@ def render_reply_tail(reply: Reply) -> None:
         st.caption(checks)
     render_sources(reply.sources, reply.refused)
     render_details(reply)
+    render_downloads(reply)
     render_notice(reply.notice)
+
+
+def render_downloads(reply: Reply) -> None:
+    """"Download answer" (Markdown: answer, sources, receipt, notice) and the JSON receipt."""
+    if not reply.markdown:
+        return
+    key = f"{hashlib.sha256(reply.markdown.encode()).hexdigest()[:12]}-{id(reply)}"
+    left, right = st.columns(2)
+    with left:
+        st.download_button("Download answer", reply.markdown, file_name="answer.md",
+                           mime="text/markdown", key=f"answer-md-{key}",
+                           icon=":material/download:")
+    if reply.receipt_json:
+        with right:
+            st.download_button("Download receipt", reply.receipt_json,
+                               file_name="answer-receipt.json", mime="application/json",
+                               key=f"answer-receipt-{key}",
+                               help="python -m assistant replay answer-receipt.json "
+                                    "reproduces this answer")
 
 
 def render_reply(reply: Reply) -> None:

@@ -28,8 +28,8 @@ OFF_TOPIC = "Who won the football world cup in 1998?"
 MAX_TOKENS = 12
 CITING_QUESTION = "What is ascariasis?"
 # Enough words for a quote of 8 or a sentence ending in [n]. 40 was not: a freshly compiled
-# engine and one loaded from numba's cache can differ in the last bits (see docs/BENCHMARKS.md),
-# and one of the two greedy answers reached its 8-word quote only after 40 tokens.
+# engine and one loaded from numba's cache differed in the last bits (fixed since, see
+# docs/BENCHMARKS.md), and one of the two greedy answers reached its 8-word quote only after 40.
 CITING_MAX_TOKENS = 64
 N_CTX = 700  # a small context: the passages are fitted to it by the engine's token counts
 

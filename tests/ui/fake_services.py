@@ -96,6 +96,13 @@ class FakeServices:
             yield text
             yield Reply(text=text, sources=QUOTED_SOURCES)
             return
+        if question.startswith("loop"):  # stopped by the repetition guard, with downloads
+            text = "Screen adults aged 50 to 75. Screen adults aged 50 to 75."
+            yield text
+            yield Reply(text=text, sources=SOURCES[:1], markdown=f"# {question}\n\n{text}\n",
+                        receipt_json='{"format": "guidelines-answer-receipt"}',
+                        details={"finish_reason": "repetition"})
+            return
         yield from ANSWER_PIECES
         details = {"n_generated_tokens": 11, "gen_s": 0.5, "finish_reason": "stop"}
         if options.history and question.startswith("and "):  # a follow-up, as the chain does it

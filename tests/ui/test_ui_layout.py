@@ -231,3 +231,19 @@ def test_sidebar_served_model_choice_gives_the_spec(tmp_path):
     at = ask(at.run(), "what is the dose?")
     assert not at.exception, at.exception
     assert fake_services.CALLS[-1][1] == "openai:http://127.0.0.1:8000/v1#meditron-7b"
+
+
+def test_answer_offers_downloads_and_says_when_the_repetition_guard_stopped_it(tmp_path):
+    at = page(tmp_path)
+    ask(at, "loop question")
+    assert not at.exception
+    _, answer = at.chat_message
+    assert any("began repeating itself" in c for c in texts(answer.caption))
+    buttons = answer.get("download_button")
+    assert [b.proto.label for b in buttons] == ["Download answer", "Download receipt"]
+    assert texts(answer.info) == [ADVISORY_NOTICE]
+    # an answer without downloads (the fake's plain answer) shows no buttons
+    ask(at, "Who should be screened?")
+    assert not at.chat_message[-1].get("download_button")
+    # the earlier answer keeps its buttons when the conversation is drawn again
+    assert len(at.chat_message[1].get("download_button")) == 2
