@@ -111,14 +111,41 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def llama_cpp_model(path: str | Path, repack: bool = False, **kwargs: Any) -> Any:
+    """``llama_cpp.Llama(path, **kwargs)``; without ``repack``, with llama.cpp's extra weight
+    buffer types off (``use_extra_bufts``: AMX and repacked Q4_0/Q4_K rows).
+
+    On the development machines (a VM whose CPU reports AMX) llama-cpp-python 0.3.36 built by
+    pip dies with a general protection fault in ``libggml-cpu.so`` on the first forward with
+    them on; with them off it runs.  Comparisons made without ``repack`` say so (``"repack"``
+    in the result): llama.cpp may be faster where repacking works."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as low
+
+    if repack:
+        return llama_cpp.Llama(model_path=str(path), **kwargs)
+    default_params = low.llama_model_default_params
+
+    def no_extra_bufts() -> Any:
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+
+    low.llama_model_default_params = no_extra_bufts
+    try:
+        return llama_cpp.Llama(model_path=str(path), **kwargs)
+    finally:
+        low.llama_model_default_params = default_params
+
+
 def bench_llama_cpp(args: argparse.Namespace, ids: list[int]) -> dict[str, Any]:
     """The same measurement through llama-cpp-python (optional; never a dependency)."""
     import llama_cpp
 
     t0 = time.perf_counter()
-    llm = llama_cpp.Llama(
-        model_path=str(args.model), n_ctx=len(ids) + args.gen_tokens + 8, n_threads=args.threads,
-        n_threads_batch=args.threads, verbose=False,
+    llm = llama_cpp_model(
+        args.model, repack=args.llama_cpp_repack, n_ctx=len(ids) + args.gen_tokens + 8,
+        n_threads=args.threads, n_threads_batch=args.threads, verbose=False,
     )  # fmt: skip
     load_s = time.perf_counter() - t0
     for i, _ in enumerate(llm.generate(ids[:2], temp=0.0, repeat_penalty=1.0, reset=True)):
@@ -137,6 +164,7 @@ def bench_llama_cpp(args: argparse.Namespace, ids: list[int]) -> dict[str, Any]:
             break
     return {
         "engine": f"llama.cpp (llama-cpp-python {llama_cpp.__version__})",
+        "repack": bool(args.llama_cpp_repack),
         "prompt_tokens": len(ids),
         "gen_tokens": n,
         "prompt_tps": len(ids) / (t_first - t0),
@@ -154,6 +182,8 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=None, help="prompt positions per forward")
     p.add_argument("--json", action="store_true", help="end with one line of JSON")
     p.add_argument("--compare", action="store_true", help="also measure llama.cpp (if installed)")
+    p.add_argument("--llama-cpp-repack", action="store_true",
+                   help="let llama.cpp repack weights (AMX etc.; crashes on some VMs)")
     p.add_argument("--profile", action="store_true", help="cProfile the measured generation")
 
 

@@ -57,10 +57,10 @@ MODELS = {
 
 
 def llama_cpp_model(path: Path, n_ctx: int):
-    import llama_cpp
+    from engine.bench import llama_cpp_model as load  # weight repacking off (see there)
 
-    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=2, n_threads_batch=2,
-                           logits_all=True, verbose=False)  # fmt: skip
+    return load(path, n_ctx=n_ctx, n_threads=2, n_threads_batch=2, logits_all=True,
+                verbose=False)
 
 
 def teacher_forced(path: Path, llm, W: Weights, tokens: list[int]) -> dict:
