@@ -167,26 +167,17 @@ class RAGChain(Runnable[Any, Answer]):
         except Exception as e:
             raise AnswerError(f"retrieval failed: {e.__class__.__name__}: {e}", question) from e
         t_retrieved = time.perf_counter()
-        if not docs:
-            holder["answer"] = Answer(asked, REFUSAL_TEXT, [], [], refused=True,
-                                      timings={"retrieve_s": t_retrieved - t0,
-                                               "total_s": time.perf_counter() - t0},
-                                      search_query=search_query)
-            holder["answer"].receipt = safe_receipt(self, holder["answer"], None,
-                                                     retriever_kwargs)
-            yield REFUSAL_TEXT
-            return
         retrieved = [Passage.from_document(i, d) for i, d in enumerate(docs, start=1)]
-        evidence, signals = before_generation(question, retrieved, self.retriever, self.refusal)
+        evidence, signals = ([], None) if not docs else before_generation(
+            question, retrieved, self.retriever, self.refusal)
         refusal = signals.to_dict() if signals is not None else None
-        if signals is not None and signals.refuse:  # decided without loading the model
-            holder["answer"] = Answer(asked, REFUSAL_TEXT, [], retrieved, refused=True,
-                                      refusal=refusal,
-                                      timings={"retrieve_s": t_retrieved - t0,
-                                               "total_s": time.perf_counter() - t0},
-                                      search_query=search_query)
-            holder["answer"].receipt = safe_receipt(self, holder["answer"], None,
-                                                     retriever_kwargs)
+        if not docs or (signals is not None and signals.refuse):  # without loading the model
+            answer = Answer(asked, REFUSAL_TEXT, [], retrieved, refused=True, refusal=refusal,
+                            timings={"retrieve_s": t_retrieved - t0,
+                                     "total_s": time.perf_counter() - t0},
+                            search_query=search_query)
+            answer.receipt = safe_receipt(self, answer, None, retriever_kwargs)
+            holder["answer"] = answer
             yield REFUSAL_TEXT
             return
         try:
