@@ -202,7 +202,7 @@ class GGUFTarget:
         self.scratch = scratch
 
     def __call__(self, data: bytes) -> str:
-        from engine.config import LlamaConfig
+        from engine.config import ModelConfig
         from engine.gguf import GGUFFile
         from engine.tokenizer import Tokenizer
 
@@ -229,7 +229,7 @@ class GGUFTarget:
                 view = t.data
                 assert view.shape == (t.n_rows, t.row_bytes), t
             if g.architecture == "llama":
-                LlamaConfig.from_gguf(g)
+                ModelConfig.from_gguf(g)
             tok = Tokenizer.from_gguf(g)
             ids = tok.encode("Hello <|im_start|> wörld 12", special=True)
             assert all(0 <= i < tok.n_vocab for i in ids)
@@ -300,7 +300,7 @@ class TokenizerTarget:
         """Bytes whose byte-level character is not a token of ``tok``'s vocabulary."""
         cache = self.__dict__.setdefault("_uncovered_cache", {})
         if id(tok) not in cache:
-            from engine.tokenizer_bpe import BYTE_TO_CHAR
+            from engine.tokenizer.bpe import BYTE_TO_CHAR
 
             t2i = tok.vocab.token_to_id
             cache[id(tok)] = frozenset(b for b, c in BYTE_TO_CHAR.items() if c not in t2i)
