@@ -96,6 +96,10 @@ def highlighted_passage(view: EvidenceView) -> str:
             + md(view.passage[b:]))
 
 
+EVIDENCE_PASSAGE_LABEL = ", the sentence highlighted"  # ends an evidence passage's expander
+ANSWER_TITLE = "**Answer**"  # between the evidence sentences and the model's text
+
+
 def render_evidence(evidence: tuple[EvidenceView, ...]) -> None:
     """The evidence sentences, each with its citation and its passage, highlighted."""
     if not evidence:
@@ -106,9 +110,9 @@ def render_evidence(evidence: tuple[EvidenceView, ...]) -> None:
                                           if view.source else "")
         st.markdown(f"> {escape_md(' '.join(view.text.split()))} **\\[{view.number}\\]**")
         st.caption(origin)
-        with st.expander(f"Passage [{view.number}], the sentence highlighted"):
+        with st.expander(f"Passage [{view.number}]{EVIDENCE_PASSAGE_LABEL}"):
             st.markdown(highlighted_passage(view))
-    st.markdown("**Answer**")
+    st.markdown(ANSWER_TITLE)
 
 
 def render_sources(sources: tuple[SourceView, ...], refused: bool) -> None:

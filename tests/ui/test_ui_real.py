@@ -14,7 +14,7 @@ from ui_test_data import QUESTION, QUESTION_DOC_TITLE, SMALL_INDEX_IDS
 from assistant.answer import KIND_LABELS
 from assistant.config import Settings
 from assistant.notice import ADVISORY_NOTICE
-from ui.views import GIVEN_NOTE
+from ui.views import ANSWER_TITLE, EVIDENCE_PASSAGE_LABEL, GIVEN_NOTE
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "ui" / "app.py"
@@ -55,7 +55,9 @@ def test_real_question_streams_a_cited_answer_with_notice(page):
     assert user.markdown[0].value == QUESTION
     assert not answer.error, texts(answer.error)
     body = texts(answer.markdown)
-    assert body[0].strip(), "the model produced no text"
+    # the evidence sentences come first, then "**Answer**" and the model's text
+    text = body[body.index(ANSWER_TITLE) + 1] if ANSWER_TITLE in body else body[0]
+    assert text.strip(), "the model produced no text"
     sources = [t for t in body if t.startswith("**\\[")]
     assert sources, body
     assert any(QUESTION_DOC_TITLE in t and "(http" in t for t in sources), sources
@@ -63,9 +65,10 @@ def test_real_question_streams_a_cited_answer_with_notice(page):
     # given (GIVEN_NOTE) is not a cited answer
     captions = texts(answer.caption)
     assert GIVEN_NOTE not in captions, (body, captions)
-    assert re.search(r"\[\d+\]", body[0]) or any(
+    assert re.search(r"\[\d+\]", text) or any(
         c.startswith(KIND_LABELS["matched"]) for c in captions), (body, captions)
-    passages = [e.text[0].value for e in answer.expander]
+    passages = [e.text[0].value for e in answer.expander
+                if not e.label.endswith(EVIDENCE_PASSAGE_LABEL)]  # the sources' own expanders
     assert len(passages) == len(sources) <= PASSAGES
     assert any("lung cancer" in p.lower() for p in passages)
     assert texts(answer.info) == [ADVISORY_NOTICE]
@@ -125,7 +128,7 @@ def test_real_services_are_shared_safely_between_sessions(small_index, default_m
     shares them): both answers complete, with their own sources and the notice."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ui.backend import Options, Reply
+    from ui.backend import EvidenceBlock, Options, Reply
     from ui.services import AssistantServices
 
     services = AssistantServices(Settings.from_env(env={}, index_dir=small_index))
@@ -137,7 +140,7 @@ def test_real_services_are_shared_safely_between_sessions(small_index, default_m
 
     def session(question: str) -> Reply:
         items = list(services.ask(index, model, question, options))
-        assert all(isinstance(i, str) for i in items[:-1])
+        assert all(isinstance(i, str | EvidenceBlock) for i in items[:-1])
         return items[-1]
 
     with ThreadPoolExecutor(max_workers=2) as pool:
