@@ -42,6 +42,9 @@ if str(ROOT) not in sys.path:
 
 from assistant.notice import ADVISORY_NOTICE  # noqa: E402
 from ui.app import WAITING  # noqa: E402  (the caption shown until the first token)
+from ui.views import CLOSEST_TITLE  # noqa: E402
+
+CLOSEST_TEXT = CLOSEST_TITLE.split("**")[1]  # a refusal's closest sources, as the page renders it
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -191,13 +194,14 @@ async def _ask(page, question: str) -> dict:
     problems = []
     if not body:
         problems.append("empty answer")
-    if "Sources" not in answer and "nothing relevant" not in answer:
+    if not any(s in answer for s in ("Sources", "nothing relevant", CLOSEST_TEXT)):
         problems.append("no sources")
     if "could not be completed" in answer or "stopped before" in answer:
         problems.append("error shown")
     if len(new) != 2 or new[0]["role"] != "user" or question not in new[0]["text"]:
         problems.append(f"the page shows {len(new)} new messages, not this question and answer")
     return {"question": question, "ttft_s": ttft, "total_s": time.monotonic() - t0,
+            "refused": CLOSEST_TEXT in answer or "nothing relevant" in answer,
             "answer": body, "problems": problems}
 
 
@@ -233,7 +237,7 @@ async def run_session(browser, url: str, sid: int, questions: list[str], args, c
 async def run_sessions(url: str, args) -> tuple[list[dict], dict]:
     from playwright.async_api import async_playwright
 
-    per_session = [QUESTIONS[s::args.sessions] for s in range(args.sessions)]
+    per_session = [args.questions[s::args.sessions] for s in range(args.sessions)]
     clock: dict = {"warm": 0}
     warm = asyncio.Event()
     async with async_playwright() as pw:
@@ -252,6 +256,7 @@ def leaks(sessions: list[dict]) -> list[str]:
     found = []
     for s in sessions:
         own = {r["question"] for r in s["results"]}
+        own_answers = {r["answer"] for r in s["results"]}  # two refusals may read the same
         for other in sessions:
             if other is s:
                 continue
@@ -260,7 +265,7 @@ def leaks(sessions: list[dict]) -> list[str]:
                     found.append(f"session {s['session']} shows session {other['session']}'s "
                                  f"question {r['question']!r}")
                 if len(r["answer"]) > 40 and r["question"] not in own and (
-                        r["answer"] in s["page_text"]):
+                        r["answer"] not in own_answers) and r["answer"] in s["page_text"]:
                     found.append(f"session {s['session']} shows session {other['session']}'s "
                                  f"answer to {r['question']!r}")
         users = [m["text"] for m in s["messages"] if m["role"] == "user"]
@@ -278,7 +283,7 @@ def run_batch(index: Path, n: int, args) -> dict:
     settings = replace(Settings.from_env(), index_dir=index, k=args.passages,
                        max_tokens=args.max_tokens, temperature=0.0)
     chain = build_chain(settings)
-    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(n)]
+    questions = [args.questions[i % len(args.questions)] for i in range(n)]
     inputs = [{"question": q} for q in questions]
     t0 = time.monotonic()
     answers = chain.batch(inputs)
@@ -333,6 +338,7 @@ def summarise(sessions, clock, rss: RssSampler, batch: dict | None, args) -> dic
         "passages": args.passages, "max_tokens": args.max_tokens,
         "answers": len(results), "answers_after_warmup": len(after_warm),
         "memory_flat": memory_flat,
+        "refused_answers": sum(1 for r in results if r.get("refused")),
         "answers_per_session": [len(s["results"]) for s in sessions],
         "complete_answers": sum(not r["problems"] for r in results),
         "ttft_p50_s": _round(percentile(ttft, 50)), "ttft_p95_s": _round(percentile(ttft, 95)),
@@ -359,7 +365,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=48)
     p.add_argument("--json", type=Path, default=None, help="write the figures here")
     p.add_argument("--log", type=Path, default=Path("load_test.streamlit.log"))
+    p.add_argument("--questions", type=Path, default=None,
+                   help="a text file, one question a line (default: a built-in list of 16)")
     args = p.parse_args(argv)
+    if args.questions is None:
+        args.questions = QUESTIONS
+    else:
+        args.questions = [q.strip() for q in args.questions.read_text(encoding="utf-8").splitlines()
+                          if q.strip()]
+        if len(args.questions) < args.sessions:
+            p.error(f"{len(args.questions)} questions for {args.sessions} sessions")
     from assistant.config import Settings
 
     index = (args.index or Settings.from_env().index).resolve()
