@@ -119,6 +119,16 @@ class Citation:
     def label(self) -> str:
         return KIND_LABELS[self.kind]
 
+    @property
+    def head(self) -> str:
+        """``[n] Title — Heading (source)``: how sources are listed (CLI, Markdown download)."""
+        line = f"[{self.number}] {self.title or self.id}"
+        if self.heading and self.heading != self.title:
+            line += f" — {self.heading}"
+        if self.source:
+            line += f" ({self.source})"
+        return line
+
     @classmethod
     def from_passage(cls, p: Passage, kind: CitationKind, quote: str | None = None) -> Citation:
         return cls(p.number, p.id, p.title, p.source, p.url, p.heading, p.chunk_id, kind, quote)
@@ -223,11 +233,7 @@ class Answer:
             return ""
         lines = ["Sources:"]
         for c in self.citations:
-            line = f"[{c.number}] {c.title or c.id}"
-            if c.heading and c.heading != c.title:
-                line += f" — {c.heading}"
-            if c.source:
-                line += f" ({c.source})"
+            line = c.head
             if c.url:
                 line += f" {c.url}"
             if c.kind == MATCHED:

@@ -213,12 +213,7 @@ def answer_markdown(answer: Any) -> str:
         lines += ["## Sources", ""]
         passages = {p.number: p for p in answer.passages}
         for c in answer.citations:
-            head = f"[{c.number}] {c.title or c.id}"
-            if c.heading and c.heading != c.title:
-                head += f" — {c.heading}"
-            if c.source:
-                head += f" ({c.source})"
-            lines.append(f"- **{head}**" + (f" <{c.url}>" if c.url else "") + f" — {c.label}")
+            lines.append(f"- **{c.head}**" + (f" <{c.url}>" if c.url else "") + f" — {c.label}")
             passage = passages.get(c.number)
             if passage is not None:
                 quoted = "\n".join(f"  > {line}" for line in passage.text.strip().splitlines())
