@@ -157,21 +157,24 @@ def accuracy(m: QuantMatrix, x: np.ndarray) -> dict:
 
 
 def crossover(types: list[GGMLType], n_toks: list[int]) -> list[dict]:
-    """Time both paths (8-bit integer dots, float tiles) on ffn_up's shape for each n_tok."""
+    """Time the three paths (8-bit integer dots, float tiles, BLAS bands) on ffn_up's shape for
+    each n_tok."""
     from engine import kernels
 
-    saved, rows = kernels.FLOAT_PATH_MIN_TOKENS, []
+    saved = kernels.FLOAT_PATH_MIN_TOKENS, kernels.BLAS_PATH_MIN_TOKENS
+    paths = {"int_ms": (1 << 30, 1 << 30), "float_ms": (0, 1 << 30), "blas_ms": (0, 0)}
+    rows = []
     try:
         for ggml_type in types:
             m = random_quant_matrix(ggml_type, 1536, 576 if ggml_type.name[-1] != "K" else 1536)
             for n_tok in n_toks:
                 row = {"type": ggml_type.name, "n_tok": n_tok}
-                for path, threshold in (("int_ms", 1 << 30), ("float_ms", 0)):
-                    kernels.FLOAT_PATH_MIN_TOKENS = threshold
+                for path, thresholds in paths.items():
+                    kernels.FLOAT_PATH_MIN_TOKENS, kernels.BLAS_PATH_MIN_TOKENS = thresholds
                     row[path] = time_matmul(m, n_tok, min_seconds=0.1) * 1e3
                 rows.append(row)
     finally:
-        kernels.FLOAT_PATH_MIN_TOKENS = saved
+        kernels.FLOAT_PATH_MIN_TOKENS, kernels.BLAS_PATH_MIN_TOKENS = saved
     return rows
 
 
@@ -211,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-tok", default="1,256")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--cpu-time", action="store_true", help="time with process CPU time")
-    parser.add_argument("--crossover", action="store_true", help="int vs float path per n_tok")
+    parser.add_argument("--crossover", action="store_true", help="int vs float vs BLAS path per n_tok")
     parser.add_argument(
         "--accuracy", action="store_true", help="RMS error vs float64 and llama.cpp"
     )

@@ -10,9 +10,12 @@ Two paths, chosen by the number of activation rows (tokens):
 * fewer than ``FLOAT_PATH_MIN_TOKENS`` (generation): the activations are quantized once to
   8-bit blocks of 32 and every weight row is streamed once, with integer dot products per
   block (``kernels_legacy.py``, ``kernels_kquants.py``), as llama.cpp does;
-* from ``FLOAT_PATH_MIN_TOKENS`` on (prompt batches): a tile of 4 weight rows is decoded once
-  to float32 (exactly, ``kernels_decode.py``) and multiplied with every token in a 4 × 2
-  register tile; float32 activations, so this path is more accurate than llama.cpp's.
+* from ``FLOAT_PATH_MIN_TOKENS`` on (short prompt batches): a tile of 4 weight rows is decoded
+  once to float32 (exactly, ``kernels_decode.py``) and multiplied with every token in a 4 × 2
+  register tile; float32 activations, so this path is more accurate than llama.cpp's;
+* from ``BLAS_PATH_MIN_TOKENS`` on (prompts): bands of weight rows (``BLAS_BAND_BYTES``) are
+  decoded the same way and multiplied by numpy's BLAS (``sgemm``), which tiles for the caches
+  far better than a hand loop can (``kernels_blas.py``).
 
 Both parallelise over output rows (``prange``).  The kernels are made per weight type, on first
 use (``type_kernels(code)``): closures over the constant type code, whose decoder
@@ -34,7 +37,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from engine import quants
+from engine import kernels_blas, quants
 from engine.constants import ENGINE_WEIGHT_TYPES, GGMLType
 from engine.kernels_decode import (
     T_Q2_K,
@@ -57,6 +60,9 @@ TILE_ROWS = 4  # weight rows decoded together by the float path (register tile 4
 # From this many tokens on, products decode each weight row once to float32 and reuse it for
 # all tokens (prompt batches); below it, 8-bit activations and integer dots (generation).
 FLOAT_PATH_MIN_TOKENS = 6  # measured crossover (python -m engine.bench_kernels --crossover)
+# From this many tokens on, bands of weight rows are decoded to float32 and multiplied by
+# numpy's BLAS (kernels_blas.py); measured crossover (bench_kernels --crossover).
+BLAS_PATH_MIN_TOKENS = 64
 ACT_BLOCK = 32  # activation values per 8-bit block (one scale each)
 # Types whose products use 8-bit activations and integer dot products (the rest: float path).
 INT_DOT_TYPES = frozenset(
@@ -181,6 +187,7 @@ class TypeKernels(NamedTuple):
     """The numba kernels of one weight type (``type_kernels``); each compiles on first call."""
 
     gather_rows: Any  # (w, ids, out): out[i] = dequantize(w[ids[i]])
+    decode_band: Any  # (w, r0, out): out[i] = dequantize(w[r0 + i]), one thread, GIL released
     matmul_int: Any  # (w, xq, xd, xs, y): y = x8 @ W.T (INT_DOT_TYPES only)
     matmul_decoded: Any  # (w, x, y): y = x @ W.T in float32
 
@@ -216,6 +223,12 @@ def _make_type_kernels(code: int) -> TypeKernels:
         for i in prange(ids.shape[0]):
             decode_row(code, w[ids[i]], out[i])
 
+    @njit(nogil=True, cache=True)
+    def decode_band(w, r0, out):
+        """out[i] = dequantize(w[r0 + i]), in the calling thread (the BLAS path's workers)."""
+        for i in range(out.shape[0]):
+            decode_row(code, w[r0 + i], out[i])
+
     @njit(parallel=True, cache=True)
     def matmul_int(w, xq, xd, xs, y):
         """Each weight row streamed once, for every token (xq/xd/xs: quantize_activations)."""
@@ -242,7 +255,7 @@ def _make_type_kernels(code: int) -> TypeKernels:
                     y[t, r0 + i] = dots[i]
                     y[t1, r0 + i] = dots[4 + i]
 
-    return TypeKernels(gather_rows, matmul_int, matmul_decoded)
+    return TypeKernels(gather_rows, decode_band, matmul_int, matmul_decoded)
 
 
 def gather_rows(code, w, ids, out):
@@ -256,6 +269,11 @@ def matmul_int(code, w, xq, xd, xs, y):
     w: (n_out, row_bytes) uint8; xq/xd/xs: quantize_activations of x; y: (n_tok, n_out).
     """
     type_kernels(code).matmul_int(w, xq, xd, xs, y)
+
+
+def matmul_bands(code, w, x, y):
+    """y = x @ W.T through BLAS, band by band (``kernels_blas.matmul_bands``)."""
+    kernels_blas.matmul_bands(type_kernels(code).decode_band, w, x, y)
 
 
 def matmul_decoded(code, w, x, y):
@@ -322,6 +340,8 @@ class QuantMatrix:
             xs = np.empty((n_tok, 2 * (self.n_in // ACT_BLOCK)), F32)  # (n_tok, n_in / 16)
             quantize_activations(x, xq, xd, xs)
             matmul_int(self.code, self.data, xq, xd, xs, target)
+        elif n_tok >= BLAS_PATH_MIN_TOKENS:
+            matmul_bands(self.code, self.data, x, target)
         elif n_tok:
             matmul_decoded(self.code, self.data, x, target)
         if target is not out:
@@ -338,3 +358,4 @@ class QuantMatrix:
         if ids.size:
             gather_rows(self.code, self.data, np.ascontiguousarray(ids), out)
         return out
+

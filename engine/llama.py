@@ -81,7 +81,7 @@ LAYER_OPTIONAL = {
 }
 
 # Positions processed per forward call while reading a prompt (the batch of llama.cpp's n_ubatch).
-DEFAULT_BATCH = 64
+DEFAULT_BATCH = 512
 
 # numba's parallel kernels must not run from two Python threads at once: every forward (and so
 # every QuantMatrix product) of every model in the process goes through this lock.

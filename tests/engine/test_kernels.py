@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from engine import kernels, quants
+from engine import kernels, kernels_blas, quants
 from engine.constants import GGML_BLOCK_LAYOUT, GGMLType
 from tests.engine.test_quants import random_blocks
 
@@ -62,7 +62,7 @@ def test_rows_equal_dequantize(ggml_type: GGMLType) -> None:
     assert m.rows([]).shape == (0, m.n_in)
 
 
-@pytest.mark.parametrize("n_tok", [1, 2, 67])
+@pytest.mark.parametrize("n_tok", [1, 2, 20, kernels.BLAS_PATH_MIN_TOKENS + 3])
 @pytest.mark.parametrize("ggml_type", ALL_TYPES, ids=lambda t: t.name)
 def test_matmul_matches_float64_reference(ggml_type: GGMLType, n_tok: int) -> None:
     m = random_matrix(ggml_type, 37, blocks_per_row(ggml_type), seed=100 + int(ggml_type))
@@ -80,6 +80,23 @@ def test_matmul_matches_float64_reference(ggml_type: GGMLType, n_tok: int) -> No
     out = np.full((n_tok, m.n_out), np.nan, np.float32)
     assert m.matmul(x, out=out) is out
     np.testing.assert_array_equal(out, got)
+
+
+@pytest.mark.parametrize("ggml_type", [GGMLType.Q4_K, GGMLType.Q8_0, GGMLType.F16], ids=str)
+def test_blas_path_bands_are_exact_float32(ggml_type: GGMLType, monkeypatch) -> None:
+    """Prompt batches: bands of decoded rows through sgemm, several bands and a partial last one,
+    written into a strided out=; float32 rounding of the exact product, nothing more."""
+    m = random_matrix(ggml_type, 37, blocks_per_row(ggml_type), seed=7)
+    monkeypatch.setattr(kernels_blas, "BLAS_BAND_BYTES", 8 * 4 * m.n_in)  # 8 rows a band: 5 bands
+    n_tok = kernels.BLAS_PATH_MIN_TOKENS
+    x = np.random.default_rng(3).standard_normal((n_tok, m.n_in)).astype(np.float32)
+    w = quants.dequantize(m.data, ggml_type).astype(np.float64)
+    ref = x.astype(np.float64) @ w.T
+    wide = np.full((n_tok, m.n_out + 3), np.nan, np.float32)
+    got = m.matmul(x, out=wide[:, 1 : 1 + m.n_out])
+    bound = 4 * m.n_in * np.finfo(np.float32).eps * (np.abs(x) @ np.abs(w).T)
+    assert (np.abs(got - ref) <= bound).all()
+    assert np.isnan(wide[:, 0]).all() and np.isnan(wide[:, -2:]).all()
 
 
 def test_matmul_zero_tokens_and_bad_shapes() -> None:
