@@ -27,8 +27,9 @@ Devices (``--device``, ``plan_pool``): on a cluster whose nodes report GPU resou
 (the default) and ``cuda`` give each actor a share of one GPU (``num_gpus``) and its ``threads``
 CPUs, on the GPU nodes only, and the actors load the model on cuda; a cluster without GPUs (or
 ``--device cpu``) runs one actor per ``threads`` CPUs, on CPU.  ``cuda`` on a cluster without GPUs
-is a ``DeviceError`` before any work.  The driver loads its own copy of the model (to check the
-index) on CPU.
+is a ``DeviceError`` before any work, and so is a cluster whose GPU workers' torch cannot use
+their GPU (probed with one task of the actors' resources; ``auto`` then runs on CPU).  The driver
+loads its own copy of the model (to check the index) on CPU.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import numpy as np
 
 from .chunking import Chunker, ChunkingSettings
 from .corpus import Record
-from .embedding import DEFAULT_DEVICE, check_device, cpu_count, load_embedder
+from .embedding import DEFAULT_DEVICE, check_device, cpu_count, cuda_available, load_embedder
 from .errors import DeviceError, IngestError
 from .index import IndexStore
 from .pipeline import BuildReport, chunk_rows, document_row, embed_chunks
@@ -56,6 +57,7 @@ WINDOW_DOCS = 2000  # documents per Ray Dataset (bounds the driver's and object 
 DOCS_PER_TASK = 4  # documents per actor call (small: the pool stays balanced)
 OBJECT_STORE_BYTES = 200 * 1024 * 1024  # a local instance's object store
 CONNECT_TIMEOUT_S = 10.0  # a cluster address that does not answer within this is an error
+GPU_PROBE_TIMEOUT_S = 300.0  # a GPU share not granted within this (all busy) is an error
 RECORD_FIELDS = ("id", "source", "clean_text", "title", "url", "origin", "line")
 # Actors sharing one GPU at most (each chunks on its own CPUs while the others' batches run on
 # the GPU; each holds a copy of the model and a CUDA context in the GPU's memory).
@@ -156,6 +158,23 @@ def _check_reachable(address: str) -> None:
         raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {e}") from e
 
 
+def _gpu_usable(ray, plan: PoolPlan, device: str) -> bool:
+    """Whether a task granted the actors' GPU share sees a CUDA GPU (not when the workers' torch
+    is built without CUDA, or drivers are missing): for ``auto`` the answer, for ``cuda`` a
+    ``DeviceError`` when not, before any work."""
+    probe = ray.remote(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus)(cuda_available)
+    try:
+        seen = ray.get(probe.remote(), timeout=GPU_PROBE_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError as e:
+        raise ClusterError(f"no share of a GPU ({plan.num_gpus:g}) became free on the Ray "
+                           f"cluster within {GPU_PROBE_TIMEOUT_S:.0f} s") from e
+    if not seen and device == "cuda":
+        raise DeviceError(device, "the Ray cluster reports GPUs, but torch on its GPU workers "
+                          "sees no CUDA GPU (torch.cuda.is_available() is False there); "
+                          "install a CUDA build of torch on them, or use --device auto or cpu")
+    return bool(seen)
+
+
 def _opt(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -193,6 +212,8 @@ class RayBuilderFactory:
         alive = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         try:
             self.plan = plan_pool(alive, self.threads, device)
+            if self.plan.device == "cuda" and not _gpu_usable(ray, self.plan, device):
+                self.plan = plan_pool(alive, self.threads, "cpu")  # auto: as without GPUs
         except IngestError:
             self.__exit__()  # a local instance started for nothing is stopped
             raise

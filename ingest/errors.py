@@ -139,3 +139,6 @@ class DeviceError(IngestError):
         self.device = device
         self.message = message
         super().__init__(f"--device {device}: {message}")
+
+    def __reduce__(self):  # raised in a Ray actor, it reaches the driver whole
+        return type(self), (self.device, self.message)
