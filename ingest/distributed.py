@@ -78,6 +78,16 @@ class PoolPlan:
     num_gpus: float  # per actor: 0, 1, or a share of one GPU (1/2, 1/3, 1/4)
     device: str  # "cpu" or "cuda": where each actor loads the model
 
+    def remote_args(self) -> dict[str, float]:
+        """Each actor's resources as ``map_batches`` arguments.  Ray Data reserves 1 CPU for an
+        actor that names no ``num_cpus`` (and warns that ``num_cpus`` with ``num_gpus`` is
+        experimental), so a GPU actor's single CPU is left implicit."""
+        if not self.num_gpus:
+            return {"num_cpus": self.num_cpus}
+        return {"num_gpus": self.num_gpus} | (
+            {"num_cpus": self.num_cpus} if self.num_cpus > 1 else {}
+        )
+
 
 def plan_pool(nodes: Sequence[Mapping[str, float]], threads: int, device: str) -> PoolPlan:
     """The actor pool for a cluster whose alive nodes have these Ray resources (``CPU``,
@@ -296,8 +306,7 @@ class RayBuilder:
             compute=ray.data.ActorPoolStrategy(
                 size=min(f.actors, math.ceil(len(recs) / f.docs_per_task))
             ),
-            num_cpus=f.plan.num_cpus,
-            **({"num_gpus": f.plan.num_gpus} if f.plan.num_gpus else {}),
+            **f.plan.remote_args(),
         )
 
     def _run_window(self) -> None:

@@ -51,6 +51,13 @@ def test_four_gpus_on_two_nodes():
     assert plan_pool(uneven, 1, "auto") == PoolPlan(4, 1, 1.0, "cuda")
 
 
+def test_remote_args():
+    assert PoolPlan(2, 1, 0.0, "cpu").remote_args() == {"num_cpus": 1}  # as before GPUs
+    assert PoolPlan(2, 3, 0.0, "cpu").remote_args() == {"num_cpus": 3}
+    assert PoolPlan(8, 1, 0.25, "cuda").remote_args() == {"num_gpus": 0.25}  # Ray's 1 CPU
+    assert PoolPlan(2, 4, 1.0, "cuda").remote_args() == {"num_gpus": 1.0, "num_cpus": 4}
+
+
 def test_gpu_plans_fit_the_cluster():
     """Every GPU plan's requests fit the cluster's GPUs and its GPU nodes' CPUs."""
     clusters = [[node(c, g)] for c in (1, 2, 3, 8, 13) for g in (1, 2, 3, 4)]
