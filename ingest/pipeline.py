@@ -388,21 +388,25 @@ def build(
     if strict:
         _scan_strict(job.spec, job.sources, limit, log)
     with contextlib.ExitStack() as cluster:
-        make_builder = _Builder
         report = BuildReport(index=str(job.index),
                              executor={"kind": "local", "threads": int(threads or cpu_count())})
         model.report = report
+        make_builder = _Builder
         if ray is not None:  # connect before touching the index: a bad address changes nothing
-            from .distributed import RayBuilderFactory
-
-            make_builder = cluster.enter_context(
-                RayBuilderFactory(ray, model.name, threads, device=device)
-            )
-            report.executor, model.report = make_builder.describe(), None
+            make_builder = cluster.enter_context(_ray_factory(ray, model, threads, device, report))
         model.store = _open_store(job.index, model.name, job.settings, model, ann)
         _build_in(model.store, job, model, report, make_builder, t_start)
     report.seconds = time.perf_counter() - t_start
     return report
+
+
+def _ray_factory(ray: str, model: _Model, threads: int | None, device: str, report: BuildReport):
+    """The Ray cluster's builder factory (``ingest.distributed``), its plan in ``report``."""
+    from .distributed import RayBuilderFactory
+
+    factory = RayBuilderFactory(ray, model.name, threads, device=device)
+    report.executor, model.report = factory.describe(), None  # the actors' device, not the driver's
+    return factory
 
 
 def _build_in(store: IndexStore, job: _Job, get_embedder, report: BuildReport, make_builder,
