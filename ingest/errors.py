@@ -129,3 +129,16 @@ class EmbedderError(IngestError):
         self.model = model
         self.message = message
         super().__init__(f"embedding model {model!r}: {message}")
+
+
+class DeviceError(IngestError):
+    """An embedding device setting (``--device``, ``device=``) that is not a known choice, or
+    that asks for a GPU where there is none (no work has started)."""
+
+    def __init__(self, device: str, message: str) -> None:
+        self.device = device
+        self.message = message
+        super().__init__(f"--device {device}: {message}")
+
+    def __reduce__(self):  # raised in a Ray actor, it reaches the driver whole
+        return type(self), (self.device, self.message)

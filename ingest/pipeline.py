@@ -22,7 +22,15 @@ import numpy as np
 from . import manifest as mf
 from .chunking import Chunk, Chunker, ChunkingSettings
 from .corpus import Record, Rejection, check_input, read_corpus
-from .embedding import Embedder, canonical_name, cpu_count, load_embedder
+from .embedding import (
+    DEFAULT_DEVICE,
+    Embedder,
+    canonical_name,
+    check_device,
+    cpu_count,
+    load_embedder,
+    resolve_device,
+)
 from .errors import SettingsMismatch, StrictModeFailure
 from .index import DB_NAME, IndexStore
 
@@ -307,6 +315,36 @@ class _Job:
     log: Callable[[str], None]
 
 
+class _Model:
+    """The build's embedding model: loaded on first use (an unchanged input never loads it) on
+    ``device``, and checked against the index (``store``, once open) and the chunking settings at
+    every use.  A model on a GPU is recorded in ``report``'s executor (a local build's)."""
+
+    def __init__(self, job: _Job, embedder: Embedder | None, embedding_model: str | None,
+                 threads: int | None, device: str) -> None:
+        self.job, self.threads, self.device, self.emb = job, threads, device, embedder
+        self.name = embedder.name if embedder is not None else canonical_name(embedding_model)
+        self.store: IndexStore | None = None
+        self.report: BuildReport | None = None
+
+    def __call__(self) -> Embedder:
+        if self.emb is None:
+            self.emb = load_embedder(self.name, threads=self.threads, device=self.device)
+        emb = self.emb
+        if self.report is not None and emb.device != "cpu":
+            self.report.executor["device"] = emb.device
+        if self.store is not None:
+            self.store.check_embedding(emb.name, emb.dim)
+            _check_embedding_extra(self.store, emb)
+        if self.job.settings.max_tokens > emb.max_tokens:
+            raise SettingsMismatch(
+                self.job.index,
+                f"chunks of {self.job.settings.max_tokens} tokens exceed the model's "
+                f"{emb.max_tokens}",
+            )
+        return emb
+
+
 def build(
     input: str | Path,
     index: str | Path,
@@ -323,6 +361,7 @@ def build(
     ann: dict | None = None,
     batch_chunks: int = BATCH_CHUNKS,
     ray: str | None = None,
+    device: str = DEFAULT_DEVICE,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
 ) -> BuildReport:
     """Build or update the index at ``index`` from ``input``; see the module docstring.
@@ -331,56 +370,43 @@ def build(
     embedding, so a re-run over an unchanged input is quick.  ``ray`` (a cluster address, or
     ``""`` for a local Ray instance) chunks and embeds on a Ray cluster instead
     (``ingest.distributed``, the ``distributed`` extra); the index written is the same.
+    ``device`` (``embedding.DEVICES``) is where chunks are embedded: ``auto`` uses a CUDA GPU
+    when there is one (here, or the cluster's with ``ray``); ``cuda`` without one is a
+    ``DeviceError`` before any work.  The index is the same on either.
     """
     t_start = time.perf_counter()
-    job = _Job(
-        str(input),
-        Path(index),
-        [s.strip() for s in sources if s.strip()] if sources else None,
-        limit,
-        prune,
-        settings or ChunkingSettings(),
-        progress,
-        batch_chunks,
-        log,
-    )
+    src = [s.strip() for s in sources if s.strip()] if sources else None
+    job = _Job(str(input), Path(index), src, limit, prune, settings or ChunkingSettings(),
+               progress, batch_chunks, log)
     if prune and limit is not None:
         raise ValueError("--prune with --limit would remove every document past the limit")
-    model_name = embedder.name if embedder is not None else canonical_name(embedding_model)
-    loaded: list[Embedder] = [embedder] if embedder is not None else []
-    store_ref: list[IndexStore] = []
-
-    def get_embedder() -> Embedder:
-        if not loaded:
-            loaded.append(load_embedder(model_name, threads=threads))
-        emb = loaded[0]
-        if store_ref:
-            store_ref[0].check_embedding(emb.name, emb.dim)
-            _check_embedding_extra(store_ref[0], emb)
-        if job.settings.max_tokens > emb.max_tokens:
-            raise SettingsMismatch(
-                job.index,
-                f"chunks of {job.settings.max_tokens} tokens exceed the model's {emb.max_tokens}",
-            )
-        return emb
-
+    if check_device(device) == "cuda" and ray is None:
+        resolve_device(device)  # no GPU here: the error comes before any work
+    # with Ray the driver's model only checks the index: on CPU, the cluster's GPUs for the actors
+    model = _Model(job, embedder, embedding_model, threads, device if ray is None else "cpu")
     check_input(job.spec)
     if strict:
         _scan_strict(job.spec, job.sources, limit, log)
     with contextlib.ExitStack() as cluster:
+        report = BuildReport(index=str(job.index),
+                             executor={"kind": "local", "threads": int(threads or cpu_count())})
+        model.report = report
         make_builder = _Builder
-        executor = {"kind": "local", "threads": int(threads or cpu_count())}
         if ray is not None:  # connect before touching the index: a bad address changes nothing
-            from .distributed import RayBuilderFactory
-
-            make_builder = cluster.enter_context(RayBuilderFactory(ray, model_name, threads))
-            executor = make_builder.describe()
-        store = _open_store(job.index, model_name, job.settings, get_embedder, ann)
-        store_ref.append(store)
-        report = BuildReport(index=str(job.index), executor=executor)
-        _build_in(store, job, get_embedder, report, make_builder, t_start)
+            make_builder = cluster.enter_context(_ray_factory(ray, model, threads, device, report))
+        model.store = _open_store(job.index, model.name, job.settings, model, ann)
+        _build_in(model.store, job, model, report, make_builder, t_start)
     report.seconds = time.perf_counter() - t_start
     return report
+
+
+def _ray_factory(ray: str, model: _Model, threads: int | None, device: str, report: BuildReport):
+    """The Ray cluster's builder factory (``ingest.distributed``), its plan in ``report``."""
+    from .distributed import RayBuilderFactory
+
+    factory = RayBuilderFactory(ray, model.name, threads, device=device)
+    report.executor, model.report = factory.describe(), None  # the actors' device, not the driver's
+    return factory
 
 
 def _build_in(store: IndexStore, job: _Job, get_embedder, report: BuildReport, make_builder,
