@@ -214,7 +214,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-tok", default="1,256")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--cpu-time", action="store_true", help="time with process CPU time")
-    parser.add_argument("--crossover", action="store_true", help="int vs float vs BLAS path per n_tok")
+    parser.add_argument(
+        "--crossover", action="store_true", help="int vs float vs BLAS path per n_tok"
+    )
     parser.add_argument(
         "--accuracy", action="store_true", help="RMS error vs float64 and llama.cpp"
     )

@@ -1,4 +1,5 @@
-"""Prompt batches through BLAS: ``y = x @ W.T`` on bands of weight rows decoded to float32.
+"""Prompt batches through BLAS: ``y = x @ W.T`` on bands of weight rows decoded to float32, and
+attention one head at a time as two products and a causal softmax.
 
 From ``kernels.BLAS_PATH_MIN_TOKENS`` tokens on, a product is worth decoding each weight row
 once to float32 (exactly, ``kernels_decode.py``) and handing the multiply to numpy's BLAS
@@ -11,16 +12,24 @@ takes every n-th band and runs decode and ``sgemm`` on it in turn, BLAS limited 
 meanwhile: a fixed split with no hand-over between numba's and BLAS's thread pools, whose
 spinning waits slow each other down on a busy machine, and the same sums in the same order on
 every run (a band's products do not depend on which thread computed them).
+
+Attention of a prompt batch (``attention_heads``) splits the heads the same way: per head, the
+scores ``q k^T`` of every position against every key are one product, the causal (and, on a
+sliding-window layer, windowed) softmax a compiled loop, and the weighted sum of values another
+product.  The masked half of the scores costs products that are far cheaper than the loop of
+dot products they replace (``llama.attention_parallel``, which decode steps keep).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numba
 import numpy as np
+from numba import njit
 from threadpoolctl import ThreadpoolController
 
 BLAS_BAND_BYTES = 2 << 20  # float32 bytes of one decoded band
@@ -44,11 +53,21 @@ def _workers(n: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def _band_buffer(n_rows: int, n_in: int) -> np.ndarray:
-    buf = getattr(_STATE, "band", None)
-    if buf is None or buf.size < n_rows * n_in:
-        buf = _STATE.band = np.empty(n_rows * n_in, np.float32)
-    return buf[: n_rows * n_in].reshape(n_rows, n_in)
+def _buffer(name: str, n_rows: int, n_cols: int) -> np.ndarray:
+    """This worker's reusable float32 ``(n_rows, n_cols)`` scratch array ``name``."""
+    buf = getattr(_STATE, name, None)
+    if buf is None or buf.size < n_rows * n_cols:
+        buf = np.empty(n_rows * n_cols, np.float32)
+        setattr(_STATE, name, buf)
+    return buf[: n_rows * n_cols].reshape(n_rows, n_cols)
+
+
+def _run(work: Callable[[int], None], n_threads: int) -> None:
+    """work(0) … work(n_threads - 1) on the pool's threads, BLAS on one thread each."""
+    pool = _workers(n_threads)
+    with _blas.limit(limits=1):
+        for done in [pool.submit(work, i) for i in range(n_threads)]:
+            done.result()
 
 
 def matmul_bands(decode_band: Any, w: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
@@ -62,14 +81,59 @@ def matmul_bands(decode_band: Any, w: np.ndarray, x: np.ndarray, y: np.ndarray) 
     starts = range(0, n_out, n_band)
 
     def work(first: int) -> None:
-        band = _band_buffer(n_band, n_in)  # (n_band, n_in) decoded weight rows
+        band = _buffer("band", n_band, n_in)  # (n_band, n_in) decoded weight rows
         for r0 in starts[first::n_threads]:
             r1 = min(r0 + n_band, n_out)
             rows = band[: r1 - r0]
             decode_band(w, r0, rows)
             np.matmul(x, rows.T, out=y[:, r0:r1])  # (n_tok, n_in) @ (n_in, r1 - r0)
 
-    pool = _workers(n_threads)
-    with _blas.limit(limits=1):
-        for done in [pool.submit(work, i) for i in range(n_threads)]:
-            done.result()
+    _run(work, n_threads)
+
+
+@njit(cache=True, nogil=True)
+def causal_softmax(scores, pos0, scale, window):  # pragma: no cover - compiled
+    """Row t of scores ((n, n_keys): q_t . k_j) becomes softmax(scale * q_t . k_j) over the keys
+    j <= pos0 + t (and j > pos0 + t - window when window > 0), 0 elsewhere; in place."""
+    for t in range(scores.shape[0]):
+        row = scores[t]
+        last = pos0 + t + 1
+        first = max(0, last - window) if window > 0 else 0
+        m = row[first] * scale
+        for j in range(first, last):
+            row[j] = row[j] * scale
+            m = max(m, row[j])
+        total = np.float32(0.0)
+        for j in range(first, last):
+            e = np.exp(row[j] - m)
+            row[j] = e
+            total += e
+        inv = np.float32(1.0) / total
+        row[:first] = 0.0
+        for j in range(first, last):
+            row[j] *= inv
+        row[last:] = 0.0
+
+
+def attention_heads(
+    q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, pos0: int, scale: np.float32,
+    window: int, out: np.ndarray,
+) -> None:
+    """Causal grouped-query attention of a prompt batch, as ``llama.attention_parallel``:
+    q (n, n_head*hd) at positions pos0.., caches (n_kv, n_ctx, hd) already holding them, out
+    (n, n_head*hd)."""
+    n, (n_kv, _, hd) = q.shape[0], k_cache.shape
+    n_head, n_keys = q.shape[1] // hd, pos0 + n
+    group = n_head // n_kv  # consecutive query heads share a kv head
+    n_threads = max(1, min(numba.get_num_threads(), n_head))
+
+    def work(first: int) -> None:
+        scores = _buffer("scores", n, n_keys)  # (n, n_keys)
+        for h in range(first, n_head, n_threads):
+            cols, kv = slice(h * hd, (h + 1) * hd), h // group
+            np.matmul(q[:, cols], k_cache[kv, :n_keys].T, out=scores)  # (n, hd) @ (hd, n_keys)
+            causal_softmax(scores, pos0, scale, window)
+            np.matmul(scores, v_cache[kv, :n_keys], out=out[:, cols])  # (n, n_keys) @ (n_keys, hd)
+
+    _run(work, n_threads)
+

@@ -45,12 +45,14 @@ from engine.errors import ContextOverflow, GGUFError, UnsupportedTensorType
 from engine.gguf import GGUFFile
 from engine.kernels import (
     ACT_BLOCK,
+    BLAS_PATH_MIN_TOKENS,
     INT_DOT_TYPES,
     QuantMatrix,
     dot_int_in,
     quantize_activations,
     type_mask,
 )
+from engine.kernels_blas import attention_heads
 from engine.kernels_decode import decode_row
 from engine.kernels_simd import vaxpy_f32, vmla_f32, vsum, vzero
 
@@ -622,6 +624,8 @@ def forward(
 
     work = n * c.n_head * (pos0 + n) * c.head_dim  # multiply-adds of q k^T
     attention = attention_parallel if work >= ATTENTION_PARALLEL_MIN_WORK else attention_serial
+    if n >= BLAS_PATH_MIN_TOKENS:
+        attention = attention_heads  # per head: two BLAS products and a causal softmax
     plan = w.decode_plan
     if fused and n == 1 and plan is not None:  # one decode step: all layers in one compiled call
         with FORWARD_LOCK:

@@ -203,3 +203,25 @@ def test_dot_over_a_set_of_types_equals_each_types_kernel() -> None:
         kernels.matmul_int(m.code, m.data, xq, xd, xs, want)
         got = [_dot_mixed(m.code, m.data[r], xq[0], xd[0], xs[0]) for r in range(3)]
         np.testing.assert_array_equal(np.float32(got), want[0])
+
+
+@pytest.mark.parametrize(
+    ("n_head", "n_kv", "hd", "n", "pos0", "window"),
+    [(8, 2, 16, 70, 0, 0), (8, 2, 16, 70, 30, 0), (4, 4, 32, 66, 5, 16), (6, 3, 24, 65, 0, 40)],
+)
+def test_attention_heads_equal_the_loop(n_head, n_kv, hd, n, pos0, window) -> None:
+    """Prompt attention through BLAS (per head: q k^T, causal softmax, p v) equals the kernel
+    decode steps use, with grouped-query heads, earlier positions and a sliding window."""
+    from engine.kernels_blas import attention_heads
+    from engine.llama import attention_parallel
+
+    rng = np.random.default_rng(n + pos0)
+    n_ctx = pos0 + n + 7  # unused cache rows past the batch must not count
+    q = rng.standard_normal((n, n_head * hd)).astype(np.float32)
+    k_cache = rng.standard_normal((n_kv, n_ctx, hd)).astype(np.float32)
+    v_cache = rng.standard_normal((n_kv, n_ctx, hd)).astype(np.float32)
+    scale = np.float32(hd**-0.5)
+    want, got = np.empty_like(q), np.full_like(q, np.nan)
+    attention_parallel(q, k_cache, v_cache, pos0, scale, window, want)
+    attention_heads(q, k_cache, v_cache, pos0, scale, window, got)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
