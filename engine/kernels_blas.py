@@ -22,6 +22,7 @@ dot products they replace (``llama.attention_parallel``, which decode steps keep
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,15 @@ _POOL_LOCK = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _blas: Any = None  # ThreadpoolController over the BLAS libraries, made on first use
+
+
+def _forget_pool() -> None:
+    """In a forked child the pool's threads do not exist: make a new pool on first use."""
+    global _pool, _pool_size, _POOL_LOCK
+    _pool, _pool_size, _POOL_LOCK = None, 0, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _workers(n: int) -> ThreadPoolExecutor:

@@ -225,3 +225,23 @@ def test_attention_heads_equal_the_loop(n_head, n_kv, hd, n, pos0, window) -> No
     attention_parallel(q, k_cache, v_cache, pos0, scale, window, want)
     attention_heads(q, k_cache, v_cache, pos0, scale, window, got)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_blas_pool_works_in_a_forked_child() -> None:
+    """The prompt path's thread pool is made again in a forked child (its threads are gone)."""
+    script = (
+        "import os, numpy as np\n"
+        "from engine.kernels_blas import attention_heads\n"
+        "q = np.ones((70, 32), np.float32); kc = np.ones((2, 80, 16), np.float32)\n"
+        "out = np.empty_like(q)\n"
+        "attention_heads(q, kc, kc, 0, np.float32(0.25), 0, out)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    attention_heads(q, kc, kc, 0, np.float32(0.25), 0, out)\n"
+        "    os._exit(0 if out[0, 0] == 1.0 else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "raise SystemExit(os.waitstatus_to_exitcode(status))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    done = subprocess.run([sys.executable, "-c", script], env=env, timeout=120)
+    assert done.returncode == 0
