@@ -171,6 +171,20 @@ def coverage(question: str, passages: Sequence[str],
     return (total - sum(weights[t] for t in missing)) / total, missing
 
 
+def read_once(term_counts: TermCounts | None) -> TermCounts | None:
+    """``term_counts`` remembering its answers, so one decision asks the index once."""
+    if term_counts is None:
+        return None
+    seen: dict[tuple[str, ...], tuple[Mapping[str, int], int]] = {}
+
+    def counts(words: Sequence[str]) -> tuple[Mapping[str, int], int]:
+        key = tuple(words)
+        if key not in seen:
+            seen[key] = term_counts(words)
+        return seen[key]
+    return counts
+
+
 def features_of(question: str, titles: Sequence[str], similarities: Sequence[float],
                 term_counts: TermCounts | None = None) -> RefusalFeatures:
     """The decision's features from what the retriever returned: the passages' titles (with
@@ -191,6 +205,7 @@ def decide(question: str, passages: Sequence[str], titles: Sequence[str],
     refuses only an empty retrieval)."""
     if not passages:
         return RefusalSignals(0.0, 0.0, True, 0.0, "retrieval", tuple(question_terms(question)))
+    term_counts = read_once(term_counts)
     cov, missing = coverage(question, passages, term_counts)
     ev = float(best_evidence) if best_evidence is not None else 0.0
     if not similarities:
