@@ -17,8 +17,10 @@ nothing retrieved is always refused and is not fitted on.
 
 It prints the fitted ``RefusalPolicy(...)`` (copy it into assistant/refusal.py) and the rates on
 the even half of: the retriever's threshold alone, the previous rule (best similarity below
-0.525), the fitted policy and the current default.  ``--report-odd`` also retrieves the odd half
-(held out: use it once, after choosing) and prints the same rates there.
+0.525), the fitted policy and the current default, and the time taken per question by the
+retrieval and by the features (side by side: the decision's cost is the features').
+``--report-odd`` also retrieves the odd half (held out: use it once, after choosing) and prints
+the same rates there.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 from pathlib import Path
@@ -44,6 +47,7 @@ from assistant.refusal import (  # noqa: E402
     RefusalFeatures,
     RefusalPolicy,
     features_of,
+    read_once,
     term_counts_of,
 )
 from assistant.retriever import GuidelineRetriever  # noqa: E402
@@ -54,15 +58,28 @@ Rule = Callable[[RefusalFeatures], bool]  # features -> refuse
 
 def features_row(retriever: GuidelineRetriever, q: EvalQuestion) -> dict:
     """One question's retrieval as the chain sees it: its features, or none (nothing found)."""
+    start = time.perf_counter()
     docs = retriever.invoke(q.question)
+    retrieved = time.perf_counter()
     row: dict = {"qid": q.qid, "kind": q.kind, "half": "even" if q.position % 2 == 0 else "odd",
                  "docs": len(docs)}
     if docs:
         passages = [Passage.from_document(i, d) for i, d in enumerate(docs, start=1)]
         feats = features_of(q.question, passage_titles(passages),
-                            passage_similarities(passages), term_counts_of(retriever))
+                            passage_similarities(passages), read_once(term_counts_of(retriever)))
         row.update(zip(FEATURES, (round(v, 6) for v in feats.values()), strict=True))
+    row["retrieval_ms"] = round((retrieved - start) * 1e3, 2)
+    row["features_ms"] = round((time.perf_counter() - retrieved) * 1e3, 2)
     return row
+
+
+def timings(rows: Sequence[dict]) -> str:
+    """p50 / p95 of the retrieval and of the features, measured side by side per question."""
+    out = []
+    for key in ("retrieval_ms", "features_ms"):
+        values = [r[key] for r in rows]
+        out.append(f"{key} p50 {np.percentile(values, 50):.1f} p95 {np.percentile(values, 95):.1f}")
+    return "; ".join(out)
 
 
 def as_features(row: dict) -> RefusalFeatures:
@@ -170,6 +187,7 @@ def main() -> int:
         "current default (RefusalPolicy())": current.refuses,
     }
     print(f"fitted on the even half: {fitted!r}  (features {FEATURES})")
+    print(f"per question ({len(rows)}): {timings(rows)}")
     out: dict = {"fitted": vars(fitted) | {"features": FEATURES}, "rates": {}, "rows": rows}
     for half in ("even", "odd") if args.report_odd else ("even",):
         part = [r for r in rows if r["half"] == half]
