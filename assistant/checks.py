@@ -33,6 +33,16 @@ def passage_texts(passages: Sequence[Passage]) -> list[str]:
     return [" ".join(x for x in (p.text, p.title, p.heading or "") if x) for p in passages]
 
 
+def passage_titles(passages: Sequence[Passage]) -> list[str]:
+    """Each passage's title and heading (the refusal's ``title_coverage`` reads them)."""
+    return [" ".join(x for x in (p.title, p.heading or "") if x) for p in passages]
+
+
+def passage_similarities(passages: Sequence[Passage]) -> list[float]:
+    """The passages' cosine similarities with the question, where the retriever gives them."""
+    return [p.similarity for p in passages if p.similarity is not None]
+
+
 def before_generation(question: str, passages: Sequence[Passage], retriever: Any,
                       policy: RefusalPolicy | None
                       ) -> tuple[list[EvidenceSentence], RefusalSignals | None]:
@@ -42,9 +52,9 @@ def before_generation(question: str, passages: Sequence[Passage], retriever: Any
     if policy is None:
         return evidence, None
     best = evidence[0].score if evidence else None
-    sims = [p.similarity for p in passages if p.similarity is not None]
-    signals = decide(question, passage_texts(passages), best, policy, term_counts_of(retriever),
-                     max(sims) if sims else None)
+    signals = decide(question, passage_texts(passages), passage_titles(passages),
+                     passage_similarities(passages) or None, best, policy,
+                     term_counts_of(retriever))
     return evidence, signals
 
 

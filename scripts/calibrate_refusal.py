@@ -1,16 +1,26 @@
-"""Choose the refusal thresholds on the even halves of the dev files; report the odd halves.
+"""Fit the refusal policy on the even halves of the dev files; report the odd halves once.
 
     python scripts/calibrate_refusal.py --index DIR --qa QA.jsonl --unanswerable U.jsonl
-        [--k 4] [--max-false-refusal 0.03] [--json OUT]
+        [--k 4] [--max-false-refusal 0.03] [--report-odd] [--json OUT]
 
-No model runs: per question it retrieves the passages as the chain does and computes the two
-refusal signals (:mod:`assistant.refusal`: idf-weighted coverage of the question's words, best
-evidence sentence similarity, best passage similarity). On the questions at even positions of
-both files it tries a grid of (min_coverage, min_evidence, min_similarity) and keeps the triple
-that refuses the most unanswerable questions while refusing at most ``--max-false-refusal`` of
-the answerable ones (ties: fewer false refusals, then lower thresholds). It prints the rates of
-that triple on the even half (where it was chosen) and on the odd half (held out), and of the
-retriever's threshold alone.
+No model runs: per question it retrieves the passages as the chain does (the real
+``GuidelineRetriever``, the chain's threshold and ``k``) and computes the policy's features
+(:mod:`assistant.refusal`: the best passage's similarity, the passages' mean similarity, the
+idf-weighted share of the question's words in their titles and headings).  Only the questions at
+even 0-based positions of both files are read to choose: a logistic regression (scikit-learn,
+classes weighted equally, L2 with C = 1, on standardized features, folded back into weights on
+the raw features) is fitted to tell the unanswerable from the answerable ones; its probability
+threshold is then the middle of the widest gap between consecutive even-half scores among the
+thresholds that refuse the most unanswerable questions while refusing at most
+``--max-false-refusal`` of the answerable ones (ties: fewer false refusals).  A question with
+nothing retrieved is always refused and is not fitted on.
+
+It prints the fitted ``RefusalPolicy(...)`` (copy it into assistant/refusal.py) and the rates on
+the even half of: the retriever's threshold alone, the previous rule (best similarity below
+0.525), the fitted policy and the current default, and the time taken per question by the
+retrieval and by the features (side by side: the decision's cost is the features').
+``--report-odd`` also retrieves the odd half (held out: use it once, after choosing) and prints
+the same rates there.
 """
 
 from __future__ import annotations
@@ -18,6 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from collections.abc import Callable, Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -26,111 +39,162 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from assistant.answer import Passage  # noqa: E402
-from assistant.checks import passage_texts  # noqa: E402
+from assistant.checks import passage_similarities, passage_titles  # noqa: E402
 from assistant.config import Settings  # noqa: E402
-from assistant.evaluate import ANSWERABLE, UNANSWERABLE, load_questions  # noqa: E402
-from assistant.evidence import embedder_of, select_evidence  # noqa: E402
-from assistant.refusal import coverage, term_counts_of  # noqa: E402
+from assistant.evaluate import ANSWERABLE, UNANSWERABLE, EvalQuestion, load_questions  # noqa: E402
+from assistant.refusal import (  # noqa: E402
+    FEATURES,
+    RefusalFeatures,
+    RefusalPolicy,
+    features_of,
+    read_once,
+    term_counts_of,
+)
 from assistant.retriever import GuidelineRetriever  # noqa: E402
 
-COVERAGE_GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)
-EVIDENCE_GRID = np.round(np.arange(0.0, 0.7001, 0.025), 3)
-SIMILARITY_GRID = np.round(np.arange(0.25, 0.7001, 0.025), 3)
+PREVIOUS_MIN_SIMILARITY = 0.525  # the rule this policy replaced (best similarity alone)
+Rule = Callable[[RefusalFeatures], bool]  # features -> refuse
 
 
-def signals(retriever: GuidelineRetriever, question: str) -> dict:
-    docs = retriever.invoke(question)
-    if not docs:
-        return {"docs": 0, "coverage": 0.0, "evidence": 0.0}
-    passages = [Passage.from_document(i, d) for i, d in enumerate(docs, start=1)]
-    ev = select_evidence(question, [(p.number, p.text) for p in passages], embedder_of(retriever))
-    cov, missing = coverage(question, passage_texts(passages), term_counts_of(retriever))
-    return {"docs": len(docs), "coverage": round(cov, 4),
-            "evidence": ev[0].score if ev else 0.0, "missing": missing,
-            "similarity": max(float(d.metadata.get("similarity", 0.0)) for d in docs)}
+def features_row(retriever: GuidelineRetriever, q: EvalQuestion) -> dict:
+    """One question's retrieval as the chain sees it: its features, or none (nothing found)."""
+    start = time.perf_counter()
+    docs = retriever.invoke(q.question)
+    retrieved = time.perf_counter()
+    row: dict = {"qid": q.qid, "kind": q.kind, "half": "even" if q.position % 2 == 0 else "odd",
+                 "docs": len(docs)}
+    if docs:
+        passages = [Passage.from_document(i, d) for i, d in enumerate(docs, start=1)]
+        feats = features_of(q.question, passage_titles(passages),
+                            passage_similarities(passages), read_once(term_counts_of(retriever)))
+        row.update(zip(FEATURES, (round(v, 6) for v in feats.values()), strict=True))
+    row["retrieval_ms"] = round((retrieved - start) * 1e3, 2)
+    row["features_ms"] = round((time.perf_counter() - retrieved) * 1e3, 2)
+    return row
 
 
-def rates(rows: list[dict], min_cov: float, min_ev: float,
-          min_sim: float = 0.0) -> tuple[float, float]:
-    """(refusal rate on unanswerable, false refusal rate on answerable); nan when empty."""
+def timings(rows: Sequence[dict]) -> str:
+    """p50 / p95 of the retrieval and of the features, measured side by side per question."""
+    out = []
+    for key in ("retrieval_ms", "features_ms"):
+        values = [r[key] for r in rows]
+        out.append(f"{key} p50 {np.percentile(values, 50):.1f} p95 {np.percentile(values, 95):.1f}")
+    return "; ".join(out)
+
+
+def as_features(row: dict) -> RefusalFeatures:
+    return RefusalFeatures(*(float(row[name]) for name in FEATURES))
+
+
+def rates(rows: Sequence[dict], rule: Rule) -> dict[str, list[int]]:
+    """{"refusal": [refused, unanswerable], "false_refusal": [refused, answerable]}."""
     def refused(r: dict) -> bool:
-        return (r["docs"] == 0 or r["coverage"] < min_cov or r["evidence"] < min_ev
-                or r.get("similarity", 0.0) < min_sim)
+        return r["docs"] == 0 or rule(as_features(r))
     una = [refused(r) for r in rows if r["kind"] == UNANSWERABLE]
     ans = [refused(r) for r in rows if r["kind"] == ANSWERABLE]
-    return (float(np.mean(una)) if una else float("nan"),
-            float(np.mean(ans)) if ans else float("nan"))
+    return {"refusal": [sum(una), len(una)], "false_refusal": [sum(ans), len(ans)]}
 
 
-def main() -> int:
+def fit(rows: Sequence[dict]) -> tuple[float, tuple[float, ...]]:
+    """(intercept, weights on the raw features) of the logistic regression on ``rows``."""
+    from sklearn.linear_model import LogisticRegression
+
+    found = [r for r in rows if r["docs"]]
+    x = np.array([as_features(r).values() for r in found], dtype=np.float64)  # (n, features)
+    y = np.array([r["kind"] == UNANSWERABLE for r in found], dtype=np.int64)  # (n,)
+    mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-12)
+    model = LogisticRegression(C=1.0, class_weight="balanced").fit((x - mean) / std, y)
+    weights = model.coef_[0] / std
+    intercept = float(model.intercept_[0] - float(weights @ mean))
+    return round(intercept, 4), tuple(round(float(w), 4) for w in weights)
+
+
+def choose_threshold(rows: Sequence[dict], intercept: float, weights: tuple[float, ...],
+                     max_false_refusal: float) -> float:
+    """The probability threshold (see the module docstring) for the fitted model on ``rows``."""
+    found = [r for r in rows if r["docs"]]
+    scores = np.sort([intercept + float(np.dot(weights, as_features(r).values()))
+                      for r in found])  # logits, ascending
+    best: tuple | None = None
+    for lo, hi in pairwise(scores):
+        if hi <= lo:
+            continue
+        t = float(1.0 / (1.0 + np.exp(-(lo + hi) / 2)))  # the gap's middle, as a probability
+        got = rates(rows, RefusalPolicy(intercept, weights, t).refuses)
+        ans_refused, ans_n = got["false_refusal"]
+        if ans_refused > max_false_refusal * ans_n:
+            continue
+        key = (got["refusal"][0], -ans_refused, hi - lo)
+        if best is None or key > best[0]:
+            best = (key, t)
+    assert best is not None  # the highest gap refuses no answerable question
+    return round(best[1], 4)
+
+
+def fmt(counts: list[int]) -> str:
+    n, of = counts
+    return f"{n / of:.3f} ({n}/{of})" if of else "-"
+
+
+def report(name: str, half: str, got: dict[str, list[int]]) -> str:
+    return (f"{name:34s} {half:4s}  refusal_rate {fmt(got['refusal']):15s} "
+            f"false_refusal_rate {fmt(got['false_refusal'])}")
+
+
+def collect(args: argparse.Namespace, halves: Sequence[str]) -> list[dict]:
+    """The feature rows of the questions at the ``halves`` positions of both files."""
+    from tqdm import tqdm
+
+    settings = Settings()
+    retriever = GuidelineRetriever(index_path=args.index, k=args.k,
+                                   score_threshold=settings.min_similarity)
+    questions = (load_questions(Path(args.qa), ANSWERABLE)
+                 + load_questions(Path(args.unanswerable), UNANSWERABLE))
+    questions = [q for q in questions if ("even", "odd")[q.position % 2] in halves]
+    questions.sort(key=lambda q: q.kind != UNANSWERABLE)  # the short file first
+    return [features_row(retriever, q) for q in tqdm(questions, desc="questions", unit="q")]
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", required=True)
     parser.add_argument("--qa", required=True)
     parser.add_argument("--unanswerable", required=True)
     parser.add_argument("--k", type=int, default=Settings().k)
-    parser.add_argument("--max-false-refusal", type=float, default=0.03)
-    parser.add_argument("--half", choices=("all", "even", "odd"), default="all",
-                        help="even: only the even half (to choose); odd: only the odd half "
-                        "(to report the thresholds given by --use)")
-    parser.add_argument("--use", nargs=3, type=float,
-                        metavar=("MIN_COVERAGE", "MIN_EVIDENCE", "MIN_SIMILARITY"),
-                        help="report these thresholds instead of choosing")
-    parser.add_argument("--json")
-    args = parser.parse_args()
-    settings = Settings()
-    retriever = GuidelineRetriever(index_path=args.index, k=args.k,
-                                   score_threshold=settings.min_similarity)
-    questions = (load_questions(Path(args.qa), ANSWERABLE)
-                 + load_questions(Path(args.unanswerable), UNANSWERABLE))
-    from tqdm import tqdm
+    parser.add_argument("--max-false-refusal", type=float, default=0.03,
+                        help="on the even half (a margin under the issue's 5 %%)")
+    parser.add_argument("--report-odd", action="store_true",
+                        help="also retrieve the held-out odd half and print its rates (once, "
+                        "after choosing)")
+    parser.add_argument("--json", help="write the policy, the rates and every question's row")
+    return parser.parse_args()
 
-    if args.half != "all":
-        questions = [q for q in questions if q.position % 2 == (args.half == "odd")]
 
-    questions.sort(key=lambda q: q.kind != UNANSWERABLE)  # the short file first
-    rows = []
-    for i, q in enumerate(tqdm(questions, desc="questions", unit="q"), start=1):
-        rows.append({"qid": q.qid, "kind": q.kind, "half": "even" if q.position % 2 == 0
-                     else "odd", **signals(retriever, q.question)})
-        if args.json and i % 10 == 0:  # partial rows survive an interrupted run
-            Path(args.json).write_text(json.dumps({"partial": True, "rows": rows}, indent=1),
-                                       encoding="utf-8")
+def main() -> int:
+    args = parse_args()
+    rows = collect(args, ("even", "odd") if args.report_odd else ("even",))
     even = [r for r in rows if r["half"] == "even"]
-    odd = [r for r in rows if r["half"] == "odd"]
-    best = None
-    if args.use:
-        best = ((), *args.use)
-    grid = [] if args.use else [(c, e, m) for c in COVERAGE_GRID for e in EVIDENCE_GRID
-                                 for m in SIMILARITY_GRID]
-    for c, e, m in grid:
-        refusal, false = rates(even, float(c), float(e), float(m))
-        if false > args.max_false_refusal:
-            continue
-        key = (refusal, -false, -c, -e, -m)
-        if best is None or key > best[0]:
-            best = (key, float(c), float(e), float(m))
-    assert best is not None  # the lowest thresholds refuse only empty retrievals
-    _, c, e, m = best
-    out = {"chosen": {"min_coverage": c, "min_evidence": e, "min_similarity": m},
-           "retriever_only": {h: rates(rs, 0.0, 0.0) for h, rs in
-                              (("even", even), ("odd", odd))},
-           "chosen_rates": {h: rates(rs, c, e, m) for h, rs in (("even", even), ("odd", odd))},
-           "current_default": {h: rates(rs, settings.refusal_policy.min_coverage,
-                                        settings.refusal_policy.min_evidence,
-                                        settings.refusal_policy.min_similarity)
-                               for h, rs in (("even", even), ("odd", odd))}
-           if settings.refusal_policy else None,
-           "rows": rows}
-    print(f"{'given' if args.use else 'chosen on the even half'}: min_coverage={c} "
-          f"min_evidence={e} min_similarity={m}")
-    for name in ("retriever_only", "chosen_rates", "current_default"):
-        if out[name]:
-            for h, (refusal, false) in out[name].items():
-                if (h == "odd" and not odd) or (h == "even" and not even):
-                    continue
-                print(f"{name:16s} {h:4s}  refusal_rate {refusal:.3f}  "
-                      f"false_refusal_rate {false:.3f}")
+    intercept, weights = fit(even)
+    threshold = choose_threshold(even, intercept, weights, args.max_false_refusal)
+    fitted = RefusalPolicy(intercept, weights, threshold)
+    current = Settings().refusal_policy or fitted
+    rules: dict[str, Rule] = {
+        "retriever threshold only": lambda f: False,
+        f"previous: similarity < {PREVIOUS_MIN_SIMILARITY}":
+            lambda f: f.similarity < PREVIOUS_MIN_SIMILARITY,
+        "fitted on the even half": fitted.refuses,
+        "current default (RefusalPolicy())": current.refuses,
+    }
+    print(f"fitted on the even half: {fitted!r}  (features {FEATURES})")
+    print(f"per question ({len(rows)}): {timings(rows)}")
+    out: dict = {"fitted": vars(fitted) | {"features": FEATURES}, "rates": {}, "rows": rows}
+    for half in ("even", "odd") if args.report_odd else ("even",):
+        part = [r for r in rows if r["half"] == half]
+        for name, rule in rules.items():
+            got = rates(part, rule)
+            out["rates"].setdefault(name, {})[half] = got
+            print(report(name, half, got))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     return 0

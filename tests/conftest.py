@@ -53,3 +53,17 @@ def default_model_path() -> Path:
         return resolve_model(DEFAULT_MODEL, Settings.from_env().models_dir)
     except ModelError as e:
         pytest.fail(f"{e} (scripts/test.sh fetches it before running the tests)")
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole shipped sample corpus indexed with the default embedding model, built once per
+    session (several minutes on 2 cores) for the tests that measure on the dev questions."""
+    import ingest
+
+    index = tmp_path_factory.mktemp("sample") / "index"
+    report = ingest.build(ingest.SAMPLE_CORPUS, index, embedder=ingest.load_embedder(threads=2),
+                          progress=False)
+    assert report.added == 262 and report.n_rejected == 0
+    return index
+

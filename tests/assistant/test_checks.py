@@ -17,9 +17,12 @@ from assistant.evidence import overlaps, select_evidence
 from assistant.notice import ADVISORY_NOTICE
 from assistant.refusal import (
     REFUSAL_TEXT,
+    RefusalFeatures,
     RefusalPolicy,
+    RefusalPolicyError,
     coverage,
     decide,
+    features_of,
     idf,
     model_refused,
     question_terms,
@@ -108,15 +111,56 @@ def test_prefix_matching_of_word_forms() -> None:
     assert cov == 1.0 and missing == []
 
 
+def test_features_from_what_the_retriever_returned() -> None:
+    counts = {"scabies": 3, "permethrin": 5, "capital": 0, "australia": 0}
+
+    def term_counts(words):
+        return counts, 1000
+
+    f = features_of("scabies permethrin", ["Scabies — Treatment", "Head lice"], [0.7, 0.5],
+                    term_counts)
+    assert f.similarity == 0.7 and f.mean_similarity == pytest.approx(0.6)
+    assert 0.4 < f.title_coverage < 0.6  # "scabies" is in a title, "permethrin" in none
+    assert f.values() == (f.similarity, f.mean_similarity, f.title_coverage)
+    with pytest.raises(ValueError, match="at least one"):
+        features_of("scabies", ["Scabies"], [])
+
+
+def test_default_policy_is_a_logistic_model_that_reads_all_three_features() -> None:
+    policy = RefusalPolicy()
+    close = RefusalFeatures(0.72, 0.68, 0.9)  # a typical answerable question's retrieval
+    assert not policy.refuses(close) and policy.probability(close) < 0.1
+    assert policy.refuses(RefusalFeatures(0.30, 0.28, 0.0))  # off-topic
+    # one close passage, distant others, the topic in no title: a mention in passing
+    assert policy.refuses(RefusalFeatures(0.60, 0.48, 0.0))
+    # each feature pushes the same way: more similar or better covered is less refused
+    p = policy.probability
+    assert p(RefusalFeatures(0.6, 0.55, 0.5)) > p(RefusalFeatures(0.7, 0.55, 0.5))
+    assert p(RefusalFeatures(0.6, 0.55, 0.5)) > p(RefusalFeatures(0.6, 0.65, 0.5))
+    assert p(RefusalFeatures(0.6, 0.55, 0.5)) > p(RefusalFeatures(0.6, 0.55, 0.9))
+
+
+def test_bad_policy_is_rejected_with_the_value() -> None:
+    with pytest.raises(RefusalPolicyError, match="expected 3 weights") as e:
+        RefusalPolicy(weights=(1.0, 2.0))
+    assert e.value.value == (1.0, 2.0)
+    with pytest.raises(RefusalPolicyError, match="probability"):
+        RefusalPolicy(threshold=1.5)
+
+
 def test_decision() -> None:
-    policy = RefusalPolicy(min_coverage=0.5, min_evidence=0.3)
-    ok = decide("scabies permethrin", [PASSAGE_1], 0.6, policy)
+    policy = RefusalPolicy()
+    ok = decide("scabies permethrin", [PASSAGE_1], ["Scabies"], [0.75], 0.6, policy)
     assert not ok.refuse and ok.by is None and ok.coverage == 1.0
-    weak = decide("scabies permethrin", [PASSAGE_1], 0.2, policy)
-    assert weak.refuse and weak.by == "retrieval"
-    off = decide("capital of australia", [PASSAGE_1], 0.9, policy)
+    assert ok.similarity == ok.mean_similarity == 0.75 and ok.probability is not None
+    weak = decide("scabies permethrin", [PASSAGE_1], ["Scabies"], [0.3, 0.25], 0.6, policy)
+    assert weak.refuse and weak.by == "retrieval" and weak.probability >= policy.threshold
+    off = decide("capital of australia", [PASSAGE_1], ["Scabies"], [0.4], 0.9, policy)
     assert off.refuse and set(off.missing) == {"capital", "australia"}
-    assert decide("anything", [], None, policy).refuse
+    assert off.title_coverage == 0.0
+    assert decide("anything", [], [], None, None, policy).refuse
+    foreign = decide("capital of australia", [PASSAGE_1], ["Scabies"], None, 0.1, policy)
+    assert not foreign.refuse and foreign.probability is None  # no similarities: no decision
 
 
 @pytest.mark.parametrize(("text", "refused"), [
@@ -131,7 +175,7 @@ def test_model_refusal_is_read_from_the_first_sentence(text: str, refused: bool)
 
 
 def test_chain_refuses_on_weak_evidence_without_the_model() -> None:
-    chain = chain_for("should never be produced", RefusalPolicy(min_coverage=0.99))
+    chain = chain_for("should never be produced", RefusalPolicy(threshold=1e-9))
     chain.llm = FakeStreamingListLLM(responses=[], error_on_chunk_number=0)  # never called
     answer = chain.invoke("What is the capital of Australia?")
     assert answer.refused and answer.text == REFUSAL_TEXT and answer.refusal["by"] == "retrieval"
@@ -144,7 +188,7 @@ def test_chain_refuses_on_weak_evidence_without_the_model() -> None:
 def test_chain_answer_carries_evidence_and_flags() -> None:
     text = ("Apply permethrin cream 5 % [1] for 8 to 14 hours, then 400 mg of cimeacillin "
             "for 10 days.")
-    chain = chain_for(text, RefusalPolicy(min_coverage=0.0, min_evidence=0.0))
+    chain = chain_for(text, RefusalPolicy(threshold=1 - 1e-9))
     stream = chain.stream_answer("How is scabies treated?")
     pieces = list(stream)
     answer = stream.answer

@@ -19,15 +19,6 @@ PASSAGE_HIT_5 = 0.97
 KS = (1, 3, 5, 10)
 
 
-@pytest.fixture(scope="module")
-def sample_index(tmp_path_factory, embedder):
-    """The whole sample corpus, built once for this module (several minutes on 2 cores)."""
-    index = tmp_path_factory.mktemp("sample") / "index"
-    report = ingest.build(ingest.SAMPLE_CORPUS, index, embedder=embedder, progress=False)
-    assert report.added == 262 and report.n_rejected == 0
-    return index
-
-
 @pytest.mark.slow
 def test_dev_questions_meet_the_targets(sample_index, embedder):
     qa = load_qa(shared_path("data", "qa-dev.jsonl"))
