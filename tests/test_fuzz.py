@@ -40,6 +40,7 @@ def test_short_fuzz_run_finds_nothing(fuzz_results: dict[str, dict], target: str
     assert r["outcomes"].get("ok", 0) > 0  # the seeds are real files that read
     assert r["max_seconds"] <= 1.0
     assert r["max_alloc_bytes"] <= 64 << 20
+    assert r["alloc_measured"] == r["inputs"]  # by default every input's allocation
     assert r["seeds"] >= (8 if target == "gguf" and (SHARED / "models").is_dir() else 1)
 
 
@@ -124,3 +125,42 @@ def test_parquet_column_name_not_utf8_is_a_corpus_error(tmp_path) -> None:
     path.write_bytes(data.replace(b"clean_text", b"clean\x98text"))
     with pytest.raises(CorpusError, match=r"bad-name\.parquet"):
         list(read_corpus(path))
+
+
+def _fuzz_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fuzz_script", ROOT / "scripts" / "fuzz.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Allocates:
+    """A fuzz target that holds ``data[0]`` MB of Python objects at once."""
+
+    typed = (ValueError,)
+
+    def __call__(self, data: bytes) -> str:
+        held = [bytearray(1 << 20) for _ in range(data[0])]
+        return f"ok {len(held)}"
+
+
+def test_allocation_bound_holds_measured_or_not() -> None:
+    """The harness measures an input's peak with tracemalloc, or (``--alloc-every N``, the
+    inputs in between) bounds it by a soft address-space limit: both catch an input past the
+    bound, and the limit is restored after the input."""
+    import resource
+
+    fuzz = _fuzz_module()
+    bound = 64 << 20
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    limit = before[1]
+    small, big = bytes([8]), bytes([200])
+    outcome, _, _, alloc = fuzz.run_input(_Allocates(), small, True, bound, limit)
+    assert outcome == "ok 8" and 8 << 20 <= alloc < 10 << 20
+    assert fuzz.run_input(_Allocates(), big, True, bound, limit)[3] >= 200 << 20
+    assert fuzz.run_input(_Allocates(), small, False, bound, limit)[0] == "ok 8"
+    assert fuzz.run_input(_Allocates(), big, False, bound, limit)[0] == "MemoryError"
+    assert resource.getrlimit(resource.RLIMIT_AS) == (limit, limit)
+    resource.setrlimit(resource.RLIMIT_AS, before)
