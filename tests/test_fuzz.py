@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 import zlib
@@ -164,3 +165,25 @@ def test_allocation_bound_holds_measured_or_not() -> None:
     assert fuzz.run_input(_Allocates(), big, False, bound, limit)[0] == "MemoryError"
     assert resource.getrlimit(resource.RLIMIT_AS) == (limit, limit)
     resource.setrlimit(resource.RLIMIT_AS, before)
+
+
+@pytest.mark.parametrize("model,text", [("gpt2", "M"), ("llama", "<0x>"), ("llama", "<0xZZ>")])
+def test_byte_token_that_is_not_hex_is_a_gguf_error(model: str, text: str) -> None:
+    """Fuzz finding: a vocabulary whose token of type BYTE is not ``<0xXX>`` (a BPE vocab with
+    ``M`` typed BYTE) loaded, and decoding that token raised ValueError from ``int(.., 16)``."""
+    import numpy as np
+
+    from engine.constants import TokenType
+    from engine.errors import GGUFError
+    from engine.tokenizer import Tokenizer
+    from engine.tokenizer.vocab import read_vocab
+
+    tokens = ["<unk>", "<s>", "</s>", "<0x0A>", text, "a"]
+    types = np.array([TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL, TokenType.BYTE,
+                      TokenType.BYTE, TokenType.NORMAL], np.int32)
+    md = {"tokenizer.ggml.model": model, "tokenizer.ggml.tokens": tokens,
+          "tokenizer.ggml.token_type": types, "tokenizer.ggml.merges": []}
+    with pytest.raises(GGUFError, match=rf"token 4 '{re.escape(text)}' has type BYTE"):
+        read_vocab(md, "bad-vocab.gguf")
+    types[4] = TokenType.NORMAL
+    assert Tokenizer(read_vocab(md, "good.gguf")).decode([3], special=True) == "\n"
