@@ -187,3 +187,24 @@ def test_byte_token_that_is_not_hex_is_a_gguf_error(model: str, text: str) -> No
         read_vocab(md, "bad-vocab.gguf")
     types[4] = TokenType.NORMAL
     assert Tokenizer(read_vocab(md, "good.gguf")).decode([3], special=True) == "\n"
+
+
+@pytest.mark.parametrize("shape", [(2**64 - 32, 0), (32, 0, 2**40, 2**40), (32, 2**63)])
+def test_tensor_with_too_many_elements_is_a_gguf_error(tmp_path, shape) -> None:
+    """Fuzz finding: a tensor of shape (2**64 - 32, 0) has no bytes, so it passed the
+    end-of-file check, and its data view raised numpy's ValueError ("Maximum allowed dimension
+    exceeded"). llama.cpp rejects more than 2**63 - 1 elements; a zero dimension does not
+    excuse the others."""
+    from engine.constants import GGMLType
+    from engine.errors import GGUFError
+    from engine.gguf import GGUFFile
+    from tests.engine.gguf_craft import GGUFCraft
+
+    c = GGUFCraft().add_tensor("w", (32, 1), GGMLType.F32)
+    c.tensors[0].shape = shape
+    path = c.write(tmp_path / "huge.gguf")
+    with pytest.raises(GGUFError, match=r"huge\.gguf.*tensor 'w' has too many elements"):
+        GGUFFile.open(path)
+    c.tensors[0].shape = (32, 1)
+    with GGUFFile.open(c.write(tmp_path / "ok.gguf")) as g:
+        assert g.tensors["w"].data.shape == (1, 128)
