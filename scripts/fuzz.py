@@ -548,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     for hidden in ("--corpus", "--artifacts", "--stats", "--scratch"):
         p.add_argument(hidden, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.alloc_every < 1:
+        p.error(f"--alloc-every must be 1 or more, not {args.alloc_every}")
     if args.worker:
         worker(args)
         return 0
