@@ -18,6 +18,7 @@ Models split in parts open as one ``GGUFFile``:
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 import re
 import struct
@@ -55,6 +56,7 @@ _ARRAY_DTYPES = {t: np.dtype(f) for t, f in GGUF_SCALAR_FORMAT.items()}
 _MIN_STRING = 8  # u64 length, empty text
 _MIN_KV = _MIN_STRING + 4 + 1  # key, u32 type, a 1-byte value
 _MIN_ARRAY = 4 + 8  # u32 element type, u64 count
+_MAX_ELEMENTS = (1 << 63) - 1  # llama.cpp's ggml int64 element count (and numpy's index)
 _MIN_TENSOR_INFO = _MIN_STRING + 4 + 8 + 4 + 8  # name, n_dims, one dim, type, offset
 _HEADER_SIZE = 4 + 4 + 8 + 8  # magic, version, n_tensors, n_kv
 
@@ -386,6 +388,8 @@ def _read_tensor_info(r: _HeaderReader, i: int) -> tuple[str, tuple[int, ...], i
     if not 1 <= n_dims <= GGML_MAX_DIMS:
         raise r.fail(f"tensor {name!r} has {n_dims} dimensions (1 to {GGML_MAX_DIMS} allowed)")
     shape = tuple(r.u64(f"shape of tensor {name!r}") for _ in range(n_dims))
+    if math.prod(max(d, 1) for d in shape) > _MAX_ELEMENTS:  # a zero dimension excuses none
+        raise r.fail(f"tensor {name!r} has too many elements (shape {list(shape)})")
     type_id = r.u32(f"type of tensor {name!r}")
     offset = r.u64(f"offset of tensor {name!r}")
     return name, shape, type_id, offset

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 import zlib
@@ -40,6 +41,7 @@ def test_short_fuzz_run_finds_nothing(fuzz_results: dict[str, dict], target: str
     assert r["outcomes"].get("ok", 0) > 0  # the seeds are real files that read
     assert r["max_seconds"] <= 1.0
     assert r["max_alloc_bytes"] <= 64 << 20
+    assert r["alloc_measured"] == r["inputs"]  # by default every input's allocation
     assert r["seeds"] >= (8 if target == "gguf" and (SHARED / "models").is_dir() else 1)
 
 
@@ -124,3 +126,85 @@ def test_parquet_column_name_not_utf8_is_a_corpus_error(tmp_path) -> None:
     path.write_bytes(data.replace(b"clean_text", b"clean\x98text"))
     with pytest.raises(CorpusError, match=r"bad-name\.parquet"):
         list(read_corpus(path))
+
+
+def _fuzz_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fuzz_script", ROOT / "scripts" / "fuzz.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Allocates:
+    """A fuzz target that holds ``data[0]`` MB of Python objects at once."""
+
+    typed = (ValueError,)
+
+    def __call__(self, data: bytes) -> str:
+        held = [bytearray(1 << 20) for _ in range(data[0])]
+        return f"ok {len(held)}"
+
+
+def test_allocation_bound_holds_measured_or_not() -> None:
+    """The harness measures an input's peak with tracemalloc, or (``--alloc-every N``, the
+    inputs in between) bounds it by a soft address-space limit: both catch an input past the
+    bound, and the limit is restored after the input."""
+    import resource
+
+    fuzz = _fuzz_module()
+    bound = 64 << 20
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    limit = before[1]
+    small, big = bytes([8]), bytes([200])
+    outcome, _, _, alloc = fuzz.run_input(_Allocates(), small, True, bound, limit)
+    assert outcome == "ok 8" and 8 << 20 <= alloc < 10 << 20
+    assert fuzz.run_input(_Allocates(), big, True, bound, limit)[3] >= 200 << 20
+    assert fuzz.run_input(_Allocates(), small, False, bound, limit)[0] == "ok 8"
+    assert fuzz.run_input(_Allocates(), big, False, bound, limit)[0] == "MemoryError"
+    assert resource.getrlimit(resource.RLIMIT_AS) == (limit, limit)
+    resource.setrlimit(resource.RLIMIT_AS, before)
+
+
+@pytest.mark.parametrize("model,text", [("gpt2", "M"), ("llama", "<0x>"), ("llama", "<0xZZ>")])
+def test_byte_token_that_is_not_hex_is_a_gguf_error(model: str, text: str) -> None:
+    """Fuzz finding: a vocabulary whose token of type BYTE is not ``<0xXX>`` (a BPE vocab with
+    ``M`` typed BYTE) loaded, and decoding that token raised ValueError from ``int(.., 16)``."""
+    import numpy as np
+
+    from engine.constants import TokenType
+    from engine.errors import GGUFError
+    from engine.tokenizer import Tokenizer
+    from engine.tokenizer.vocab import read_vocab
+
+    tokens = ["<unk>", "<s>", "</s>", "<0x0A>", text, "a"]
+    types = np.array([TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL, TokenType.BYTE,
+                      TokenType.BYTE, TokenType.NORMAL], np.int32)
+    md = {"tokenizer.ggml.model": model, "tokenizer.ggml.tokens": tokens,
+          "tokenizer.ggml.token_type": types, "tokenizer.ggml.merges": []}
+    with pytest.raises(GGUFError, match=rf"token 4 '{re.escape(text)}' has type BYTE"):
+        read_vocab(md, "bad-vocab.gguf")
+    types[4] = TokenType.NORMAL
+    assert Tokenizer(read_vocab(md, "good.gguf")).decode([3], special=True) == "\n"
+
+
+@pytest.mark.parametrize("shape", [(2**64 - 32, 0), (32, 0, 2**40, 2**40), (32, 2**63)])
+def test_tensor_with_too_many_elements_is_a_gguf_error(tmp_path, shape) -> None:
+    """Fuzz finding: a tensor of shape (2**64 - 32, 0) has no bytes, so it passed the
+    end-of-file check, and its data view raised numpy's ValueError ("Maximum allowed dimension
+    exceeded"). llama.cpp rejects more than 2**63 - 1 elements; a zero dimension does not
+    excuse the others."""
+    from engine.constants import GGMLType
+    from engine.errors import GGUFError
+    from engine.gguf import GGUFFile
+    from tests.engine.gguf_craft import GGUFCraft
+
+    c = GGUFCraft().add_tensor("w", (32, 1), GGMLType.F32)
+    c.tensors[0].shape = shape
+    path = c.write(tmp_path / "huge.gguf")
+    with pytest.raises(GGUFError, match=r"huge\.gguf.*tensor 'w' has too many elements"):
+        GGUFFile.open(path)
+    c.tensors[0].shape = (32, 1)
+    with GGUFFile.open(c.write(tmp_path / "ok.gguf")) as g:
+        assert g.tensors["w"].data.shape == (1, 128)

@@ -10,6 +10,7 @@ order), we pick the first text in the table order, which is deterministic.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from enum import IntFlag
@@ -262,6 +263,17 @@ def _find_by_text(token_to_id: dict[str, int], texts: tuple[str, ...]) -> int | 
     return None
 
 
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+def _check_byte_tokens(tokens: list[str], types: np.ndarray, path: Path) -> None:
+    """A BYTE token stands for the byte its text ``<0xXX>`` names (llama.cpp's
+    ``token_to_byte`` reads ``text[3:5]`` as hex): any other text is a damaged vocabulary."""
+    for i in np.flatnonzero(types == TokenType.BYTE).tolist():
+        if not _BYTE_TOKEN.fullmatch(tokens[i]):
+            raise GGUFError(path, f"token {i} {tokens[i]!r} has type BYTE but is not <0xXX>")
+
+
 def _token_list(md: dict[str, Any], path: Path) -> list[str]:
     tokens = md.get(Keys.TOKENS)
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens[:1]):
@@ -308,6 +320,7 @@ def read_vocab(md: dict[str, Any], path: Path | str) -> Vocab:
     if types is None:
         attrs = [int(TokenAttr.NORMAL)] * n
     else:
+        _check_byte_tokens(tokens, types, path)
         known = (types >= 0) & (types < len(_ATTR_OF_TYPE))  # other values: UNDEFINED
         attrs = _ATTR_OF_TYPE[np.where(known, types, TokenType.UNDEFINED)].tolist()
 
