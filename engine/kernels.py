@@ -5,7 +5,7 @@ a view of the memory map); products decode each block on the fly inside numba ke
 never build a float copy of the matrix.  ``QuantMatrix.matmul(x)`` computes ``x @ W.T``;
 ``QuantMatrix.rows(ids)`` dequantizes only the requested rows (the token embedding).
 
-Two paths, chosen by the number of activation rows (tokens):
+Three paths, chosen by the number of activation rows (tokens):
 
 * fewer than ``FLOAT_PATH_MIN_TOKENS`` (generation): the activations are quantized once to
   8-bit blocks of 32 and every weight row is streamed once, with integer dot products per
@@ -17,7 +17,7 @@ Two paths, chosen by the number of activation rows (tokens):
   decoded the same way and multiplied by numpy's BLAS (``sgemm``), which tiles for the caches
   far better than a hand loop can (``kernels_blas.py``).
 
-Both parallelise over output rows (``prange``).  The kernels are made per weight type, on first
+All three parallelise over output rows (``prange``, or the BLAS path's bands).  The kernels are made per weight type, on first
 use (``type_kernels(code)``): closures over the constant type code, whose decoder
 (``kernels_decode.decode_row``) and dot product (``dot_int_in``) are numba overloads that pick
 that type's function while compiling.  So a model compiles only its own types: the first run of
@@ -358,4 +358,3 @@ class QuantMatrix:
         if ids.size:
             gather_rows(self.code, self.data, np.ascontiguousarray(ids), out)
         return out
-
