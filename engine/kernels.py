@@ -22,8 +22,8 @@ made per weight type, on first use (``type_kernels(code)``): closures over the c
 code, whose decoder (``kernels_decode.decode_row``) and dot product (``dot_int_in``) are numba
 overloads that pick that type's function while compiling. So a model compiles only its own
 types: the first run of SmolLM2 (Q4_1 layers, Q8_0 embedding) on an empty cache takes 24 s
-instead of 141-145 s when every type was compiled (docs/BENCHMARKS.md, *Start-up*). numba's on-
-disk cache (``cache=True``) keys each kernel on the file that defines it only: after editing
+instead of 141-145 s when every type was compiled (docs/BENCHMARKS.md, *Start-up*). numba's
+on-disk cache (``cache=True``) keys each kernel on the file that defines it only: after editing
 ``kernels_simd.py``, ``kernels_decode.py``, ``kernels_legacy.py`` or ``kernels_kquants.py`` in a
 checkout, delete ``engine/__pycache__/*.nb[ic]`` (an install replaces every file, which
 refreshes the cache).
