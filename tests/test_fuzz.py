@@ -128,43 +128,43 @@ def test_parquet_column_name_not_utf8_is_a_corpus_error(tmp_path) -> None:
         list(read_corpus(path))
 
 
-def _fuzz_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fuzz_script", ROOT / "scripts" / "fuzz.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_ALLOCATION_BOUND_CHECK = """
+import importlib.util, resource, sys
+spec = importlib.util.spec_from_file_location("fuzz_script", sys.argv[1])
+fuzz = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fuzz)
 
 
-class _Allocates:
-    """A fuzz target that holds ``data[0]`` MB of Python objects at once."""
+class Allocates:
+    typed = (ValueError,)  # a fuzz target that holds data[0] MB of Python objects at once
 
-    typed = (ValueError,)
-
-    def __call__(self, data: bytes) -> str:
+    def __call__(self, data):
         held = [bytearray(1 << 20) for _ in range(data[0])]
         return f"ok {len(held)}"
+
+
+bound, limit = 64 << 20, resource.getrlimit(resource.RLIMIT_AS)[1]
+small, big = bytes([8]), bytes([200])
+outcome, _, _, alloc = fuzz.run_input(Allocates(), small, True, bound, limit)
+assert outcome == "ok 8" and 8 << 20 <= alloc < 10 << 20, (outcome, alloc)
+assert fuzz.run_input(Allocates(), big, True, bound, limit)[3] >= 200 << 20
+assert fuzz.run_input(Allocates(), small, False, bound, limit)[0] == "ok 8"
+assert fuzz.run_input(Allocates(), big, False, bound, limit)[0] == "MemoryError"
+assert resource.getrlimit(resource.RLIMIT_AS) == (limit, limit)
+"""
 
 
 def test_allocation_bound_holds_measured_or_not() -> None:
     """The harness measures an input's peak with tracemalloc, or (``--alloc-every N``, the
     inputs in between) bounds it by a soft address-space limit: both catch an input past the
-    bound, and the limit is restored after the input."""
-    import resource
-
-    fuzz = _fuzz_module()
-    bound = 64 << 20
-    before = resource.getrlimit(resource.RLIMIT_AS)
-    limit = before[1]
-    small, big = bytes([8]), bytes([200])
-    outcome, _, _, alloc = fuzz.run_input(_Allocates(), small, True, bound, limit)
-    assert outcome == "ok 8" and 8 << 20 <= alloc < 10 << 20
-    assert fuzz.run_input(_Allocates(), big, True, bound, limit)[3] >= 200 << 20
-    assert fuzz.run_input(_Allocates(), small, False, bound, limit)[0] == "ok 8"
-    assert fuzz.run_input(_Allocates(), big, False, bound, limit)[0] == "MemoryError"
-    assert resource.getrlimit(resource.RLIMIT_AS) == (limit, limit)
-    resource.setrlimit(resource.RLIMIT_AS, before)
+    bound, and the limit is restored after the input.  In a fresh interpreter, as in a fuzz
+    worker: an address-space limit in the test process would also bind its other threads."""
+    done = subprocess.run(
+        [sys.executable, "-c", _ALLOCATION_BOUND_CHECK, str(ROOT / "scripts" / "fuzz.py")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("model,text", [("gpt2", "M"), ("llama", "<0x>"), ("llama", "<0xZZ>")])
