@@ -24,9 +24,9 @@ overloads that pick that type's function while compiling. So a model compiles on
 types: the first run of SmolLM2 (Q4_1 layers, Q8_0 embedding) on an empty cache takes 24 s
 instead of 141-145 s when every type was compiled (docs/BENCHMARKS.md, *Start-up*). numba's
 on-disk cache (``cache=True``) keys each kernel on the file that defines it only: after editing
-``kernels_simd.py``, ``kernels_decode.py``, ``kernels_legacy.py`` or ``kernels_kquants.py`` in a
-checkout, delete ``engine/__pycache__/*.nb[ic]`` (an install replaces every file, which
-refreshes the cache).
+``kernels_simd.py``, ``kernels_decode.py``, ``kernels_legacy.py``, ``kernels_kquants.py`` or
+``kernels_blas.py`` (``exp_span``, inlined into ``llama._attend``) in a checkout, delete
+``engine/__pycache__/*.nb[ic]`` (an install replaces every file, which refreshes the cache).
 """
 
 from __future__ import annotations

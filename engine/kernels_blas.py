@@ -102,6 +102,21 @@ def matmul_bands(decode_band: Any, w: np.ndarray, x: np.ndarray, y: np.ndarray) 
     _run(work, n_threads)
 
 
+@njit(inline="always")
+def exp_span(scores, first, last):  # pragma: no cover - compiled
+    """scores[first:last] = exp(scores[j] - max), in place; returns their sum (the softmax's
+    denominator).  Exact float code, shared by both attention kernels."""
+    m = scores[first]
+    for j in range(first + 1, last):
+        m = max(m, scores[j])
+    total = np.float32(0.0)
+    for j in range(first, last):
+        e = np.exp(scores[j] - m)
+        scores[j] = e
+        total += e
+    return total
+
+
 @njit(cache=True, nogil=True)
 def causal_softmax(scores, pos0, scale, window):  # pragma: no cover - compiled
     """Row t of scores ((n, n_keys): q_t . k_j) becomes softmax(scale * q_t . k_j) over the keys
@@ -110,16 +125,9 @@ def causal_softmax(scores, pos0, scale, window):  # pragma: no cover - compiled
         row = scores[t]
         last = pos0 + t + 1
         first = max(0, last - window) if window > 0 else 0
-        m = row[first] * scale
         for j in range(first, last):
             row[j] = row[j] * scale
-            m = max(m, row[j])
-        total = np.float32(0.0)
-        for j in range(first, last):
-            e = np.exp(row[j] - m)
-            row[j] = e
-            total += e
-        inv = np.float32(1.0) / total
+        inv = np.float32(1.0) / exp_span(row, first, last)
         row[:first] = 0.0
         for j in range(first, last):
             row[j] *= inv

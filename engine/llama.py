@@ -52,7 +52,7 @@ from engine.kernels import (
     quantize_activations,
     type_mask,
 )
-from engine.kernels_blas import attention_heads
+from engine.kernels_blas import attention_heads, exp_span
 from engine.kernels_decode import decode_row
 from engine.kernels_simd import vaxpy_f32, vmla_f32, vsum, vzero
 
@@ -448,14 +448,7 @@ def _attend(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc):  # 
         for d in range(hd8, hd):
             s += qh[d] * kj[d]
         scores[j] = s * scale
-    m = scores[first]
-    for j in range(first + 1, n_keys):
-        m = max(m, scores[j])
-    total = np.float32(0.0)
-    for j in range(first, n_keys):
-        e = np.exp(scores[j] - m)
-        scores[j] = e
-        total += e
+    total = exp_span(scores, first, n_keys)  # scores[j] = exp(scores[j] - max)
     acc[:] = 0.0
     for j in range(first, n_keys):
         p = scores[j]
