@@ -32,7 +32,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,6 +41,7 @@ if str(ROOT) not in sys.path:
 
 from assistant.notice import ADVISORY_NOTICE  # noqa: E402
 from ui.app import WAITING  # noqa: E402  (the caption shown until the first token)
+from ui.server import ServerNotReady, wait_healthy  # noqa: E402
 from ui.views import CLOSEST_TITLE  # noqa: E402
 
 CLOSEST_TEXT = CLOSEST_TITLE.split("**")[1]  # a refusal's closest sources, as the page renders it
@@ -95,18 +95,13 @@ def start_server(index: Path, log: Path) -> tuple[subprocess.Popen, str]:
     with log.open("w") as out:
         server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {server.returncode}: {log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read() == b"ok":
-                    return server, url
-        except OSError:
-            time.sleep(0.5)
-    server.kill()
-    raise RuntimeError(f"streamlit did not answer on {url} within {SERVER_START_S} s")
+    try:
+        wait_healthy(url, server, SERVER_START_S)
+    except ServerNotReady as e:
+        server.kill()
+        detail = f": {log.read_text()}" if e.returncode is not None else ""
+        raise RuntimeError(f"{e}{detail}") from e
+    return server, url
 
 
 def stop_server(server: subprocess.Popen) -> None:

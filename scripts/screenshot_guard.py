@@ -19,8 +19,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from assistant.answer import UNSUPPORTED_MARK  # noqa: E402
 from assistant.notice import ADVISORY_NOTICE  # noqa: E402
+from ui.server import ServerNotReady  # noqa: E402
+from ui.server import wait_healthy as server_ready  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 TIMEOUT_S = 900
@@ -40,17 +40,10 @@ def free_port() -> int:
 
 
 def wait_healthy(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"streamlit exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit("streamlit did not start")
+    try:
+        server_ready(url, server, 180)
+    except ServerNotReady as e:
+        raise SystemExit(str(e)) from e
 
 
 def shoot(url: str, args: argparse.Namespace) -> int:

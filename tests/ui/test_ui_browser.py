@@ -14,8 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from ui_test_data import QUESTION, QUESTION_DOC_TITLE
 
 from assistant.notice import ADVISORY_NOTICE
 from tests.conftest import missing, require_module
+from ui.server import ServerNotReady, wait_healthy
 from ui.views import GIVEN_NOTE, KIND_LABELS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,18 +49,10 @@ def _free_port() -> int:
 
 
 def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"streamlit exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"streamlit did not answer on {url} within {SERVER_START_S} s:\n"
-                f"{log.read_text()[-3000:]}")
+    try:
+        wait_healthy(url, server, SERVER_START_S)
+    except ServerNotReady as e:
+        pytest.fail(f"{e}:\n{log.read_text()[-3000:]}")
 
 
 def _set_slider(page, label: str, value: int) -> None:
