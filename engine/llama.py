@@ -378,19 +378,31 @@ GELU_A = np.float32(0.044715)  # GELU(tanh) as ggml: 0.5 x (1 + tanh(sqrt(2/pi) 
 SQRT_2_OVER_PI = 0.79788456080286535587989211986876
 
 
+@njit(inline="always")
+def _gated_row(gate, up, gelu):  # pragma: no cover - compiled
+    """gate = act(gate) * up over one row, in place; act = GELU(tanh) when ``gelu``, else SiLU."""
+    for i in range(gate.shape[0]):
+        g = gate[i]
+        if gelu:
+            u = np.float32(SQRT_2_OVER_PI) * g * (np.float32(1.0) + GELU_A * g * g)
+            a = np.float32(0.5) * g * (np.float32(1.0) + np.tanh(u))
+        else:
+            a = g / (np.float32(1.0) + np.exp(-g))
+        gate[i] = a * up[i]
+
+
 @njit(cache=True, nogil=True)
 def gated_act(gate, up, gelu):  # pragma: no cover - compiled
-    """gate = act(gate) * up, in place; act = GELU(tanh) when ``gelu``, else SiLU."""
-    n, d = gate.shape
-    for t in range(n):
-        for i in range(d):
-            g = gate[t, i]
-            if gelu:
-                u = np.float32(SQRT_2_OVER_PI) * g * (np.float32(1.0) + GELU_A * g * g)
-                a = np.float32(0.5) * g * (np.float32(1.0) + np.tanh(u))
-            else:
-                a = g / (np.float32(1.0) + np.exp(-g))
-            gate[t, i] = a * up[t, i]
+    """gate = act(gate) * up for every row (n, n_ff), in place, in the calling thread."""
+    for t in range(gate.shape[0]):
+        _gated_row(gate[t], up[t], gelu)
+
+
+@njit(cache=True, parallel=True)
+def gated_act_rows(gate, up, gelu):  # pragma: no cover - compiled
+    """``gated_act`` of a prompt batch, its rows split between the engine's threads."""
+    for t in prange(gate.shape[0]):
+        _gated_row(gate[t], up[t], gelu)
 
 
 @njit(cache=True, nogil=True)
@@ -660,7 +672,7 @@ def forward(
             add_rms_norm(x, o, L.ffn_norm, eps, h)  # (n, n_embd)
             L.ffn_gate.matmul(h, out=gate)  # (n, n_ff)
             L.ffn_up.matmul(h, out=up)  # (n, n_ff)
-            gated_act(gate, up, parts.ffn_gelu)  # (n, n_ff)
+            gated_act_rows(gate, up, parts.ffn_gelu)  # (n, n_ff)
             L.ffn_down.matmul(gate, out=o)  # (n, n_embd)
             if parts.post_norms:
                 rms_norm(o, L.post_ffw_norm, eps, o)

@@ -15,7 +15,12 @@ passages it was given, and attribution relies on such quotes):
   copy an earlier span of the answer, numbers aside (each run of digit tokens counts as one
   "number" token, so ``9. Numbness ...`` / ``10. Numbness ...`` or ``[5]`` / ``[6]`` repeat each
   other; breakers do not end it), generation is running in circles: it stops with finish
-  reason ``"repetition"``.
+  reason ``"repetition"``.  The same stop catches *near* repeats, the loops of a small model
+  that change a word or two each time round ("Side effects of DEC ... / Side effects of
+  doxycycline ..."): once ``NEAR_REPEAT_SHARE`` of the last ``NEAR_REPEAT_WINDOW`` generated
+  positions end a word trigram (``NEAR_REPEAT_NGRAM`` tokens, numbers as above) that the answer
+  already held, it stops the same way.  The constants were chosen on the even half of the dev
+  questions' answers (docs/assistant.md, *Repetition guard*).
 
 ``repeat_lengths`` computes, in one pass, for each position the length of the longest run ending
 there that equals a suffix of the sequence (the reversed Z-algorithm, as llama.cpp's DRY).
@@ -23,12 +28,16 @@ there that equals a suffix of the sequence (the reversed Z-algorithm, as llama.c
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 DEFAULT_SEQUENCE_BREAKERS = ("\n", ":", '"', "*")  # llama.cpp's defaults
 _FLOAT_MAX_LOG = 88.7228391  # log(float32 max): caps the exponent of base ** n
+NEAR_REPEAT_NGRAM = 3  # tokens per n-gram compared (numbers folded, as for the exact stop)
+NEAR_REPEAT_WINDOW = 48  # the last generated positions looked at
+NEAR_REPEAT_SHARE = 0.6  # share of them ending an n-gram seen before in the answer: a loop
 
 
 def repeat_lengths(tokens: Sequence[int], limit: int | None = None) -> list[int]:
@@ -89,6 +98,8 @@ class LoopDetector:
         self.stop_tokens = int(stop_tokens)
         self.seq: list[int] = []  # the generated tokens, each run of digit tokens as NUMBER
         self._digits: dict[int, bool] = {}
+        self._grams: set[tuple[int, ...]] = set()  # every n-gram of seq so far
+        self._reused: deque[bool] = deque(maxlen=NEAR_REPEAT_WINDOW)  # per position: seen?
 
     def _is_number(self, token: int) -> bool:
         hit = self._digits.get(token)
@@ -107,7 +118,21 @@ class LoopDetector:
             self.seq.append(self.NUMBER)
         else:
             self.seq.append(int(token))
+        if self._near_repeat():
+            return True
         return len(self.seq) > self.stop_tokens and longest_repeat(self.seq) >= self.stop_tokens
+
+    def _near_repeat(self) -> bool:
+        """True once most of the last window's n-grams were already in the answer."""
+        if len(self.seq) < NEAR_REPEAT_NGRAM:
+            return False
+        gram = tuple(self.seq[-NEAR_REPEAT_NGRAM:])
+        self._reused.append(gram in self._grams)
+        self._grams.add(gram)
+        return (
+            len(self._reused) == NEAR_REPEAT_WINDOW
+            and sum(self._reused) >= NEAR_REPEAT_SHARE * NEAR_REPEAT_WINDOW
+        )
 
 
 def dry_penalties(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from engine import kernels, kernels_blas, quants
+from engine import kernels, kernels_amx, kernels_blas, quants
 from engine.constants import GGML_BLOCK_LAYOUT, GGMLType
 from tests.engine.test_quants import random_blocks
 
@@ -87,6 +87,7 @@ def test_blas_path_bands_are_exact_float32(ggml_type: GGMLType, monkeypatch) -> 
     """Prompt batches: bands of decoded rows through sgemm, several bands and a partial last one,
     written into a strided out=; float32 rounding of the exact product, nothing more."""
     m = random_matrix(ggml_type, 37, blocks_per_row(ggml_type), seed=7)
+    monkeypatch.setenv("ENGINE_AMX", "0")  # the BLAS path, not the AMX one (bfloat16)
     monkeypatch.setattr(kernels_blas, "BLAS_BAND_BYTES", 8 * 4 * m.n_in)  # 8 rows a band: 5 bands
     n_tok = kernels.BLAS_PATH_MIN_TOKENS
     x = np.random.default_rng(3).standard_normal((n_tok, m.n_in)).astype(np.float32)
@@ -245,3 +246,56 @@ def test_blas_pool_works_in_a_forked_child() -> None:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     done = subprocess.run([sys.executable, "-c", script], env=env, timeout=120)
     assert done.returncode == 0
+
+
+def _bf16(a: np.ndarray) -> np.ndarray:
+    """float32 → bfloat16 (round to nearest even), back as float64: the AMX path's operands."""
+    bits = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
+    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+needs_amx = pytest.mark.skipif(
+    not kernels_amx.available(), reason="this CPU or kernel offers no AMX tiles (or ENGINE_AMX=0)"
+)
+
+
+@needs_amx
+@pytest.mark.parametrize("ggml_type", [GGMLType.Q4_K, GGMLType.Q6_K, GGMLType.Q8_0], ids=str)
+def test_amx_path_is_the_bfloat16_product(ggml_type: GGMLType) -> None:
+    """Prompt batches on AMX: the product of the bfloat16-rounded operands with float32 sums,
+    for a partial band of rows (37) and a partial tile of tokens (67), into a strided out=."""
+    m = random_matrix(ggml_type, 37, blocks_per_row(ggml_type), seed=11)
+    n_tok = kernels.BLAS_PATH_MIN_TOKENS + 3
+    x = np.random.default_rng(5).standard_normal((n_tok, m.n_in)).astype(np.float32)
+    w = quants.dequantize(m.data, ggml_type)
+    ref = _bf16(x) @ _bf16(w).T  # (n_tok, n_out), float64
+    wide = np.full((n_tok, m.n_out + 3), np.nan, np.float32)
+    got = m.matmul(x, out=wide[:, 1 : 1 + m.n_out])
+    sums = np.abs(_bf16(x)) @ np.abs(_bf16(w)).T
+    assert (np.abs(got - ref) <= 4 * m.n_in * np.finfo(np.float32).eps * sums + 1e-30).all()
+    assert np.isnan(wide[:, 0]).all() and np.isnan(wide[:, -2:]).all()
+    # and the exact product is within bfloat16's rounding of both operands (2^-8 + 2^-18)
+    exact = x.astype(np.float64) @ w.astype(np.float64).T
+    assert (np.abs(got - exact) <= (2.0**-8 + 2.0**-14) * np.abs(x) @ np.abs(w).T).all()
+
+
+@needs_amx
+def test_amx_path_is_used_for_quantized_types_only(monkeypatch) -> None:
+    """A quantized prompt product takes the tiles, a float one BLAS; ENGINE_AMX=0 turns the
+    tiles off (the result is then exact float32 again)."""
+    q = random_matrix(GGMLType.Q4_K, 16, 1, seed=1)
+    f = random_matrix(GGMLType.F16, 16, 256, seed=1)
+    x = np.random.default_rng(2).standard_normal((kernels.BLAS_PATH_MIN_TOKENS, 256))
+    x = x.astype(np.float32)
+
+    def relative_error(m: kernels.QuantMatrix) -> float:
+        w = quants.dequantize(m.data, m.ggml_type).astype(np.float64)
+        scale = (np.abs(x) @ np.abs(w).T).max()
+        return float(np.abs(m.matmul(x) - x.astype(np.float64) @ w.T).max() / scale)
+
+    assert relative_error(q) > 1e-5  # bfloat16 rounding shows (about 1e-3)
+    assert relative_error(f) < 1e-6  # float32 BLAS
+    monkeypatch.setenv("ENGINE_AMX", "0")
+    assert not kernels_amx.available()
+    assert relative_error(q) < 1e-6

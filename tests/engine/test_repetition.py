@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from engine.repetition import (
+    NEAR_REPEAT_WINDOW,
     BreakerSet,
     LoopDetector,
     apply_dry,
@@ -172,3 +173,40 @@ def test_real_model_loop_is_avoided_by_dry(model) -> None:
     dry = model.generate(PROSE_LOOP, dry_multiplier=0.8, **COMMON)
     text_dry = "".join(dry)
     assert _normalised_repeat(model, dry.tokens) < 16, text_dry
+
+
+def test_loop_detector_stops_near_repeats() -> None:
+    """A list whose lines change one word each time round ("- Side effects of X") is a loop
+    although no 10-token span repeats exactly; a list of different lines is not."""
+    words = {i: f" w{i}".encode() for i in range(100, 200)}
+    pieces = {0: b"\n", 1: b"-", 2: b" Side", 3: b" effects", 4: b" of", 5: b" the",
+              6: b" treatment", 7: b" with", **words}
+    looping = [t for i in range(20) for t in (1, 2, 3, 4, 5, 6, 7, 100 + i, 0)]  # 9 a line
+    det = LoopDetector(pieces.__getitem__, stop_tokens=10**6)  # the exact stop never fires
+    hits = [det.push(t) for t in looping]
+    assert any(hits) and hits.index(True) >= NEAR_REPEAT_WINDOW
+    varied = [t for i in range(20) for t in (1, 100 + 5 * i, 101 + 5 * i, 102 + 5 * i, 0)]
+    det = LoopDetector(pieces.__getitem__, stop_tokens=10**6)
+    assert not any(det.push(t) for t in varied)
+
+
+def test_near_repeat_stop_on_real_answers(default_model_path: Path) -> None:
+    """Real answers of the chain on even-half dev questions: the two that ran in circles with
+    a word changed each time round are stopped, none of the 16 that ended by themselves is."""
+    import json
+
+    from engine.gguf import GGUFFile
+    from engine.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_gguf(GGUFFile.open(default_model_path))
+    data = json.loads((Path(__file__).parent / "data" / "near-loops.json").read_text("utf-8"))
+
+    def first_stop(text: str) -> int | None:
+        det = LoopDetector(tok.piece, stop_tokens=32)
+        ids = tok.encode(text, add_bos=False)
+        return next((i for i, t in enumerate(ids) if det.push(t)), None)
+
+    for case in data["loops"]:
+        assert first_stop(case["answer"]) is not None, case["question"]
+    for case in data["answers"]:
+        assert first_stop(case["answer"]) is None, case["question"]
