@@ -5,7 +5,7 @@ Everything else receives a :class:`Settings` (or the values it holds); nothing b
 
 ``GUIDELINES_HOME``   where models and indexes live (default ``~/.cache/guidelines-assistant``)
 ``GUIDELINES_INDEX``  the index folder the assistant and the page use (default: the sample index)
-``GUIDELINES_MODEL``  a model preset name, a GGUF path (default ``smollm2-135m``), or a served
+``GUIDELINES_MODEL``  a model preset name, a GGUF path (default ``qwen2.5-coder-1.5b``), or a served
                       model ``openai:<base_url>#<model>`` (an OpenAI-compatible server)
 ``GUIDELINES_SERVED_TIMEOUT``  seconds a served model may stay silent before the answer fails
 ``OPENAI_API_KEY``    the served model's API key (local servers ignore it)
@@ -19,7 +19,11 @@ from pathlib import Path
 
 from assistant.refusal import RefusalPolicy
 
-DEFAULT_MODEL = "smollm2-135m"
+# The page's and ``ask``'s model, chosen by measurement (README, "The default model, compared"):
+# its answers are far better supported by the passages they cite than SmolLM2's.
+DEFAULT_MODEL = "qwen2.5-coder-1.5b"
+# The fast option (98 MB, answers in seconds) and the model the tests run (tests/conftest.py).
+FAST_MODEL = "smollm2-135m"
 SAMPLE_INDEX_NAME = "sample"
 
 
@@ -48,7 +52,8 @@ class Settings:
     served_timeout: float = 60.0  # a served model silent this long fails the answer
     served_api_key: str = field(default="not-needed", repr=False)
     # the repetition guard (engine.repetition): DRY at llama.cpp's usual strength, and a stop
-    # once the answer's last 32 tokens copy an earlier span of it (numbers aside)
+    # once the answer's last 32 tokens copy an earlier span of it (numbers aside) or most of its
+    # last positions repeat its own word trigrams (near repeats; 0 turns both off)
     dry_multiplier: float = 0.8
     loop_stop_tokens: int = 32
 

@@ -32,8 +32,8 @@ class EngineParams(BaseModel):
     """The model to run and how to sample from it."""
 
     model: str = Field(default_factory=lambda: Settings.from_env().model)
-    """A preset name (``smollm2-135m``, ``meditron-7b``, ...) or a GGUF path; default: the
-    ``GUIDELINES_MODEL`` environment variable, else ``smollm2-135m``."""
+    """A preset name (``qwen2.5-coder-1.5b``, ``smollm2-135m``, ...) or a GGUF path; default:
+    the ``GUIDELINES_MODEL`` environment variable, else ``config.DEFAULT_MODEL``."""
     models_dir: str | None = None
     """Where presets live; default: ``Settings.from_env().models_dir``."""
     max_tokens: int = _DEFAULTS.max_tokens

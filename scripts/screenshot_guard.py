@@ -1,11 +1,12 @@
 """A browser screenshot of the real page showing the number guard at work.
 
-    python scripts/screenshot_guard.py --index DIR --question "..." [--k 4] [--max-tokens 96]
-        [--temperature T] [--out docs/screenshot-number-guard.png] [--chromium /usr/bin/chromium]
+    python scripts/screenshot_guard.py --index DIR --question "..." [--model M] [--k 4]
+        [--max-tokens 96] [--temperature T] [--out docs/screenshot-number-guard.png]
+        [--chromium /usr/bin/chromium]
 
-Starts ``streamlit run ui/app.py`` on the index with the default model, asks the question in
-headless Chromium (playwright), waits for the answer and its notice, checks that the page
-flags a number ("(not in sources)" next to it, and the footer's count), then saves a
+Starts ``streamlit run ui/app.py`` on the index with the model (SmolLM2 by default), asks the
+question in headless Chromium (playwright), waits for the answer and its notice, checks that
+the page flags a number ("(not in sources)" next to it, and the footer's count), then saves a
 screenshot.  Exits 1 without a screenshot when the answer holds no flagged number (pick a
 question whose answer does: ``python -m assistant eval --json`` lists
 ``unsupported_numbers`` per question).
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from assistant.answer import UNSUPPORTED_MARK  # noqa: E402
+from assistant.config import FAST_MODEL  # noqa: E402
 from assistant.notice import ADVISORY_NOTICE  # noqa: E402
 from ui.server import ServerNotReady  # noqa: E402
 from ui.server import wait_healthy as server_ready  # noqa: E402
@@ -98,6 +100,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", default="", help="the index folder (ui/app.py)")
     parser.add_argument("--question", required=True)
+    parser.add_argument("--model", default=FAST_MODEL,
+                        help=f"preset or GGUF path (default {FAST_MODEL}, as in docs/)")
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--temperature", type=float, default=0.0,
@@ -110,7 +114,7 @@ def main() -> int:
     args = parser.parse_args()
     port = free_port()
     env = {**os.environ, "GUIDELINES_INDEX": args.index, "PYTHONPATH": str(ROOT)}
-    env.pop("GUIDELINES_MODEL", None)
+    env["GUIDELINES_MODEL"] = args.model
     cmd = [sys.executable, "-m", "streamlit", "run", args.app, "--server.headless", "true",
            "--server.address", "127.0.0.1", "--server.port", str(port),
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shared set-up for scripts/demo.sh and scripts/test.sh: a project virtualenv with the CPU build
-# of torch, the project installed in it, and the default model fetched (reused on later runs).
+# of torch, the project installed in it, and the default model fetched (reused on later runs;
+# with the test extra, the tests' models instead).
 # Usage: source scripts/setup.sh [extras]   (extras: "test" for the test dependencies; it also
 # fetches the test fixtures among the model presets: one model of each newer family)
 set -euo pipefail
@@ -36,11 +37,14 @@ else
     "$VPY" -m pip install -q -e "$ROOT"
 fi
 
-echo "== default model"
-"$VPY" -m assistant fetch-model
 case ",$EXTRAS," in
     *,test,*)
-        echo "== test models (Qwen2.5-Coder-0.5B: qwen2; Gemma-3-270M: gemma3)"
-        "$VPY" -m assistant fetch-model qwen2.5-coder-0.5b gemma-3-270m
+        # the tests run the fast option (SmolLM2-135M), not the 1.1 GB default
+        echo "== test models (SmolLM2-135M; Qwen2.5-Coder-0.5B: qwen2; Gemma-3-270M: gemma3)"
+        "$VPY" -m assistant fetch-model smollm2-135m qwen2.5-coder-0.5b gemma-3-270m
+        ;;
+    *)
+        echo "== default model (Qwen2.5-Coder-1.5B-Instruct Q4_K_M, 1.1 GB)"
+        "$VPY" -m assistant fetch-model
         ;;
 esac

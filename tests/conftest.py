@@ -15,6 +15,10 @@ SHARED = Path(os.environ.get("GUIDELINES_SHARED", ROOT.parent / "shared"))
 # CI sets this (.ci/run): a component a test exists to check (Chromium, gguf-py, atheris)
 # missing there is a failure, not a skip.
 STRICT_ENV = "GUIDELINES_TESTS_STRICT"
+# The tests run the fast model (SmolLM2-135M, fetched by scripts/test.sh), not the page's
+# 1.1 GB default: every page, chain and subprocess a test starts inherits this.
+TEST_MODEL = "smollm2-135m"  # assistant.config.FAST_MODEL (checked in tests/assistant)
+os.environ["GUIDELINES_MODEL"] = TEST_MODEL
 
 
 def missing(reason: str) -> NoReturn:
@@ -45,12 +49,13 @@ def shared_path(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def default_model_path() -> Path:
-    """The embedded default GGUF (SmolLM2-135M-Instruct Q4_1), fetched by the test command."""
-    from assistant.config import DEFAULT_MODEL, Settings
+    """The tests' model (SmolLM2-135M-Instruct Q4_1, the fast option), fetched by the test
+    command."""
+    from assistant.config import FAST_MODEL, Settings
     from assistant.models import ModelError, resolve_model
 
     try:
-        return resolve_model(DEFAULT_MODEL, Settings.from_env().models_dir)
+        return resolve_model(FAST_MODEL, Settings.from_env().models_dir)
     except ModelError as e:
         pytest.fail(f"{e} (scripts/test.sh fetches it before running the tests)")
 

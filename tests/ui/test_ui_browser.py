@@ -88,7 +88,6 @@ def served_page(chromium: str, request: pytest.FixtureRequest, tmp_path: Path) -
     port = _free_port()
     log = tmp_path / "streamlit.log"
     env = {**os.environ, "GUIDELINES_INDEX": str(small_index)}
-    env.pop("GUIDELINES_MODEL", None)
     env.pop("GUIDELINES_HOME", None)
     cmd = [sys.executable, "-m", "streamlit", "run", "ui/app.py",
            "--server.headless", "true", "--server.address", "127.0.0.1",

@@ -13,6 +13,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from assistant.config import DEFAULT_MODEL
 from assistant.notice import ADVISORY_NOTICE
 from ui import views
 
@@ -65,14 +66,14 @@ def test_empty_page_has_sidebar_controls_and_stats(tmp_path):
     at = page(tmp_path)
     assert not at.exception
     assert at.sidebar.selectbox[0].label == "Model"
-    assert at.sidebar.selectbox[0].value == "smollm2-135m"
+    assert at.sidebar.selectbox[0].value == DEFAULT_MODEL  # Settings with no environment
     assert [s.label for s in at.sidebar.slider] == ["Passages", "Temperature"]
     assert at.sidebar.multiselect[0].options == ["cdc", "ngc"]
     assert at.sidebar.number_input[0].label == "Max tokens"
     sidebar = " ".join(texts(at.sidebar.markdown) + texts(at.sidebar.caption))
     assert "**3** documents" in sidebar and "**12** chunks" in sidebar
     assert "all-MiniLM-L6-v2" in sidebar and "cdc (4)" in sidebar
-    assert "**smollm2-135m** · Q4_1" in sidebar
+    assert f"**{DEFAULT_MODEL}** · Q4_1" in sidebar
     assert not at.chat_input[0].disabled
     assert not at.chat_message  # no conversation yet
 
@@ -86,7 +87,7 @@ def test_answer_sources_and_notice(tmp_path):
     assert not at.exception
     question, spec, options = fake_services.CALLS[-1]
     assert question == "Who should be screened for colorectal cancer?"
-    assert spec == "smollm2-135m"
+    assert spec == DEFAULT_MODEL
     assert (options.k, options.sources, options.max_tokens) == (2, ("ngc",), 40)
 
     user, answer = at.chat_message
@@ -185,7 +186,7 @@ def test_model_missing_says_how_to_fetch_it(tmp_path):
     at = page(tmp_path, model_missing=True)
     assert not at.exception
     assert any(e.startswith("**Model missing.**") for e in texts(at.error))
-    assert "python -m assistant fetch-model smollm2-135m" in texts(at.code)
+    assert f"python -m assistant fetch-model {DEFAULT_MODEL}" in texts(at.code)
     assert at.chat_input[0].disabled
 
 

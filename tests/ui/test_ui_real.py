@@ -26,7 +26,6 @@ PASSAGES = 2  # a short prompt: the engine reads it on the CPU
 @pytest.fixture
 def page(monkeypatch, small_index, default_model_path):
     monkeypatch.setenv("GUIDELINES_INDEX", str(small_index))
-    monkeypatch.delenv("GUIDELINES_MODEL", raising=False)
     monkeypatch.delenv("GUIDELINES_HOME", raising=False)
     at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT_S).run()
     assert not at.exception, at.exception
