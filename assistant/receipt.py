@@ -3,7 +3,7 @@
 Every :class:`~assistant.answer.Answer` the chain returns carries ``receipt``, a JSON-ready dict:
 
 ``model``      the GGUF file: name, path, size, sha256, quantization
-``engine``     the package version and a sha256 of the engine's sources
+``engine``     the package version, a sha256 of the engine's sources and how prompt products run
 ``sampler``    every generation setting (temperature, top-k/p, min-p, penalties, DRY, the loop
                stop, seed, max_tokens, n_ctx, stop strings)
 ``retrieval``  k, the similarity threshold, the search mode, the source filter
@@ -101,6 +101,7 @@ def engine_version() -> dict[str, str]:
     from importlib import metadata
 
     import engine
+    from engine import kernels_amx
 
     try:
         version = metadata.version("guidelines-assistant")
@@ -111,7 +112,10 @@ def engine_version() -> dict[str, str]:
     for source in sorted(here.rglob("*.py")):
         digest.update(source.relative_to(here).as_posix().encode())
         digest.update(source.read_bytes())
-    return {"version": version, "source_sha256": digest.hexdigest()}
+    # prompt products in bfloat16 AMX tiles or float32 BLAS: the same code may answer
+    # differently on a CPU without AMX (engine/kernels_amx.py)
+    products = "amx-bfloat16" if kernels_amx.available() else "blas-float32"
+    return {"version": version, "source_sha256": digest.hexdigest(), "prompt_products": products}
 
 
 def manifest_sha256(manifest: dict[str, Any]) -> str:

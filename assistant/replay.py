@@ -118,6 +118,7 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> Comparison:
     field_diff("model", "model", "quantization")
     field_diff("engine", "engine", "version")
     field_diff("engine", "engine", "source_sha256")
+    field_diff("engine", "engine", "prompt_products")  # AMX here, BLAS there: not the same sums
     field_diff("index", "index", "generation")
     field_diff("index", "index", "manifest_sha256")
     for key in sorted(set(old["sampler"]) | set(new.get("sampler") or {})):

@@ -94,6 +94,26 @@ def test_compare_engine_and_sampler_differences() -> None:
     assert [p for p, _ in result.differences] == ["engine", "sampler"]
 
 
+def test_compare_names_the_prompt_products_path() -> None:
+    """An answer made with AMX tiles and replayed where BLAS does the prompts (or the other way
+    round) may differ: the report says so."""
+    engine = {"version": "0.1.0", "source_sha256": "b" * 64}
+    old = _receipt(engine={**engine, "prompt_products": "amx-bfloat16"})
+    new = _receipt(engine={**engine, "prompt_products": "blas-float32"})
+    result = compare(old, new)
+    assert result.differences == [
+        ("engine", "prompt_products was amx-bfloat16, now blas-float32")
+    ]
+
+
+def test_receipt_records_how_prompt_products_run() -> None:
+    from assistant.receipt import engine_version
+    from engine import kernels_amx
+
+    products = engine_version()["prompt_products"]
+    assert products == ("amx-bfloat16" if kernels_amx.available() else "blas-float32")
+
+
 def test_load_receipt_errors_name_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "r.json"
     bad.write_text("[1, 2]")
