@@ -59,6 +59,7 @@ def prompt_ids(model: Any, n: int) -> list[int]:
 def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
     """Load, warm up (compile or load numba's cache), then one measured generation."""
     import engine
+    from engine import kernels_amx
 
     t0 = time.perf_counter()
     model = engine.load(args.model, n_threads=args.threads, n_batch=args.batch)
@@ -87,6 +88,7 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
     result = {
         "engine": "ours",
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "prompt_products": "amx-bfloat16" if kernels_amx.available() else "blas-float32",
         "model": str(model.path),
         "quantization": model.quantization,
         "threads": args.threads,
@@ -212,7 +214,8 @@ def run_bench(args: argparse.Namespace) -> int:
           f"peak RSS {ours['peak_rss_mb']:.0f} MiB (file {ours['file_mb']:.0f} MiB), "
           f"weights read per token {ours['weights_read_per_token_mb']:.1f} MiB "
           f"= {ours['gen_gb_per_s']:.2f} GB/s while generating; "
-          f"{ours['architecture']}, load average {ours['load_average_1min']:.1f}")  # fmt: skip
+          f"{ours['architecture']}, prompt products {ours['prompt_products']}, "
+          f"load average {ours['load_average_1min']:.1f}")  # fmt: skip
     profile = ours.pop("profile", None)
     if profile:
         print(profile)
