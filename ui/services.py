@@ -33,6 +33,7 @@ from ui.backend import (
     Reply,
     SourceView,
 )
+from ui.heap import release_free_memory
 
 BUILD_COMMAND = "python -m ingest build --input {corpus} --index {index}"
 FETCH_COMMAND = "python -m assistant fetch-model {preset}"
@@ -124,6 +125,8 @@ class AssistantServices:
         except AnswerError as e:
             yield Reply(text="".join(parts), error=e.message)
             return
+        finally:
+            release_free_memory()  # each answer runs on a new thread: see ui/heap.py
         yield reply_from_answer(answer)
 
 

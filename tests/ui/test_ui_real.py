@@ -122,13 +122,21 @@ def test_real_model_missing_says_how_to_fetch_it(monkeypatch, tmp_path, small_in
 
 
 @pytest.mark.slow
-def test_real_services_are_shared_safely_between_sessions(small_index, default_model_path):
+def test_real_services_are_shared_safely_between_sessions(small_index, default_model_path,
+                                                           monkeypatch):
     """Two sessions asking at once over the one cached model and index (as st.cache_resource
-    shares them): both answers complete, with their own sources and the notice."""
+    shares them): both answers complete, with their own sources and the notice; after each,
+    the heap's free memory goes back to the OS (ui/heap.py)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from ui import heap
+    from ui import services as services_module
     from ui.backend import EvidenceBlock, Options, Reply
     from ui.services import AssistantServices
+
+    trims: list[bool] = []
+    monkeypatch.setattr(services_module, "release_free_memory",
+                        lambda: trims.append(heap.release_free_memory()) or True)
 
     services = AssistantServices(Settings.from_env(env={}, index_dir=small_index))
     index = services.open_index(small_index)
@@ -149,3 +157,4 @@ def test_real_services_are_shared_safely_between_sessions(small_index, default_m
         assert len(reply.sources) == 1 and reply.notice == ADVISORY_NOTICE
     assert "lung cancer" in replies[0].sources[0].passage.lower()
     assert replies[1].sources[0].doc_id == "medquad-cdc-0000094"
+    assert len(trims) == 2
