@@ -27,10 +27,11 @@ code, whose decoder (``kernels_decode.decode_row``) and dot product (``dot_int_i
 overloads that pick that type's function while compiling. So a model compiles only its own
 types: the first run of SmolLM2 (Q4_1 layers, Q8_0 embedding) on an empty cache takes 24 s
 instead of 141-145 s when every type was compiled (docs/BENCHMARKS.md, *Start-up*). numba's
-on-disk cache (``cache=True``) keys each kernel on the file that defines it only: after editing
-``kernels_simd.py``, ``kernels_decode.py``, ``kernels_legacy.py``, ``kernels_kquants.py`` or
-``kernels_blas.py`` (``exp_span``, inlined into ``llama._attend``) in a checkout, delete
-``engine/__pycache__/*.nb[ic]`` (an install replaces every file, which refreshes the cache).
+on-disk cache (``cache=True``) keys each kernel on the file that defines it only, while these
+kernels inline helpers from ``kernels_simd.py``, ``kernels_decode.py``, ``kernels_legacy.py``,
+``kernels_kquants.py``, ``kernels_blas.py`` and ``kernels_amx.py``: so ``engine/__init__.py``
+names the cache folder by a hash of every engine source, and an edit to any of them starts a
+fresh cache (``_pin_numba_cache``).
 """
 
 from __future__ import annotations

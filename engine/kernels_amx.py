@@ -66,11 +66,14 @@ def _granted(pid: int) -> bool:
     return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
 
 
+def _tiles_usable() -> bool:
+    """The CPU has the tiles and the kernel granted this process their state."""
+    return _cpu_has_amx() and _granted(os.getpid())
+
+
 def available() -> bool:
     """True when prompt products may run on AMX here (CPU, kernel and ``ENGINE_AMX``)."""
-    if os.environ.get("ENGINE_AMX", "1") == "0":
-        return False
-    return _cpu_has_amx() and _granted(os.getpid())
+    return os.environ.get("ENGINE_AMX", "1") != "0" and _tiles_usable()
 
 
 # -- the instructions, as inline assembly ----------------------------------------------------
@@ -240,7 +243,7 @@ def make_matmul_amx(code: int) -> Any:
 
 def matmul(kernel: Any, w: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
     """y = x @ W.T through ``kernel`` (``make_matmul_amx``): x (n_tok, n_in) float32."""
-    if not (_cpu_has_amx() and _granted(os.getpid())):  # the tiles would fault (SIGILL)
+    if not _tiles_usable():  # the instructions would fault (SIGILL)
         raise RuntimeError("AMX tiles are not available in this process")
     n_tok, n_in = x.shape
     assert n_in % 32 == 0, n_in  # every weight type's rows are whole blocks of 32
