@@ -3,7 +3,9 @@
 >>> llm = EngineLLM(model="smollm2-135m", max_tokens=64, temperature=0.0)
 >>> (PromptTemplate.from_template("...{q}...") | llm | StrOutputParser()).invoke({"q": "..."})
 
-The engine model loads once per file and is shared (``assistant.engine_runtime``).  ``stream``
+The engine model loads once per file and is shared (``assistant.engine_runtime``).  ``batch``
+(one ``generate`` call with several prompts) runs them on threads, and the engine decodes them
+together, one pass over the weights per step (``engine.batcher``).  ``stream``
 sends each piece through ``run_manager.on_llm_new_token``; the last chunk carries
 ``generation_info`` (finish reason, token counts, engine timings, model file, quantization).
 Stop strings are matched literally by the engine, so ``<|im_end|>`` or ``<5 mg`` work as
@@ -14,6 +16,7 @@ chat-formatted prompts.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -21,6 +24,7 @@ from langchain_core.language_models import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
 from assistant.engine_params import EngineParams, run_generation
+from engine.batcher import MAX_SEQUENCES
 
 LLM_TYPE = "guidelines-engine"
 
@@ -53,13 +57,18 @@ class EngineLLM(EngineParams, LLM):
 
     def _generate(self, prompts: list[str], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> LLMResult:
-        generations = []
-        for prompt in prompts:
+        def one(prompt: str) -> list[Generation]:
             text, info = "", {}
             for chunk in self._stream(prompt, stop, run_manager, **kwargs):
                 text += chunk.text
                 info.update(chunk.generation_info or {})
-            generations.append([Generation(text=text, generation_info=info)])
+            return [Generation(text=text, generation_info=info)]
+
+        if len(prompts) <= 1:
+            generations = [one(p) for p in prompts]
+        else:  # concurrently: the engine decodes them together (engine.batcher)
+            with ThreadPoolExecutor(max_workers=min(len(prompts), MAX_SEQUENCES)) as pool:
+                generations = list(pool.map(one, prompts))
         return LLMResult(generations=generations, llm_output={"model_name": self.model_file})
 
     def _stream(self, prompt: str, stop: list[str] | None = None,

@@ -113,6 +113,60 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def bench_streams(args: argparse.Namespace) -> dict[str, Any]:
+    """Generation throughput of ``args.streams`` concurrent greedy generations (continuous
+    batching, ``engine.batcher``) against the same prompts generated one after another; and
+    whether each stream's tokens equal its tokens alone.  Throughput = generated tokens / wall
+    time of the whole run (prompts included: keep them short)."""
+    import threading
+
+    import engine
+
+    model = engine.load(args.model, n_threads=args.threads, n_batch=args.batch)
+    base = prompt_ids(model, args.prompt_tokens + 8 * args.streams)
+    prompts = [base[8 * i : 8 * i + args.prompt_tokens] for i in range(args.streams)]  # distinct
+    opts = {"max_tokens": args.gen_tokens, "temperature": 0.0, "repeat_penalty": 1.0,
+            "ignore_eos": True, "stream": True}  # fmt: skip
+    model.generate(prompts[0], max_tokens=3, temperature=0.0, ignore_eos=True)  # compile
+    gens = [model.generate(p, **opts) for p in prompts[:2]]  # warm the batched step too
+    threads = [threading.Thread(target=lambda g=g: list(g)) for g in gens]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+
+    def run(concurrent: bool) -> tuple[float, list[list[int]]]:
+        gens = [model.generate(p, **opts) for p in prompts]
+        t0 = time.perf_counter()
+        if concurrent:
+            threads = [threading.Thread(target=lambda g=g: list(g)) for g in gens]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+        else:
+            for g in gens:
+                list(g)
+        return time.perf_counter() - t0, [g.tokens for g in gens]
+
+    batcher = model.batcher()
+    one_s, alone = run(False)
+    steps0, seq_steps0 = batcher.steps, batcher.sequence_steps
+    many_s, together = run(True)
+    n_tokens = sum(len(t) for t in together)
+    steps = batcher.steps - steps0
+    return {
+        "model": str(model.path), "streams": args.streams, "threads": args.threads,
+        "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
+        "one_at_a_time_tps": sum(len(t) for t in alone) / one_s,
+        "concurrent_tps": n_tokens / many_s,
+        "speedup": one_s / many_s * n_tokens / max(1, sum(len(t) for t in alone)),
+        "identical": together == alone,
+        "mean_sequences_per_step": (batcher.sequence_steps - seq_steps0) / max(1, steps),
+        "load_average_1min": os.getloadavg()[0],
+    }  # fmt: skip
+
+
 def llama_cpp_model(path: str | Path, repack: bool = False, **kwargs: Any) -> Any:
     """``llama_cpp.Llama(path, **kwargs)``; without ``repack``, with llama.cpp's extra weight
     buffer types off (``use_extra_bufts``: AMX and repacked Q4_0/Q4_K rows).
@@ -187,6 +241,8 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llama-cpp-repack", action="store_true",
                    help="let llama.cpp repack weights (AMX etc.; crashes on some VMs)")
     p.add_argument("--profile", action="store_true", help="cProfile the measured generation")
+    p.add_argument("--streams", type=int, default=0,
+                   help="instead: N concurrent greedy generations against the same one at a time")
 
 
 def _print(r: dict[str, Any]) -> None:
@@ -208,6 +264,17 @@ def run_bench(args: argparse.Namespace) -> int:
             import llama_cpp  # noqa: F401
         except ImportError:
             raise SystemExit("--compare needs llama-cpp-python: pip install '.[compare]'") from None
+    if args.streams:
+        r = bench_streams(args)
+        print(f"{r['streams']} streams of {r['gen_tokens']} tokens after {r['prompt_tokens']}: "
+              f"one at a time {r['one_at_a_time_tps']:.1f} tok/s, concurrent "
+              f"{r['concurrent_tps']:.1f} tok/s: {r['speedup']:.2f} x; "
+              f"{r['mean_sequences_per_step']:.2f} sequences per decode step; each stream's "
+              f"tokens {'identical to' if r['identical'] else 'DIFFERENT from'} its tokens "
+              f"alone; load average {r['load_average_1min']:.1f}")  # fmt: skip
+        if args.json:
+            print(json.dumps(r))
+        return 0 if r["identical"] else 1
     ours = bench_engine(args)
     _print(ours)
     print(f"  warm-up (first forward: numba compile or cache load) {ours['warmup_s']:.2f} s, "

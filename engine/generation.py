@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.llama import DEFAULT_BATCH, KVCache, Workspace, forward, prefill
+from engine.llama import DEFAULT_BATCH, KVCache, Workspace, prefill
 from engine.repetition import LoopDetector
 from engine.sampling import Sampler
 
@@ -139,7 +139,6 @@ class Generation:
         decoder = PieceDecoder(model.tokenizer)
         history = list(self.prompt_ids)  # what the repeat penalty looks back over
         loops = LoopDetector(model.tokenizer.piece, self.sampler.params.loop_stop_tokens)
-        token = np.zeros(1, np.int64)  # (1,) the token fed back
 
         t0 = time.perf_counter()
         if self._cancel.is_set():
@@ -151,6 +150,8 @@ class Generation:
         logits = prefill(weights, cache, np.asarray(self.prompt_ids, np.int64), ws)  # (n_vocab,)
         t1 = time.perf_counter()
         self.timings["prompt_s"] = t1 - t0
+        batcher = model.batcher()  # decode steps run together with other running generations
+        batcher.join()
         try:
             while True:
                 tok = self.sampler.sample(logits, history, self.n_prompt_tokens)
@@ -178,8 +179,7 @@ class Generation:
                 if self._cancel.is_set():
                     self.finish_reason = "cancelled"
                     break
-                token[0] = tok
-                logits = forward(weights, cache, token, ws)  # (n_vocab,)
+                logits = batcher.step(cache, tok, ws)  # (n_vocab,)
             tail, stopped = self._stop.push(decoder.flush())  # a last partial character
             if stopped:
                 self.finish_reason = "stop"
@@ -188,6 +188,7 @@ class Generation:
             if tail:
                 yield tail
         finally:
+            batcher.leave()
             self.timings["gen_s"] = time.perf_counter() - t1
             if self.finish_reason is None:  # closed from outside while suspended
                 self.finish_reason = "cancelled"

@@ -58,7 +58,19 @@ from engine.kernels_decode import (
     T_Q8_0,
     decode_row,
 )
-from engine.kernels_kquants import dot_q2_k, dot_q3_k, dot_q4_k, dot_q5_k, dot_q6_k
+from engine.kernels_kquants import (
+    Q2,
+    Q3,
+    Q4,
+    Q5,
+    Q6,
+    dot4_kquant,
+    dot_q2_k,
+    dot_q3_k,
+    dot_q4_k,
+    dot_q5_k,
+    dot_q6_k,
+)
 from engine.kernels_legacy import dot_q4_0, dot_q4_1, dot_q5_0, dot_q5_1, dot_q8_0
 
 F32 = np.float32
@@ -172,6 +184,52 @@ def _dot_int_in(codes, code, row, xq, xd, xs):
     return dot_first_or_rest
 
 
+# The K-quant kind (kernels_kquants' Q2..Q6) of each K-quant type code: four tokens at once.
+DOT4_KIND = {T_Q2_K: Q2, T_Q3_K: Q3, T_Q4_K: Q4, T_Q5_K: Q5, T_Q6_K: Q6}
+
+
+def dot_int_tokens(codes, code, row, xq, xd, xs, y, r):
+    """``y[t, r]`` = weight row ``row`` · 8-bit activation row t, for every t (compiled code
+    only; ``codes`` as for ``dot_int_in``).  K-quant rows are unpacked once per four tokens
+    (``kernels_kquants.dot4_kquant``); every value has the bits ``dot_int_in`` gives it, so a
+    sequence decoded in a batch gets exactly the logits it gets alone."""
+    raise NotImplementedError("dot_int_tokens is only callable from numba-compiled code")
+
+
+@overload(dot_int_tokens, prefer_literal=True)
+def _dot_int_tokens(codes, code, row, xq, xd, xs, y, r):
+    mask = codes.literal_value if isinstance(codes, types.IntegerLiteral) else 0
+    known = [c for c in DOT_INT if mask >> c & 1]
+    if not known or mask != type_mask(known):
+        return None
+    head, rest = known[0], type_mask(known[1:])
+    one, kind = DOT_INT[head], DOT4_KIND.get(head, 0)
+    if not rest:
+
+        def tokens_one(codes, code, row, xq, xd, xs, y, r):
+            n, t = xq.shape[0], 0
+            if kind:
+                for t in range(0, n - 3, 4):
+                    y[t, r], y[t + 1, r], y[t + 2, r], y[t + 3, r] = dot4_kquant(
+                        kind, row, xq, xd, xs, t
+                    )
+                t = n - n % 4
+            for u in range(t, n):
+                y[u, r] = one(row, xq[u], xd[u], xs[u])
+
+        return tokens_one
+
+    only_head = 1 << head
+
+    def tokens_first_or_rest(codes, code, row, xq, xd, xs, y, r):
+        if code == head:
+            dot_int_tokens(only_head, code, row, xq, xd, xs, y, r)
+        else:
+            dot_int_tokens(rest, code, row, xq, xd, xs, y, r)
+
+    return tokens_first_or_rest
+
+
 @njit(inline="always")
 def _dot_4x2(w0, w1, w2, w3, xa, xb):
     """The 8 dot products of 4 weight rows with 2 activation rows, in one pass over k."""
@@ -240,9 +298,7 @@ def _make_type_kernels(code: int) -> TypeKernels:
     def matmul_int(w, xq, xd, xs, y):
         """Each weight row streamed once, for every token (xq/xd/xs: quantize_activations)."""
         for r in prange(w.shape[0]):
-            row = w[r]
-            for t in range(xq.shape[0]):
-                y[t, r] = dot_int_in(mask, code, row, xq[t], xd[t], xs[t])
+            dot_int_tokens(mask, code, w[r], xq, xd, xs, y, r)
 
     @njit(parallel=True, fastmath=True, cache=True)
     def matmul_decoded(w, x, y):

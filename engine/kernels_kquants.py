@@ -138,3 +138,92 @@ def dot_q6_k(row, xq, xd, xs):
         offset = vaxpy(offset, vmins(sc, xs, 16 * i, False), d)
         acc = vaxpy(acc, _super_block(Q6, row, o, xq, xd, 8 * i, sc), d)
     return vsum(acc) - F32(32.0) * vsum(offset)
+
+
+# ----------------------------------------------------------------------------------------------
+# four activation rows at once (batched decode: several sequences, one pass over the weights)
+
+
+@njit(inline="always")
+def _offset_scale(kind):
+    """The multiplier of the minima (or offset) sum at the end: Q3_K's −4, Q6_K's −32."""
+    return F32(4.0) if kind == Q3 else F32(32.0) if kind == Q6 else F32(1.0)
+
+
+@njit(inline="always")
+def _head(kind, row, i):
+    """Super-block i's byte offset, its scale ``d``, the scale of its minima (or offset) sum,
+    the scales of its groups and of its minima: what each ``dot_q*_k`` reads before its
+    groups (same values, so the same sums)."""
+    if kind == Q2:
+        o = i * 84
+        d, dmin = f16x2(row, o + 80)
+        return o, d, dmin, scales16(row, o, 0, 15, False), scales16(row, o, 4, 15, False)
+    if kind == Q3:
+        o = i * 110
+        d = f16(row, o + 108)
+        sc = scales16_q3_k(row, o + 94)
+        return o, d, d, sc, sc
+    if kind == Q6:
+        o = i * 210
+        d = f16(row, o + 208)
+        sc = scales16(row, o + 192, 0, 255, True)
+        return o, d, d, sc, sc
+    o = i * (144 if kind == Q4 else 176)
+    d, dmin = f16x2(row, o)
+    sc = scales16_k(row, o + 4)
+    return o, d, dmin, sc, sc
+
+
+@njit(inline="always")
+def _group4(acc, q, xq, xd, t, ab, sc, g, k):
+    """``_group`` for activation rows t..t+3 with the same unpacked weights ``q``."""
+    return (
+        _group(acc[0], q, xq[t], xd[t], ab, sc, g, k),
+        _group(acc[1], q, xq[t + 1], xd[t + 1], ab, sc, g, k),
+        _group(acc[2], q, xq[t + 2], xd[t + 2], ab, sc, g, k),
+        _group(acc[3], q, xq[t + 3], xd[t + 3], ab, sc, g, k),
+    )
+
+
+@njit(inline="always")
+def dot4_kquant(kind, row, xq, xd, xs, t):
+    """The dot products of one K-quant row with activation rows t..t+3 (2-D ``xq``/``xd``/
+    ``xs``), each weight group unpacked once for all four.  Every row's sums are formed in the
+    same order as ``dot_q*_k``'s, so each result has exactly that function's bits."""
+    k = 1 if kind in (Q4, Q5) else 2
+    paired = kind in (Q4, Q5)
+    z = vzero()
+    acc = (z, z, z, z)
+    mins = (z, z, z, z)
+    for i in range(xd.shape[1] // 8):
+        o, d, dm, sc, sm = _head(kind, row, i)
+        b = 8 * i
+        mins = (
+            vaxpy(mins[0], vmins(sm, xs[t], 16 * i, paired), dm),
+            vaxpy(mins[1], vmins(sm, xs[t + 1], 16 * i, paired), dm),
+            vaxpy(mins[2], vmins(sm, xs[t + 2], 16 * i, paired), dm),
+            vaxpy(mins[3], vmins(sm, xs[t + 3], 16 * i, paired), dm),
+        )
+        # written out as in _super_block: every shift and scale lane a constant
+        a0 = _group4((z, z, z, z), _weights(kind, row, o, 0), xq, xd, t, b, sc, 0, k)
+        a1 = _group4((z, z, z, z), _weights(kind, row, o, 1), xq, xd, t, b + 1, sc, 1, k)
+        a0 = _group4(a0, _weights(kind, row, o, 2), xq, xd, t, b + 2, sc, 2, k)
+        a1 = _group4(a1, _weights(kind, row, o, 3), xq, xd, t, b + 3, sc, 3, k)
+        a0 = _group4(a0, _weights(kind, row, o, 4), xq, xd, t, b + 4, sc, 4, k)
+        a1 = _group4(a1, _weights(kind, row, o, 5), xq, xd, t, b + 5, sc, 5, k)
+        a0 = _group4(a0, _weights(kind, row, o, 6), xq, xd, t, b + 6, sc, 6, k)
+        a1 = _group4(a1, _weights(kind, row, o, 7), xq, xd, t, b + 7, sc, 7, k)
+        acc = (
+            vaxpy(acc[0], vadd(a0[0], a1[0]), d),
+            vaxpy(acc[1], vadd(a0[1], a1[1]), d),
+            vaxpy(acc[2], vadd(a0[2], a1[2]), d),
+            vaxpy(acc[3], vadd(a0[3], a1[3]), d),
+        )
+    m = _offset_scale(kind)
+    return (
+        vsum(acc[0]) - m * vsum(mins[0]),
+        vsum(acc[1]) - m * vsum(mins[1]),
+        vsum(acc[2]) - m * vsum(mins[2]),
+        vsum(acc[3]) - m * vsum(mins[3]),
+    )

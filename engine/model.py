@@ -3,7 +3,8 @@
 Loading reads the header, metadata and tokenizer only: the weights stay on the memory map and
 the numba kernels compile on the first forward (or load from numba's on-disk cache).  A Model is
 shared between threads: weights are read-only, each call owns its KV cache, sized to what the
-call needs, and forwards are serialised by ``engine.llama.FORWARD_LOCK``.
+call needs, and forwards are serialised by ``engine.llama.FORWARD_LOCK``; the decode steps of
+concurrent generations run together, one pass over the weights for all (``engine.batcher``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.batcher import DecodeBatcher
 from engine.config import ModelConfig
 from engine.errors import ContextOverflow
 from engine.generation import Generation
@@ -51,6 +53,7 @@ class Model:
         self.n_threads = n_threads
         self._weights_cache: ModelWeights | None = None
         self._weights_lock = threading.Lock()
+        self._batcher: DecodeBatcher | None = None
 
     # -- description -------------------------------------------------------------------------
 
@@ -90,6 +93,14 @@ class Model:
             if self._weights_cache is None:
                 self._weights_cache = ModelWeights.from_gguf(self.gguf, self.config)
             return self._weights_cache
+
+    def batcher(self) -> DecodeBatcher:
+        """The model's continuous batcher: concurrent generations decode together."""
+        weights = self._weights()
+        with self._weights_lock:
+            if self._batcher is None:
+                self._batcher = DecodeBatcher(weights)
+            return self._batcher
 
     def _check_ids(self, ids: Sequence[int]) -> np.ndarray:
         arr = np.asarray(ids, dtype=np.int64).reshape(-1)  # (n,)

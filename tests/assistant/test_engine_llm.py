@@ -96,6 +96,15 @@ def test_lcel_invoke_batch_and_async(llm: EngineLLM) -> None:
     assert both[0] == one and isinstance(both[1], str) and both[1].strip()
 
 
+def test_batch_is_decoded_together_and_equals_one_by_one(llm: EngineLLM) -> None:
+    prompts = [COPY_PROMPT.replace("5", str(d)) for d in (3, 5, 7)]
+    one_by_one = [llm.invoke(p, max_tokens=12) for p in prompts]
+    batcher = llm.engine_model.batcher()
+    steps, sequence_steps = batcher.steps, batcher.sequence_steps
+    assert llm.batch(prompts, max_tokens=12) == one_by_one
+    assert batcher.sequence_steps - sequence_steps > batcher.steps - steps  # shared steps
+
+
 async def test_async_invoke_and_stream(llm: EngineLLM, copied: str) -> None:
     pieces = [p async for p in llm.astream(COPY_PROMPT)]
     assert "".join(pieces) == copied
