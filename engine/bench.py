@@ -62,7 +62,8 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
     from engine import kernels_amx
 
     t0 = time.perf_counter()
-    model = engine.load(args.model, n_threads=args.threads, n_batch=args.batch)
+    model = engine.load(args.model, n_threads=args.threads, n_batch=args.batch,
+                        kv_type=args.kv_type)  # fmt: skip
     load_s = time.perf_counter() - t0
     ids = prompt_ids(model, args.prompt_tokens)
     t0 = time.perf_counter()
@@ -89,6 +90,7 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
         "engine": "ours",
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "prompt_products": "amx-bfloat16" if kernels_amx.available() else "blas-float32",
+        "kv_type": model.kv_type,
         "model": str(model.path),
         "quantization": model.quantization,
         "threads": args.threads,
@@ -122,7 +124,8 @@ def bench_streams(args: argparse.Namespace) -> dict[str, Any]:
 
     import engine
 
-    model = engine.load(args.model, n_threads=args.threads, n_batch=args.batch)
+    model = engine.load(args.model, n_threads=args.threads, n_batch=args.batch,
+                        kv_type=args.kv_type)  # fmt: skip
     base = prompt_ids(model, args.prompt_tokens + 8 * args.streams)
     prompts = [base[8 * i : 8 * i + args.prompt_tokens] for i in range(args.streams)]  # distinct
     opts = {"max_tokens": args.gen_tokens, "temperature": 0.0, "repeat_penalty": 1.0,
@@ -241,6 +244,8 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llama-cpp-repack", action="store_true",
                    help="let llama.cpp repack weights (AMX etc.; crashes on some VMs)")
     p.add_argument("--profile", action="store_true", help="cProfile the measured generation")
+    p.add_argument("--kv-type", choices=("f32", "f16"), default="f32",
+                   help="KV cache element type (llama.cpp's default is f16)")
     p.add_argument("--streams", type=int, default=0,
                    help="instead: N concurrent greedy generations against the same one at a time")
 

@@ -168,6 +168,8 @@ def configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all)")
     p.add_argument("-c", "--ctx-size", type=int, default=None, help="context size cap")
+    p.add_argument("--kv-type", choices=("f32", "f16"), default="f32",
+                   help="KV cache element type (f16: half the memory, as llama.cpp's default)")
 
 
 def chat_prompt(tokenizer: Any, user: str, system: str | None) -> str:
@@ -186,7 +188,8 @@ def run_run(args: argparse.Namespace) -> int:
     import engine
 
     text = sys.stdin.read() if args.prompt == "-" else args.prompt
-    model = engine.load(args.model, n_ctx=args.ctx_size, n_threads=args.threads)
+    model = engine.load(args.model, n_ctx=args.ctx_size, n_threads=args.threads,
+                        kv_type=args.kv_type)  # fmt: skip
     prompt = chat_prompt(model.tokenizer, text, args.system) if args.chat else text
     gen = model.generate(
         prompt, max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k,

@@ -33,6 +33,7 @@ from engine.kernels import (
 )
 from engine.kernels_decode import decode_row
 from engine.llama import (
+    ATTENTION_PARALLEL_MIN_WORK,
     FORWARD_LOCK,
     KVCache,
     ModelWeights,
@@ -71,6 +72,14 @@ class BatchWorkspace:
         ]  # fmt: skip
 
 
+@njit(inline="always")
+def _attend_one(q, k, v, kc, vc, pos, cos, sin, rope_dim, neox, scale, window, att, b):
+    """RoPE, cache store and attention of sequence b over its own cache (one layer)."""
+    rope_store(q[b : b + 1], k[b : b + 1], v[b : b + 1], kc, vc, pos[b], cos[b : b + 1],
+               sin[b : b + 1], rope_dim, neox)  # fmt: skip
+    attention_serial(q[b : b + 1], kc, vc, pos[b], scale, window, att[b : b + 1])
+
+
 _DECODE_BATCH: dict[tuple[int, int], Any] = {}
 
 
@@ -88,7 +97,7 @@ def _make_decode_batch(embd_code: int, mat_types: int) -> Any:
     @njit(cache=True, nogil=True, parallel=True)
     def decode_batch(
         tokens, embd, mats, codes, norms, head_norms, biases, k_caches, v_caches, pos, cos, sin,
-        layer_rope, layer_window, rope_dim, scale, eps, embd_scale, flags,
+        layer_rope, layer_window, rope_dim, scale, eps, embd_scale, flags, parallel_attention,
         x, h, q, k, v, att, o, gate, up, a_embd, a_q, a_ff,
     ):  # pragma: no cover - compiled  # fmt: skip
         """Every layer for one new token of each sequence b (``tokens[b]`` at ``pos[b]``, its
@@ -133,11 +142,15 @@ def _make_decode_batch(embd_code: int, mat_types: int) -> Any:
                 head_rms_norm(q, head_norms[il, 0], eps)
                 head_rms_norm(k, head_norms[il, 1], eps)
             rt, window = layer_rope[il], layer_window[il]
-            for b in prange(n_seq):  # each sequence attends over its own cache
-                kc, vc = k_caches[np.int64(b)][il], v_caches[np.int64(b)][il]
-                rope_store(q[b : b + 1], k[b : b + 1], v[b : b + 1], kc, vc, pos[b],
-                           cos[rt, b : b + 1], sin[rt, b : b + 1], rope_dim, neox)  # fmt: skip
-                attention_serial(q[b : b + 1], kc, vc, pos[b], scale, window, att[b : b + 1])
+            if parallel_attention:  # long contexts: the sequences split between the threads
+                for b in prange(n_seq):
+                    i = np.int64(b)
+                    _attend_one(q, k, v, k_caches[i][il], v_caches[i][il], pos, cos[rt],
+                                sin[rt], rope_dim, neox, scale, window, att, i)  # fmt: skip
+            else:  # short ones: waking the threads would cost more than it saves
+                for b in range(n_seq):
+                    _attend_one(q, k, v, k_caches[b][il], v_caches[b][il], pos, cos[rt],
+                                sin[rt], rope_dim, neox, scale, window, att, b)  # fmt: skip
             xq, xd, xs = a_q
             quantize_activations(att, xq, xd, xs)
             for r in prange(n_embd):  # attn_output
@@ -188,13 +201,15 @@ def forward_batch(
     eps, scale = np.float32(c.rms_eps), np.float32(parts.attn_scale)
     x, h, o = ws.x[:n], ws.h[:n], ws.o[:n]
     flags = (parts.rope_neox, parts.qk_norm, parts.post_norms, parts.ffn_gelu)
+    work = c.n_head * c.head_dim * int(pos.sum() + n)  # multiply-adds of q k^T, all sequences
     act = [tuple(a[:n] for a in bufs) for bufs in ws.act]
     with FORWARD_LOCK:
         decode_batch_kernel(w.token_embd.code, plan.mat_types)(
             tokens, w.token_embd.data, plan.mats, plan.codes, plan.norms, plan.head_norms,
             plan.biases, k_caches, v_caches, pos, cos, sin, caches[0].layer_rope,
             caches[0].layer_window, c.rope_dim, scale, eps, np.float32(parts.embd_scale), flags,
-            x, h, ws.q[:n], ws.k[:n], ws.v[:n], ws.att[:n], o, ws.gate[:n], ws.up[:n], *act,
+            work >= ATTENTION_PARALLEL_MIN_WORK, x, h, ws.q[:n], ws.k[:n], ws.v[:n], ws.att[:n],
+            o, ws.gate[:n], ws.up[:n], *act,
         )  # fmt: skip
         for cache in caches:
             cache.n_past += 1

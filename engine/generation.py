@@ -134,7 +134,7 @@ class Generation:
     def _run(self) -> Iterator[str]:
         model, cfg = self.model, self.model.config
         weights = model._weights()
-        cache = KVCache(cfg, self.n_ctx)
+        cache = KVCache(cfg, self.n_ctx, model.kv_type)
         ws = Workspace(cfg, max(1, min(model.n_batch or DEFAULT_BATCH, self.n_prompt_tokens)))
         decoder = PieceDecoder(model.tokenizer)
         history = list(self.prompt_ids)  # what the repeat penalty looks back over

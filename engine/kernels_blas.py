@@ -146,13 +146,18 @@ def attention_heads(
     group = n_head // n_kv  # consecutive query heads share a kv head
     n_threads = max(1, min(numba.get_num_threads(), n_head))
 
+    def rows(cache: np.ndarray, kv: int) -> np.ndarray:  # (n_keys, hd) float32
+        if cache.dtype == np.uint16:  # f16 KV cache: widened exactly for BLAS
+            return cache[kv, :n_keys].view(np.float16).astype(np.float32)
+        return cache[kv, :n_keys]
+
     def work(first: int) -> None:
         scores = _buffer("scores", n, n_keys)  # (n, n_keys)
         for h in range(first, n_head, n_threads):
             cols, kv = slice(h * hd, (h + 1) * hd), h // group
-            np.matmul(q[:, cols], k_cache[kv, :n_keys].T, out=scores)  # (n, hd) @ (hd, n_keys)
+            np.matmul(q[:, cols], rows(k_cache, kv).T, out=scores)  # (n, hd) @ (hd, n_keys)
             causal_softmax(scores, pos0, scale, window)
-            np.matmul(scores, v_cache[kv, :n_keys], out=out[:, cols])  # (n, n_keys) @ (n_keys, hd)
+            np.matmul(scores, rows(v_cache, kv), out=out[:, cols])  # (n, n_keys) @ (n_keys, hd)
 
     _run(work, n_threads)
 

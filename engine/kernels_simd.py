@@ -19,11 +19,12 @@ The kernels of ``kernels_legacy.py`` and ``kernels_kquants.py`` are written with
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import types
 from numba.core import config
-from numba.extending import intrinsic, models, register_model
+from numba.extending import intrinsic, models, overload, register_model
 
 _I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 _F32 = ir.FloatType()
@@ -90,6 +91,70 @@ def _load(context, builder, arrty, arr, offset, vtype):
     data = context.make_array(arrty)(context, builder, arr).data
     ptr = builder.gep(data, [offset])
     return builder.load(builder.bitcast(ptr, vtype.as_pointer()), align=1)
+
+
+def _load_f32x8(context, builder, arrty, arr, offset):
+    """8 float32 values from element ``offset`` of a float32 row, or of a row of IEEE halves
+    stored as uint16 (the f16 KV cache), widened exactly (x86 F16C ``vcvtph2ps``)."""
+    if arrty.dtype == types.uint16:
+        raw = _load(context, builder, arrty, arr, offset, ir.VectorType(_I16, 8))
+        halves = builder.bitcast(raw, ir.VectorType(ir.HalfType(), 8))
+        return builder.fpext(halves, _LLVM_TYPES["f32x8"])
+    return _load(context, builder, arrty, arr, offset, _LLVM_TYPES["f32x8"])
+
+
+@intrinsic
+def f16_bits(typingctx, x):
+    """float32 → the IEEE half nearest to it (ties to even, as ``vcvtps2ph`` and ggml), as
+    uint16 bits: how the f16 KV cache stores a value.  Needs ``NATIVE_F16``."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), _I16)
+
+    return types.uint16(types.float32), codegen
+
+
+@intrinsic
+def f16_value(typingctx, bits):
+    """uint16 bits of an IEEE half → its float32 value (exact)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), _F32)
+
+    return types.float32(types.uint16), codegen
+
+
+def kv_value(row, i):
+    """Element i of a KV cache row as float32, whether the cache is float32 or f16 bits
+    (compiled code only)."""
+    raise NotImplementedError("kv_value is only callable from numba-compiled code")
+
+
+@overload(kv_value)
+def _kv_value(row, i):
+    if row.dtype == types.uint16:
+        return lambda row, i: f16_value(row[i])
+    return lambda row, i: row[i]
+
+
+def kv_store(row, i, x):
+    """row[i] = x (float32), rounded to a half when the cache holds f16 bits (compiled code)."""
+    raise NotImplementedError("kv_store is only callable from numba-compiled code")
+
+
+@overload(kv_store)
+def _kv_store(row, i, x):
+    if row.dtype == types.uint16:
+
+        def store_half(row, i, x):
+            row[i] = f16_bits(np.float32(x))
+
+        return store_half
+
+    def store(row, i, x):
+        row[i] = x
+
+    return store
 
 
 def _half_pair_to_float(builder, word):
@@ -313,14 +378,14 @@ def vfma(typingctx, acc, v, scale):
 
 @intrinsic
 def vmla_f32(typingctx, acc, a, ao, b, bo):
-    """acc + a[ao:ao+8] * b[bo:bo+8] for contiguous float32 rows: a vector multiply, then add
-    (lane by lane, exact IEEE: the same bits however the caller is optimised or inlined)."""
+    """acc + a[ao:ao+8] * b[bo:bo+8] for contiguous float32 rows (``b`` may be f16 bits, the f16
+    KV cache): a vector multiply, then add (lane by lane, exact IEEE: the same bits however the
+    caller is optimised or inlined)."""
 
     def codegen(context, builder, signature, args):
         c, x, xo, y, yo = args
-        vt = _LLVM_TYPES["f32x8"]
-        va = _load(context, builder, signature.args[1], x, xo, vt)
-        vb = _load(context, builder, signature.args[3], y, yo, vt)
+        va = _load_f32x8(context, builder, signature.args[1], x, xo)
+        vb = _load_f32x8(context, builder, signature.args[3], y, yo)
         return builder.fadd(c, builder.fmul(va, vb))
 
     return f32x8(acc, a, types.intp, b, types.intp), codegen
@@ -328,13 +393,13 @@ def vmla_f32(typingctx, acc, a, ao, b, bo):
 
 @intrinsic
 def vaxpy_f32(typingctx, y, yo, a, x, xo):
-    """y[yo:yo+8] += a * x[xo:xo+8] for contiguous float32 rows (exact IEEE, lane by lane)."""
+    """y[yo:yo+8] += a * x[xo:xo+8] for contiguous float32 rows (``x`` may be f16 bits, the f16
+    KV cache; exact IEEE, lane by lane)."""
 
     def codegen(context, builder, signature, args):
         yy, yoff, aa, xx, xoff = args
-        vt = _LLVM_TYPES["f32x8"]
-        vy = _load(context, builder, signature.args[0], yy, yoff, vt)
-        vx = _load(context, builder, signature.args[3], xx, xoff, vt)
+        vy = _load(context, builder, signature.args[0], yy, yoff, _LLVM_TYPES["f32x8"])
+        vx = _load_f32x8(context, builder, signature.args[3], xx, xoff)
         out = builder.fadd(vy, builder.fmul(_splat(builder, aa, 8), vx))
         _store_f32(context, builder, signature.args[0], yy, yoff, out)
         return context.get_dummy_value()

@@ -54,7 +54,15 @@ from engine.kernels import (
 )
 from engine.kernels_blas import attention_heads, exp_span
 from engine.kernels_decode import decode_row
-from engine.kernels_simd import vaxpy_f32, vmla_f32, vsum, vzero
+from engine.kernels_simd import (
+    NATIVE_F16,
+    kv_store,
+    kv_value,
+    vaxpy_f32,
+    vmla_f32,
+    vsum,
+    vzero,
+)
 
 # Tensor names of architecture ``llama`` (llama.cpp's LLM_TENSOR_NAMES); {i} is the layer.
 TOKEN_EMBD = "token_embd.weight"
@@ -251,8 +259,14 @@ def _vector(gguf: GGUFFile, name: str, n: int) -> np.ndarray:
 # KV cache and buffers
 
 
+# KV cache element types: float32, or IEEE halves stored as uint16 bits ("f16", llama.cpp's
+# default: half the memory and half the attention reads, values rounded to 11 significant bits).
+KV_TYPES = {"f32": np.float32, "f16": np.uint16}
+
+
 class KVCache:
-    """Keys and values of every layer for ``n_ctx`` positions, contiguous per (layer, kv head).
+    """Keys and values of every layer for ``n_ctx`` positions, contiguous per (layer, kv head),
+    as float32 or, with ``kv_type="f16"``, as halves (``KV_TYPES``).
 
     Also holds the RoPE angles of its positions (float64 math, stored float32): one table per
     RoPE base (global, and local for sliding-window layers), ``layer_rope[il]`` the table of layer
@@ -260,13 +274,18 @@ class KVCache:
     become resident only as positions are written.
     """
 
-    def __init__(self, config: ModelConfig, n_ctx: int) -> None:
+    def __init__(self, config: ModelConfig, n_ctx: int, kv_type: str = "f32") -> None:
         c = config
+        if kv_type not in KV_TYPES:
+            raise ValueError(f"KV cache type {kv_type!r} is not one of {', '.join(KV_TYPES)}")
+        if kv_type == "f16" and not NATIVE_F16:
+            raise ValueError("an f16 KV cache needs a CPU that converts halves (x86 F16C, ARM64)")
         self.n_ctx = n_ctx
         self.n_past = 0
+        self.kv_type = kv_type
         shape = (c.n_layer, c.n_head_kv, n_ctx, c.head_dim)
-        self.k = np.empty(shape, np.float32)  # (n_layer, n_kv, n_ctx, hd)
-        self.v = np.empty(shape, np.float32)  # (n_layer, n_kv, n_ctx, hd)
+        self.k = np.empty(shape, KV_TYPES[kv_type])  # (n_layer, n_kv, n_ctx, hd)
+        self.v = np.empty(shape, KV_TYPES[kv_type])  # (n_layer, n_kv, n_ctx, hd)
         self.cos, self.sin = rope_tables(c, n_ctx)  # (n_tables, n_ctx, rope_dim // 2) each
         self.layer_window = np.asarray(c.layer_window, np.int64)  # (n_layer,)
         self.layer_rope = (self.layer_window > 0).astype(np.int64)  # (n_layer,) table index
@@ -429,8 +448,10 @@ def rope_store(q, k, v, k_cache, v_cache, pos0, cos, sin, rope_dim, neox):  # pr
     _rope_rows(k, k_cache.shape[0], hd, rope_dim, cos, sin, neox)
     for t in range(q.shape[0]):
         for h in range(k_cache.shape[0]):
-            k_cache[h, pos0 + t, :] = k[t, h * hd : (h + 1) * hd]
-            v_cache[h, pos0 + t, :] = v[t, h * hd : (h + 1) * hd]
+            kc, vc = k_cache[h, pos0 + t], v_cache[h, pos0 + t]  # (hd,) float32 or f16 bits
+            for d in range(hd):
+                kv_store(kc, d, k[t, h * hd + d])
+                kv_store(vc, d, v[t, h * hd + d])
 
 
 # No fastmath here (nor in any kernel another kernel calls): numba links a copy of a callee into
@@ -458,7 +479,7 @@ def _attend(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc):  # 
             s8 = vmla_f32(s8, qh, d, kj, d)
         s = vsum(s8)
         for d in range(hd8, hd):
-            s += qh[d] * kj[d]
+            s += qh[d] * kv_value(kj, d)
         scores[j] = s * scale
     total = exp_span(scores, first, n_keys)  # scores[j] = exp(scores[j] - max)
     acc[:] = 0.0
@@ -468,7 +489,7 @@ def _attend(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc):  # 
         for d in range(0, hd8, 8):
             vaxpy_f32(acc, d, p, vj, d)  # acc[d:d+8] += p * vj[d:d+8]
         for d in range(hd8, hd):
-            acc[d] += p * vj[d]
+            acc[d] += p * kv_value(vj, d)
     inv = np.float32(1.0) / total
     for d in range(hd):
         out[t, h * hd + d] = acc[d] * inv

@@ -21,7 +21,7 @@ from engine.errors import ContextOverflow
 from engine.generation import Generation
 from engine.gguf import GGUFFile
 from engine.kernels import set_threads
-from engine.llama import DEFAULT_BATCH, KVCache, ModelWeights, Workspace, prefill
+from engine.llama import DEFAULT_BATCH, KV_TYPES, KVCache, ModelWeights, Workspace, prefill
 from engine.repetition import DEFAULT_SEQUENCE_BREAKERS, BreakerSet
 from engine.sampling import Sampler, SamplingParams
 from engine.tokenizer import Tokenizer
@@ -36,7 +36,11 @@ class Model:
         n_ctx: int | None = None,
         n_threads: int | None = None,
         n_batch: int = DEFAULT_BATCH,
+        kv_type: str = "f32",
     ) -> None:
+        if kv_type not in KV_TYPES:
+            raise ValueError(f"KV cache type {kv_type!r} is not one of {', '.join(KV_TYPES)}")
+        self.kv_type = kv_type  # the element type of every call's KV cache (KV_TYPES)
         self.gguf = gguf
         self.path = Path(gguf.path)
         self.config = ModelConfig.from_gguf(gguf)
@@ -117,7 +121,7 @@ class Model:
         arr = self._check_ids(ids)
         if arr.shape[0] == 0:
             return np.zeros((0, self.config.n_vocab), np.float32)
-        cache = KVCache(self.config, arr.shape[0])
+        cache = KVCache(self.config, arr.shape[0], self.kv_type)
         ws = Workspace(self.config, min(self.n_batch, arr.shape[0]))
         return prefill(self._weights(), cache, arr, ws, all_logits=True)
 
@@ -191,6 +195,12 @@ def load(
     n_ctx: int | None = None,
     n_threads: int | None = None,
     n_batch: int = DEFAULT_BATCH,
+    kv_type: str = "f32",
 ) -> Model:
-    """Open a GGUF model (split parts accepted): header, metadata and tokenizer only."""
-    return Model(GGUFFile.open(path), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch)
+    """Open a GGUF model (split parts accepted): header, metadata and tokenizer only.
+
+    ``kv_type``: "f32" (default) or "f16", the KV cache's element type (llama.cpp's default
+    is f16: half the memory, values rounded to halves)."""
+    return Model(
+        GGUFFile.open(path), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, kv_type=kv_type
+    )

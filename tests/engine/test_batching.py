@@ -30,7 +30,9 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("batching")
 
 
-def single_and_batched(model: engine.Model, n_seq: int, steps: int) -> tuple[list, list]:
+def single_and_batched(
+    model: engine.Model, n_seq: int, steps: int, kv_type: str = "f32"
+) -> tuple[list, list]:
     """Greedy logits of ``n_seq`` prompts of different lengths, each decoded alone and all
     decoded together: lists of (steps, n_vocab) arrays."""
     w, c = model._weights(), model.config
@@ -38,13 +40,13 @@ def single_and_batched(model: engine.Model, n_seq: int, steps: int) -> tuple[lis
     prompts = [rng.integers(3, c.n_vocab, size=3 + 2 * i) for i in range(n_seq)]
     caches, alone = [], []
     for p in prompts:
-        cache, ws = llama.KVCache(c, 32), llama.Workspace(c, 8)
+        cache, ws = llama.KVCache(c, 32, kv_type), llama.Workspace(c, 8)
         rows = [llama.prefill(w, cache, p, ws).copy()]
         for _ in range(steps):
             tok = np.array([int(np.argmax(rows[-1]))], np.int64)
             rows.append(llama.forward(w, cache, tok, ws).copy())
         alone.append(np.array(rows[1:]))
-        cache = llama.KVCache(c, 32)
+        cache = llama.KVCache(c, 32, kv_type)
         caches.append((cache, int(np.argmax(rows[0]))))
         llama.prefill(w, cache, p, llama.Workspace(c, 8))
     bws = BatchWorkspace(c, n_seq)
@@ -72,6 +74,13 @@ def test_batched_step_covers_every_family(tiny_dir, arch) -> None:
     extra = {"sliding_window": 4, "swa_pattern": 2} if arch == "gemma3" else {}
     path = write_tiny_llama(tiny_dir / f"{arch}.gguf", QT.Q4_K, seed=6, arch=arch, **extra)
     alone, together = single_and_batched(engine.load(path), n_seq=3, steps=6)
+    for a, t in zip(alone, together, strict=True):
+        assert np.array_equal(a, t)
+
+
+def test_batched_step_with_an_f16_kv_cache(tiny_dir) -> None:
+    model = engine.load(write_tiny_llama(tiny_dir / "Q4_K.gguf", QT.Q4_K, seed=5))
+    alone, together = single_and_batched(model, n_seq=5, steps=4, kv_type="f16")
     for a, t in zip(alone, together, strict=True):
         assert np.array_equal(a, t)
 

@@ -197,3 +197,29 @@ def test_load_compiles_and_reads_nothing(tiny_dir: Path) -> None:
                          timeout=600, check=True)  # fmt: skip
     before, lazy, after = json.loads(out.stdout.strip().splitlines()[-1])
     assert before == [0, 0, 0, 0] and lazy and after == 1
+
+
+def test_f16_kv_cache_as_accurate_as_llama_cpp(tiny_dir: Path) -> None:
+    """The f16 KV cache (llama.cpp's default) on both paths: a prompt batch long enough for the
+    BLAS attention, and decode steps through the fused kernel; llama.cpp's emulated error,
+    which includes its own f16 cache, is the bar."""
+    path = write_tiny_llama(tiny_dir / "kv16.gguf", QT.Q4_K, seed=11)
+    model = engine.load(path, kv_type="f16")
+    ids = model.tokenize(TEXT * 6)[:80]
+    assert len(ids) >= llama.BLAS_PATH_MIN_TOKENS
+    check_against_exact(path, ids, model)  # model.logits: one prompt batch
+    w, c = model._weights(), model.config
+    cache, ws = llama.KVCache(c, len(ids), "f16"), llama.Workspace(c, 4)
+    assert cache.k.dtype == np.uint16 and cache.nbytes * 2 == llama.KVCache(c, len(ids)).nbytes
+    steps = np.array([llama.forward(w, cache, np.array([t], np.int64), ws).copy() for t in ids])
+    exact = reference_logits(path, ids)
+    like_llama_cpp = reference_logits(path, ids, emulate_llama_cpp=True)
+    assert rms(steps, exact) <= 1.5 * rms(like_llama_cpp, exact) + 1e-4 * exact.std()
+    f32 = engine.load(path)  # the float32 cache: the halves' rounding is all that differs
+    assert rms(steps, f32.logits(ids)) < 0.05 * exact.std()
+
+
+def test_kv_cache_type_is_checked(tiny_dir: Path) -> None:
+    path = write_tiny_llama(tiny_dir / "kvbad.gguf", QT.Q8_0, seed=12)
+    with pytest.raises(ValueError, match="'bf8' is not one of f32, f16"):
+        engine.load(path, kv_type="bf8")
