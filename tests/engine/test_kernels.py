@@ -174,9 +174,10 @@ def test_a_type_compiles_only_its_own_kernels(tmp_path) -> None:
                          text=True, timeout=600, check=True)  # fmt: skip
     types, seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert types == ["Q4_1"], seen
-    overloads = ("_decode_row.", "_dot_int_in.")  # the per-type choices, compiled on their own
+    # the per-type choices, compiled on their own (products: dot_int_tokens, all tokens of a row)
+    overloads = ("_decode_row.", "_dot_int_tokens.")
     per_type = [(name, args) for name, args in seen if name.startswith(overloads)]
-    assert {name.split(".")[0] for name, _ in per_type} == {"_decode_row", "_dot_int_in"}, seen
+    assert {name.split(".")[0] for name, _ in per_type} == {"_decode_row", "_dot_int_tokens"}, seen
     q4_1, q4_1_set = f"Literal[int]({int(GGMLType.Q4_1)})", f"Literal[int]({1 << GGMLType.Q4_1})"
     for name, args in per_type:
         assert args.startswith(f"({q4_1},") or args.startswith(f"({q4_1_set},"), (name, args)
