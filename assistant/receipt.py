@@ -101,7 +101,7 @@ def engine_version() -> dict[str, str]:
     from importlib import metadata
 
     import engine
-    from engine import kernels_amx
+    from engine.kernels import amx as kernels_amx
 
     try:
         version = metadata.version("guidelines-assistant")
@@ -113,7 +113,7 @@ def engine_version() -> dict[str, str]:
         digest.update(source.relative_to(here).as_posix().encode())
         digest.update(source.read_bytes())
     # prompt products in bfloat16 AMX tiles or float32 BLAS: the same code may answer
-    # differently on a CPU without AMX (engine/kernels_amx.py)
+    # differently on a CPU without AMX (engine/kernels/amx.py)
     products = "amx-bfloat16" if kernels_amx.available() else "blas-float32"
     return {"version": version, "source_sha256": digest.hexdigest(), "prompt_products": products}
 

@@ -59,7 +59,7 @@ def prompt_ids(model: Any, n: int) -> list[int]:
 def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
     """Load, warm up (compile or load numba's cache), then one measured generation."""
     import engine
-    from engine import kernels_amx
+    from engine.kernels import amx as kernels_amx
 
     t0 = time.perf_counter()
     model = engine.load(args.model, n_threads=args.threads, n_batch=args.batch,

@@ -31,7 +31,7 @@ from engine.kernels import (
     quantize_activations,
     type_kernels,
 )
-from engine.kernels_decode import decode_row
+from engine.kernels.decode import decode_row
 from engine.llama import (
     ATTENTION_PARALLEL_MIN_WORK,
     FORWARD_LOCK,

@@ -52,9 +52,9 @@ from engine.kernels import (
     quantize_activations,
     type_mask,
 )
-from engine.kernels_blas import attention_heads, exp_span
-from engine.kernels_decode import decode_row
-from engine.kernels_simd import (
+from engine.kernels.blas import attention_heads, exp_span
+from engine.kernels.decode import decode_row
+from engine.kernels.simd import (
     NATIVE_F16,
     kv_store,
     kv_value,
@@ -459,7 +459,7 @@ def rope_store(q, k, v, k_cache, v_cache, pos0, cos, sin, rope_dim, neox):  # pr
 # callee's own in a process that compiled it, the caller's copy in one that loaded the caller
 # from the disk cache.  With fastmath the two copies reassociate the sums differently, so greedy
 # output changed between the first run and later ones (docs/BENCHMARKS.md); exact float code
-# gives the same bits either way (q . k stays vectorised: kernels_simd.vmla_f32).
+# gives the same bits either way (q . k stays vectorised: kernels.simd.vmla_f32).
 @njit(cache=True, nogil=True)
 def _attend(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc):  # pragma: no cover
     """One (position, head) pair ``th``: softmax(q k^T * scale) v over positions 0 .. pos0 + t,

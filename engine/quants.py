@@ -4,7 +4,7 @@ Each class turns ``blocks`` (uint8, shape ``(n_blocks, type_size)``) into float3
 (shape ``(n_blocks, block_size)``) exactly as ggml's ``dequantize_row_*`` does, operation for
 operation, so the result equals gguf-py's ``gguf.quants.dequantize`` bit for bit.  These are
 the readable references; the fast paths (matrix products on the quantized blocks, row
-gathers) are the numba kernels of ``engine/kernels.py``, tested against these.
+gathers) are the numba kernels of ``engine/kernels/__init__.py``, tested against these.
 
 Block layouts (byte offsets inside one block, as in ggml-common.h):
 

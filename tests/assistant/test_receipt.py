@@ -108,7 +108,7 @@ def test_compare_names_the_prompt_products_path() -> None:
 
 def test_receipt_records_how_prompt_products_run() -> None:
     from assistant.receipt import engine_version
-    from engine import kernels_amx
+    from engine.kernels import amx as kernels_amx
 
     products = engine_version()["prompt_products"]
     assert products == ("amx-bfloat16" if kernels_amx.available() else "blas-float32")

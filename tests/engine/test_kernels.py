@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from numba import njit
 
-from engine import kernels, kernels_amx, kernels_blas, quants
+from engine import kernels, quants
 from engine.constants import GGML_BLOCK_LAYOUT, GGMLType
+from engine.kernels import amx as kernels_amx
+from engine.kernels import blas as kernels_blas
 from tests.engine.test_quants import random_blocks
 
 ALL_TYPES = list(quants.QUANT_TYPES)
@@ -214,7 +216,7 @@ def test_dot_over_a_set_of_types_equals_each_types_kernel() -> None:
 def test_attention_heads_equal_the_loop(n_head, n_kv, hd, n, pos0, window) -> None:
     """Prompt attention through BLAS (per head: q k^T, causal softmax, p v) equals the kernel
     decode steps use, with grouped-query heads, earlier positions and a sliding window."""
-    from engine.kernels_blas import attention_heads
+    from engine.kernels.blas import attention_heads
     from engine.llama import attention_parallel
 
     rng = np.random.default_rng(n + pos0)
@@ -233,7 +235,7 @@ def test_blas_pool_works_in_a_forked_child() -> None:
     """The prompt path's thread pool is made again in a forked child (its threads are gone)."""
     script = (
         "import os, numpy as np\n"
-        "from engine.kernels_blas import attention_heads\n"
+        "from engine.kernels.blas import attention_heads\n"
         "q = np.ones((70, 32), np.float32); kc = np.ones((2, 80, 16), np.float32)\n"
         "out = np.empty_like(q)\n"
         "attention_heads(q, kc, kc, 0, np.float32(0.25), 0, out)\n"

@@ -9,27 +9,27 @@ Three paths, chosen by the number of activation rows (tokens):
 
 * fewer than ``FLOAT_PATH_MIN_TOKENS`` (generation): the activations are quantized once to
   8-bit blocks of 32 and every weight row is streamed once, with integer dot products per
-  block (``kernels_legacy.py``, ``kernels_kquants.py``), as llama.cpp does;
+  block (``kernels/legacy.py``, ``kernels/kquants.py``), as llama.cpp does;
 * from ``FLOAT_PATH_MIN_TOKENS`` on (short prompt batches): a tile of 4 weight rows is decoded
-  once to float32 (exactly, ``kernels_decode.py``) and multiplied with every token in a 4 × 2
+  once to float32 (exactly, ``kernels/decode.py``) and multiplied with every token in a 4 × 2
   register tile; float32 activations, so this path is more accurate than llama.cpp's;
 * from ``BLAS_PATH_MIN_TOKENS`` on (prompts): bands of weight rows (``BLAS_BAND_BYTES``) are
   decoded the same way and multiplied by numpy's BLAS (``sgemm``), which tiles for the caches
-  far better than a hand loop can (``kernels_blas.py``); on a CPU with AMX (and
+  far better than a hand loop can (``kernels/blas.py``); on a CPU with AMX (and
   ``ENGINE_AMX`` not 0), bands of 32 rows of a quantized type are decoded to bfloat16 instead
   and multiplied in the tile unit, about 3-4 × faster than BLAS, with products rounded to
   bfloat16 (about 0.2 % relative error, less than llama.cpp's 8-bit activations;
-  ``kernels_amx.py``).
+  ``kernels/amx.py``).
 
 All three parallelise over output rows (``prange``, or the BLAS path's bands). The kernels are
 made per weight type, on first use (``type_kernels(code)``): closures over the constant type
-code, whose decoder (``kernels_decode.decode_row``) and dot product (``dot_int_in``) are numba
+code, whose decoder (``kernels.decode.decode_row``) and dot product (``dot_int_in``) are numba
 overloads that pick that type's function while compiling. So a model compiles only its own
 types: the first run of SmolLM2 (Q4_1 layers, Q8_0 embedding) on an empty cache takes 24 s
 instead of 141-145 s when every type was compiled (docs/BENCHMARKS.md, *Start-up*). numba's
 on-disk cache (``cache=True``) keys each kernel on the file that defines it only, while these
-kernels inline helpers from ``kernels_simd.py``, ``kernels_decode.py``, ``kernels_legacy.py``,
-``kernels_kquants.py``, ``kernels_blas.py`` and ``kernels_amx.py``: so ``engine/__init__.py``
+kernels inline helpers from ``kernels/simd.py``, ``kernels/decode.py``, ``kernels/legacy.py``,
+``kernels/kquants.py``, ``kernels/blas.py`` and ``kernels/amx.py``: so ``engine/__init__.py``
 names the cache folder by a hash of every engine source, and an edit to any of them starts a
 fresh cache (``_pin_numba_cache``).
 """
@@ -43,9 +43,11 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from engine import kernels_amx, kernels_blas, quants
+from engine import quants
 from engine.constants import ENGINE_WEIGHT_TYPES, GGMLType
-from engine.kernels_decode import (
+from engine.kernels import amx as kernels_amx
+from engine.kernels import blas as kernels_blas
+from engine.kernels.decode import (
     T_Q2_K,
     T_Q3_K,
     T_Q4_0,
@@ -58,7 +60,7 @@ from engine.kernels_decode import (
     T_Q8_0,
     decode_row,
 )
-from engine.kernels_kquants import (
+from engine.kernels.kquants import (
     Q2,
     Q3,
     Q4,
@@ -71,7 +73,7 @@ from engine.kernels_kquants import (
     dot_q5_k,
     dot_q6_k,
 )
-from engine.kernels_legacy import dot_q4_0, dot_q4_1, dot_q5_0, dot_q5_1, dot_q8_0
+from engine.kernels.legacy import dot_q4_0, dot_q4_1, dot_q5_0, dot_q5_1, dot_q8_0
 
 F32 = np.float32
 TILE_ROWS = 4  # weight rows decoded together by the float path (register tile 4 x 2 tokens)
@@ -79,7 +81,7 @@ TILE_ROWS = 4  # weight rows decoded together by the float path (register tile 4
 # all tokens (prompt batches); below it, 8-bit activations and integer dots (generation).
 FLOAT_PATH_MIN_TOKENS = 6  # measured crossover (python -m engine.bench_kernels --crossover)
 # From this many tokens on, bands of weight rows are decoded to float32 and multiplied by
-# numpy's BLAS (kernels_blas.py); measured crossover (bench_kernels --crossover).
+# numpy's BLAS (kernels/blas.py); measured crossover (bench_kernels --crossover).
 BLAS_PATH_MIN_TOKENS = 64
 ACT_BLOCK = 32  # activation values per 8-bit block (one scale each)
 # Types whose products use 8-bit activations and integer dot products (the rest: float path).
@@ -184,14 +186,14 @@ def _dot_int_in(codes, code, row, xq, xd, xs):
     return dot_first_or_rest
 
 
-# The K-quant kind (kernels_kquants' Q2..Q6) of each K-quant type code: four tokens at once.
+# The K-quant kind (kernels.kquants' Q2..Q6) of each K-quant type code: four tokens at once.
 DOT4_KIND = {T_Q2_K: Q2, T_Q3_K: Q3, T_Q4_K: Q4, T_Q5_K: Q5, T_Q6_K: Q6}
 
 
 def dot_int_tokens(codes, code, row, xq, xd, xs, y, r):
     """``y[t, r]`` = weight row ``row`` · 8-bit activation row t, for every t (compiled code
     only; ``codes`` as for ``dot_int_in``).  K-quant rows are unpacked once per four tokens
-    (``kernels_kquants.dot4_kquant``); every value has the bits ``dot_int_in`` gives it, so a
+    (``kernels.kquants.dot4_kquant``); every value has the bits ``dot_int_in`` gives it, so a
     sequence decoded in a batch gets exactly the logits it gets alone."""
     raise NotImplementedError("dot_int_tokens is only callable from numba-compiled code")
 
@@ -254,7 +256,7 @@ class TypeKernels(NamedTuple):
     decode_band: Any  # (w, r0, out): out[i] = dequantize(w[r0 + i]), one thread, GIL released
     matmul_int: Any  # (w, xq, xd, xs, y): y = x8 @ W.T (INT_DOT_TYPES only)
     matmul_decoded: Any  # (w, x, y): y = x @ W.T in float32
-    matmul_amx: Any  # (w, xb, y, config): y = x @ W.T in bfloat16 tiles (kernels_amx.py)
+    matmul_amx: Any  # (w, xb, y, config): y = x @ W.T in bfloat16 tiles (kernels/amx.py)
 
 
 _TYPE_KERNELS: dict[int, TypeKernels] = {}

@@ -7,7 +7,7 @@ float32 tile: 8,192 multiply-adds, against 16 for an AVX-512 float32 FMA.  llama
 same unit for its prompt batches (its ``ggml-cpu/amx``, on 8-bit activations).
 
 The kernel (``make_matmul_amx``, one per weight type like the other kernels) takes bands of 32
-weight rows; each band is decoded exactly to float32 (``kernels_decode.decode_row``), rounded to
+weight rows; each band is decoded exactly to float32 (``kernels.decode.decode_row``), rounded to
 bfloat16 and laid out as two 16-column panels in the tile unit's pair layout (row ``k/2`` of a
 panel holds the pairs ``W[n, k], W[n, k+1]`` of its 16 rows ``n``).  Then, for every 32 tokens,
 four accumulator tiles (32 tokens × 32 rows) take 32 input columns per step: two tiles of
@@ -42,7 +42,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from engine.kernels_decode import decode_row
+from engine.kernels.decode import decode_row
 
 llvm_binding.initialize_native_asmparser()  # inline assembly needs the target's parser
 

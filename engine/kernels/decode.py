@@ -3,7 +3,7 @@
 Each ``decode_<type>(row, o, out, k)`` reads the block at byte ``o`` of ``row`` (uint8) and
 writes its ``block_size`` values at ``out[k:]``, with the same float32 operations in the same
 order as ggml's ``dequantize_row_*`` (no fused multiply-add), so the results are bit-exact.
-32 values at a time through the SIMD vocabulary of ``kernels_simd.py`` (``vstore``).
+32 values at a time through the SIMD vocabulary of ``kernels/simd.py`` (``vstore``).
 ``decode_row(code, row, out)`` decodes a whole row of any supported type.  These serve the
 row gather (token embedding) and the float paths of the matrix products.
 """
@@ -16,7 +16,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from engine.constants import GGML_BLOCK_LAYOUT, GGMLType
-from engine.kernels_simd import bits32, f16x2, nib16, qh_bits, vor_shl, vstore, vstore_s8
+from engine.kernels.simd import bits32, f16x2, nib16, qh_bits, vor_shl, vstore, vstore_s8
 
 F32 = np.float32
 I32 = np.int32

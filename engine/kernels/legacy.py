@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from engine.kernels_decode import u32_at
-from engine.kernels_simd import (
+from engine.kernels.decode import u32_at
+from engine.kernels.simd import (
     f16,
     f16x2,
     nib16,

@@ -14,7 +14,7 @@ which LLVM lowers to the target's instructions (on x86 AVX2: ``vpmaddwd``, ``vcv
   super-block, decoded once per super-block (``scales16``, ``scales16_q3_k``, ``scales16_k``)
   and folded into the pairwise adds of each 32-value group (``vdot_sc``), as ggml does.
 
-The kernels of ``kernels_legacy.py`` and ``kernels_kquants.py`` are written with them.
+The kernels of ``kernels/legacy.py`` and ``kernels/kquants.py`` are written with them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Row · activation dot products for the K-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
 
-Same contract as ``kernels_legacy.py``: one quantized weight row against one activation row
+Same contract as ``kernels/legacy.py``: one quantized weight row against one activation row
 in 8-bit blocks of 32 (``xq``, ``xd`` per 32, ``xs`` = scaled sums per 16).  As ggml does on
 AVX2, each 256-value super-block decodes its 16 small integer scales once into a vector
 (``scales16*``) and every 32-value group folds its two sub-block scales into the pairwise adds
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from engine.kernels_simd import (
+from engine.kernels.simd import (
     bits32,
     f16,
     f16x2,

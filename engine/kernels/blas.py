@@ -2,7 +2,7 @@
 attention one head at a time as two products and a causal softmax.
 
 From ``kernels.BLAS_PATH_MIN_TOKENS`` tokens on, a product is worth decoding each weight row
-once to float32 (exactly, ``kernels_decode.py``) and handing the multiply to numpy's BLAS
+once to float32 (exactly, ``kernels/decode.py``) and handing the multiply to numpy's BLAS
 (``sgemm``), which tiles for the registers and caches better than a hand loop: on this
 machine's AVX-512 cores about 2.5 × the 4 × 2 register tile at 512 tokens.
 
