@@ -41,6 +41,7 @@ from engine.llama import (
     attention_serial,
     gated_act,
     head_rms_norm,
+    plan_layer,
     rms_norm,
     rope_store,
 )
@@ -115,11 +116,9 @@ def _make_decode_batch(embd_code: int, mat_types: int) -> Any:
                     x[b, i] *= embd_scale
         o[:] = 0.0
         for il in range(norms.shape[0]):
-            m = il * 7
-            wq, wk, wv, wo = mats[m], mats[m + 1], mats[m + 2], mats[m + 3]
-            wg, wu, wd = mats[m + 4], mats[m + 5], mats[m + 6]
-            cq, ck, cv, co = codes[m], codes[m + 1], codes[m + 2], codes[m + 3]
-            cg, cu, cd = codes[m + 4], codes[m + 5], codes[m + 6]
+            w7, c7 = plan_layer(mats, codes, il)
+            wq, wk, wv, wo, wg, wu, wd = w7
+            cq, ck, cv, co, cg, cu, cd = c7
             add_rms_norm(x, o, norms[il, 0], eps, h)  # (n_seq, n_embd)
             xq, xd, xs = a_embd
             quantize_activations(h, xq, xd, xs)

@@ -229,6 +229,17 @@ class DecodePlan:
         )  # fmt: skip
 
 
+@njit(inline="always")
+def plan_layer(mats, codes, il):  # pragma: no cover - compiled
+    """Layer il's seven matrices and their type codes from ``DecodePlan.mats``/``codes``, in
+    LAYER_MATRICES order (attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down)."""
+    m = il * 7
+    w = (mats[m], mats[m + 1], mats[m + 2], mats[m + 3], mats[m + 4], mats[m + 5], mats[m + 6])
+    c = (codes[m], codes[m + 1], codes[m + 2], codes[m + 3], codes[m + 4], codes[m + 5],
+         codes[m + 6])  # fmt: skip
+    return w, c
+
+
 def _tensor(gguf: GGUFFile, name: str, shape: tuple[int, ...]):
     info = gguf.tensors.get(name)
     if info is None:
@@ -264,6 +275,14 @@ def _vector(gguf: GGUFFile, name: str, n: int) -> np.ndarray:
 KV_TYPES = {"f32": np.float32, "f16": np.uint16}
 
 
+def check_kv_type(kv_type: str) -> None:
+    """Raise ValueError unless ``kv_type`` is one of KV_TYPES and this CPU can use it."""
+    if kv_type not in KV_TYPES:
+        raise ValueError(f"KV cache type {kv_type!r} is not one of {', '.join(KV_TYPES)}")
+    if kv_type == "f16" and not NATIVE_F16:
+        raise ValueError("an f16 KV cache needs a CPU that converts halves (x86 F16C, ARM64)")
+
+
 class KVCache:
     """Keys and values of every layer for ``n_ctx`` positions, contiguous per (layer, kv head),
     as float32 or, with ``kv_type="f16"``, as halves (``KV_TYPES``).
@@ -276,10 +295,7 @@ class KVCache:
 
     def __init__(self, config: ModelConfig, n_ctx: int, kv_type: str = "f32") -> None:
         c = config
-        if kv_type not in KV_TYPES:
-            raise ValueError(f"KV cache type {kv_type!r} is not one of {', '.join(KV_TYPES)}")
-        if kv_type == "f16" and not NATIVE_F16:
-            raise ValueError("an f16 KV cache needs a CPU that converts halves (x86 F16C, ARM64)")
+        check_kv_type(kv_type)
         self.n_ctx = n_ctx
         self.n_past = 0
         self.kv_type = kv_type
@@ -565,11 +581,9 @@ def _make_decode_layers(embd_code: int, mat_types: int) -> Any:
                 x[0, i] *= embd_scale
         o[:] = 0.0
         for il in range(norms.shape[0]):
-            m = il * 7
-            wq, wk, wv, wo = mats[m], mats[m + 1], mats[m + 2], mats[m + 3]  # (n_out, row_bytes)
-            wg, wu, wd = mats[m + 4], mats[m + 5], mats[m + 6]
-            cq, ck, cv, co = codes[m], codes[m + 1], codes[m + 2], codes[m + 3]
-            cg, cu, cd = codes[m + 4], codes[m + 5], codes[m + 6]
+            w7, c7 = plan_layer(mats, codes, il)
+            wq, wk, wv, wo, wg, wu, wd = w7  # (n_out, row_bytes) each
+            cq, ck, cv, co, cg, cu, cd = c7
             add_rms_norm(x, o, norms[il, 0], eps, h)  # x += o; h = norm(x)   (1, n_embd)
             xq, xd, xs = a_embd[0][0], a_embd[1][0], a_embd[2][0]
             quantize_activations(h, a_embd[0], a_embd[1], a_embd[2])

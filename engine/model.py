@@ -21,7 +21,14 @@ from engine.errors import ContextOverflow
 from engine.generation import Generation
 from engine.gguf import GGUFFile
 from engine.kernels import set_threads
-from engine.llama import DEFAULT_BATCH, KV_TYPES, KVCache, ModelWeights, Workspace, prefill
+from engine.llama import (
+    DEFAULT_BATCH,
+    KVCache,
+    ModelWeights,
+    Workspace,
+    check_kv_type,
+    prefill,
+)
 from engine.repetition import DEFAULT_SEQUENCE_BREAKERS, BreakerSet
 from engine.sampling import Sampler, SamplingParams
 from engine.tokenizer import Tokenizer
@@ -38,8 +45,7 @@ class Model:
         n_batch: int = DEFAULT_BATCH,
         kv_type: str = "f32",
     ) -> None:
-        if kv_type not in KV_TYPES:
-            raise ValueError(f"KV cache type {kv_type!r} is not one of {', '.join(KV_TYPES)}")
+        check_kv_type(kv_type)
         self.kv_type = kv_type  # the element type of every call's KV cache (KV_TYPES)
         self.gguf = gguf
         self.path = Path(gguf.path)
