@@ -153,3 +153,25 @@ def test_overflow_is_the_sequence_own_error(tiny_dir) -> None:
     with pytest.raises(ContextOverflow):
         DecodeBatcher(w).step(cache, 8, ws)
     assert cache.n_past == 3
+
+
+def test_float_weights_step_one_at_a_time_and_equal_alone(tiny_dir) -> None:
+    """Float-weight layers have no fused plan: concurrent steps then run one after the other,
+    still giving each generation what it gives alone."""
+    model = engine.load(write_tiny_llama(tiny_dir / "F16.gguf", QT.F16, seed=13))
+    assert not can_batch(model._weights())
+    prompts = [f"{PROMPT} {i}" for i in range(3)]
+    opts = dict(max_tokens=10, temperature=0.0, ignore_eos=True)
+    alone = [model.generate(p, **opts) for p in prompts]
+    together: list[str | None] = [None] * 3
+    gens = [model.generate(p, stream=True, **opts) for p in prompts]
+
+    def work(i: int) -> None:
+        together[i] = "".join(gens[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together == alone
