@@ -130,15 +130,8 @@ def bench_streams(args: argparse.Namespace) -> dict[str, Any]:
     prompts = [base[8 * i : 8 * i + args.prompt_tokens] for i in range(args.streams)]  # distinct
     opts = {"max_tokens": args.gen_tokens, "temperature": 0.0, "repeat_penalty": 1.0,
             "ignore_eos": True, "stream": True}  # fmt: skip
-    model.generate(prompts[0], max_tokens=3, temperature=0.0, ignore_eos=True)  # compile
-    gens = [model.generate(p, **opts) for p in prompts[:2]]  # warm the batched step too
-    threads = [threading.Thread(target=lambda g=g: list(g)) for g in gens]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
 
-    def run(concurrent: bool) -> tuple[float, list[list[int]]]:
+    def run(prompts: list[list[int]], concurrent: bool) -> tuple[float, list[list[int]]]:
         gens = [model.generate(p, **opts) for p in prompts]
         t0 = time.perf_counter()
         if concurrent:
@@ -152,10 +145,12 @@ def bench_streams(args: argparse.Namespace) -> dict[str, Any]:
                 list(g)
         return time.perf_counter() - t0, [g.tokens for g in gens]
 
+    model.generate(prompts[0], max_tokens=3, temperature=0.0, ignore_eos=True)  # compile
+    run(prompts[:2], concurrent=True)  # compile the batched step too
     batcher = model.batcher()
-    one_s, alone = run(False)
+    one_s, alone = run(prompts, concurrent=False)
     steps0, seq_steps0 = batcher.steps, batcher.sequence_steps
-    many_s, together = run(True)
+    many_s, together = run(prompts, concurrent=True)
     n_tokens = sum(len(t) for t in together)
     steps = batcher.steps - steps0
     return {

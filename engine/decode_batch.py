@@ -15,6 +15,7 @@ it was batched with.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,19 +82,13 @@ def _attend_one(q, k, v, kc, vc, pos, cos, sin, rope_dim, neox, scale, window, a
     attention_serial(q[b : b + 1], kc, vc, pos[b], scale, window, att[b : b + 1])
 
 
-_DECODE_BATCH: dict[tuple[int, int], Any] = {}
-
-
 def decode_batch_kernel(embd_code: int, mat_types: int) -> Any:
     """The compiled batched step for these types, made on first use (as
     ``llama.decode_layers_kernel``: only these types compile, one cache entry each)."""
-    key = (int(embd_code), int(mat_types))
-    kernel = _DECODE_BATCH.get(key)
-    if kernel is None:
-        kernel = _DECODE_BATCH[key] = _make_decode_batch(*key)
-    return kernel
+    return _make_decode_batch(int(embd_code), int(mat_types))
 
 
+@functools.cache  # one closure (and one compiled kernel) per combination
 def _make_decode_batch(embd_code: int, mat_types: int) -> Any:
     @njit(cache=True, nogil=True, parallel=True)
     def decode_batch(

@@ -30,6 +30,7 @@ the weights until the first forward.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from dataclasses import dataclass
@@ -541,21 +542,15 @@ ATTENTION_PARALLEL_MIN_WORK = 1 << 20
 # one decode step, all layers in one compiled call
 
 
-_DECODE_LAYERS: dict[tuple[int, int], Any] = {}
-
-
 def decode_layers_kernel(embd_code: int, mat_types: int) -> Any:
     """The compiled decode step for a token embedding of type ``embd_code`` and layer matrices
     of the types in the bit set ``mat_types`` (``kernels.type_mask``), made on first use: a
     closure over both constants, so only those types' decoder and dot products compile, and
     numba's disk cache keeps one entry per combination."""
-    key = (int(embd_code), int(mat_types))
-    kernel = _DECODE_LAYERS.get(key)
-    if kernel is None:
-        kernel = _DECODE_LAYERS[key] = _make_decode_layers(*key)
-    return kernel
+    return _make_decode_layers(int(embd_code), int(mat_types))
 
 
+@functools.cache  # one closure (and one compiled kernel) per combination
 def _make_decode_layers(embd_code: int, mat_types: int) -> Any:
     @njit(cache=True, nogil=True, parallel=True)
     def decode_layers(

@@ -60,6 +60,22 @@ def single_and_batched(
     return alone, [np.array(t) for t in together]
 
 
+def generate_concurrently(model: engine.Model, prompts: list[str], opts: dict) -> list[str]:
+    """The texts of one streamed generation per prompt, each read in its own thread."""
+    gens = [model.generate(p, stream=True, **opts) for p in prompts]
+    texts = [""] * len(gens)
+
+    def work(i: int) -> None:
+        texts[i] = "".join(gens[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(gens))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return texts
+
+
 @pytest.mark.parametrize("qtype", INT_TYPES, ids=lambda t: t.name)
 def test_batched_step_gives_each_sequence_its_own_logits_bit_for_bit(tiny_dir, qtype) -> None:
     model = engine.load(write_tiny_llama(tiny_dir / f"{qtype.name}.gguf", qtype, seed=5))
@@ -116,18 +132,7 @@ def test_concurrent_generations_are_batched_and_equal_alone(default_model_path: 
     alone = [model.generate(p, **opts) for p in prompts]
     batcher = model.batcher()
     steps0, seq0 = batcher.steps, batcher.sequence_steps
-    together: list[str | None] = [None] * 4
-    gens = [model.generate(p, stream=True, **opts) for p in prompts]
-
-    def work(i: int) -> None:
-        together[i] = "".join(gens[i])
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert together == alone
+    assert generate_concurrently(model, prompts, opts) == alone
     # most steps ran several sequences at once (the first steps wait for the prompts)
     assert (batcher.sequence_steps - seq0) / (batcher.steps - steps0) > 2.0
 
@@ -163,15 +168,4 @@ def test_float_weights_step_one_at_a_time_and_equal_alone(tiny_dir) -> None:
     prompts = [f"{PROMPT} {i}" for i in range(3)]
     opts = dict(max_tokens=10, temperature=0.0, ignore_eos=True)
     alone = [model.generate(p, **opts) for p in prompts]
-    together: list[str | None] = [None] * 3
-    gens = [model.generate(p, stream=True, **opts) for p in prompts]
-
-    def work(i: int) -> None:
-        together[i] = "".join(gens[i])
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert together == alone
+    assert generate_concurrently(model, prompts, opts) == alone
