@@ -17,9 +17,11 @@ import numpy as np
 from numba import njit
 
 from engine.kernels.simd import (
+    PREFETCH_AHEAD,
     bits32,
     f16,
     f16x2,
+    prefetch,
     scales16,
     scales16_k,
     scales16_q3_k,
@@ -36,6 +38,7 @@ from engine.kernels.simd import (
 F32 = np.float32
 # Super-block kinds for the written-out group loop (constants once inlined).
 Q2, Q3, Q4, Q5, Q6 = 2, 3, 4, 5, 6
+SUPER_BLOCK_BYTES = (0, 0, 84, 110, 144, 176, 210)  # by kind
 
 
 @njit(inline="always")
@@ -55,6 +58,14 @@ def _weights(kind, row, o, g):
     # Q6: ql[128] | qh[64] | scales[16] | d
     low = bits32(row, o + 64 * h + 32 * (c % 2), 4 * (c // 2), 15)
     return vor_shl(low, bits32(row, o + 128 + 32 * h, 2 * c, 3), 4)
+
+
+@njit(inline="always")
+def _prefetch_super_block(row, o, size):
+    """Ask for the ``size`` bytes ``PREFETCH_AHEAD`` after the super-block at byte ``o``."""
+    for j in range(0, size, 64):
+        prefetch(row, o + PREFETCH_AHEAD + j)
+    prefetch(row, o + PREFETCH_AHEAD + size - 1)
 
 
 @njit(inline="always")
@@ -85,6 +96,7 @@ def dot_q2_k(row, xq, xd, xs):
     acc, mins = vzero(), vzero()
     for i in range(xd.shape[0] // 8):
         o = i * 84  # scales[16] (low nibble scale, high nibble min) | qs[64] | d | dmin
+        _prefetch_super_block(row, o, 84)
         d, dmin = f16x2(row, o + 80)
         mins = vaxpy(mins, vmins(scales16(row, o, 4, 15, False), xs, 16 * i, False), dmin)
         sc = scales16(row, o, 0, 15, False)
@@ -97,6 +109,7 @@ def dot_q3_k(row, xq, xd, xs):
     acc, offset = vzero(), vzero()
     for i in range(xd.shape[0] // 8):
         o = i * 110  # hmask[32] | qs[64] | scales[12] | d
+        _prefetch_super_block(row, o, 110)
         d = f16(row, o + 108)
         sc = scales16_q3_k(row, o + 94)
         offset = vaxpy(offset, vmins(sc, xs, 16 * i, False), d)
@@ -109,6 +122,7 @@ def dot_q4_k(row, xq, xd, xs):
     acc, mins = vzero(), vzero()
     for i in range(xd.shape[0] // 8):
         o = i * 144  # d | dmin | scales[12] | qs[128]
+        _prefetch_super_block(row, o, 144)
         d, dmin = f16x2(row, o)
         sc = scales16_k(row, o + 4)
         mins = vaxpy(mins, vmins(sc, xs, 16 * i, True), dmin)
@@ -121,6 +135,7 @@ def dot_q5_k(row, xq, xd, xs):
     acc, mins = vzero(), vzero()
     for i in range(xd.shape[0] // 8):
         o = i * 176  # d | dmin | scales[12] | qh[32] | qs[128]
+        _prefetch_super_block(row, o, 176)
         d, dmin = f16x2(row, o)
         sc = scales16_k(row, o + 4)
         mins = vaxpy(mins, vmins(sc, xs, 16 * i, True), dmin)
@@ -133,6 +148,7 @@ def dot_q6_k(row, xq, xd, xs):
     acc, offset = vzero(), vzero()
     for i in range(xd.shape[0] // 8):
         o = i * 210  # ql[128] | qh[64] | scales:int8[16] | d
+        _prefetch_super_block(row, o, 210)
         d = f16(row, o + 208)
         sc = scales16(row, o + 192, 0, 255, True)
         offset = vaxpy(offset, vmins(sc, xs, 16 * i, False), d)
@@ -198,6 +214,7 @@ def dot4_kquant(kind, row, xq, xd, xs, t):
     mins = (z, z, z, z)
     for i in range(xd.shape[1] // 8):
         o, d, dm, sc, sm = _head(kind, row, i)
+        _prefetch_super_block(row, o, SUPER_BLOCK_BYTES[kind])
         b = 8 * i
         mins = (
             vaxpy(mins[0], vmins(sm, xs[t], 16 * i, paired), dm),
