@@ -1,14 +1,17 @@
 """Row · activation dot products for the K-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
 
-Same contract as ``kernels/legacy.py``: one quantized weight row against one activation row
-in 8-bit blocks of 32 (``xq``, ``xd`` per 32, ``xs`` = scaled sums per 16).  As ggml does on
-AVX2, each 256-value super-block decodes its 16 small integer scales once into a vector
-(``scales16*``) and every 32-value group folds its two sub-block scales into the pairwise adds
-(``vdot_sc``); the group loop is written out (``_group*``, four pairs of groups) so every
-shift and scale lane is a constant, and two float accumulators alternate to overlap the
-conversions.  The super-block scale ``d`` multiplies once per super-block.  Offsets (−4 of
-Q3_K, −32 of Q6_K) and minima (Q2_K, Q4_K, Q5_K) are one vector dot per super-block of the
-16 scales with the 16 activation sums ``xs`` (``vmins``).  Bit layouts: ``engine/quants.py``.
+Same contract as ``kernels/legacy.py``, with the activations quantized by
+``kernels.quantize_activations`` in blocks of 256 (``block=ACT_BLOCK_K``: llama.cpp's Q8_K, one
+scale per super-block, repeated in ``xd`` for each of its 32-value blocks; ``xs`` = scaled sums
+per 16).  As ggml does on AVX2, each 256-value super-block decodes its 16 small integer scales
+once into a vector (``scales16*``) and every 32-value group folds its two sub-block scales into
+the pairwise adds (``vdot_sc``); the eight groups' integer sums add up exactly (``vaddi``), and
+one float multiply-add per super-block applies the weight scale ``d`` times the activation
+scale.  The group loop is written out (``_group``, four pairs of groups) so every shift and
+scale lane is a constant.  Offsets (−4 of Q3_K, −32 of Q6_K) and minima (Q2_K, Q4_K, Q5_K)
+are one vector dot per super-block of the 16 scales with the 16 activation sums ``xs``
+(``vmins``).  Each super-block asks for the weight bytes ``PREFETCH_AHEAD`` further on.  Bit
+layouts: ``engine/quants.py``.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from engine.kernels.simd import (
     bits32,
     f16,
     f16x2,
+    izero,
     prefetch,
     scales16,
     scales16_k,
     scales16_q3_k,
-    vadd,
+    vaddi,
     vaxpy,
     vdot_sc,
     vfma,
@@ -69,26 +73,26 @@ def _prefetch_super_block(row, o, size):
 
 
 @njit(inline="always")
-def _group(acc, q, xq, xd, ab, sc, g, k):
-    """acc + float(scaled integer dot of group g with activation block ab) · xd[ab]; the
-    scales are lanes k·g and k·g + k − 1 of ``sc`` (k = 2: two per group, 1: one)."""
-    return vfma(acc, vdot_sc(q, xq, 32 * ab, sc, k * g, k * g + k - 1), xd[ab])
+def _group(acc, q, xq, ab, sc, g, k):
+    """acc + the scaled integer dot of group g with activation block ab; the scales are lanes
+    k·g and k·g + k − 1 of ``sc`` (k = 2: two per group, 1: one)."""
+    return vaddi(acc, vdot_sc(q, xq, 32 * ab, sc, k * g, k * g + k - 1))
 
 
 @njit(inline="always")
-def _super_block(kind, row, o, xq, xd, b, sc):
-    """Σ over the 8 groups of the super-block at byte ``o`` (activation blocks b..b+7), before
-    the super-block scale: written out, two accumulators alternating."""
+def _super_block(kind, row, o, xq, b, sc):
+    """Σ over the 8 groups of the super-block at byte ``o`` (activation blocks b..b+7), in
+    integers, before the scales: written out, two accumulators alternating."""
     k = 1 if kind in (Q4, Q5) else 2
-    a0 = _group(vzero(), _weights(kind, row, o, 0), xq, xd, b, sc, 0, k)
-    a1 = _group(vzero(), _weights(kind, row, o, 1), xq, xd, b + 1, sc, 1, k)
-    a0 = _group(a0, _weights(kind, row, o, 2), xq, xd, b + 2, sc, 2, k)
-    a1 = _group(a1, _weights(kind, row, o, 3), xq, xd, b + 3, sc, 3, k)
-    a0 = _group(a0, _weights(kind, row, o, 4), xq, xd, b + 4, sc, 4, k)
-    a1 = _group(a1, _weights(kind, row, o, 5), xq, xd, b + 5, sc, 5, k)
-    a0 = _group(a0, _weights(kind, row, o, 6), xq, xd, b + 6, sc, 6, k)
-    a1 = _group(a1, _weights(kind, row, o, 7), xq, xd, b + 7, sc, 7, k)
-    return vadd(a0, a1)
+    a0 = _group(izero(), _weights(kind, row, o, 0), xq, b, sc, 0, k)
+    a1 = _group(izero(), _weights(kind, row, o, 1), xq, b + 1, sc, 1, k)
+    a0 = _group(a0, _weights(kind, row, o, 2), xq, b + 2, sc, 2, k)
+    a1 = _group(a1, _weights(kind, row, o, 3), xq, b + 3, sc, 3, k)
+    a0 = _group(a0, _weights(kind, row, o, 4), xq, b + 4, sc, 4, k)
+    a1 = _group(a1, _weights(kind, row, o, 5), xq, b + 5, sc, 5, k)
+    a0 = _group(a0, _weights(kind, row, o, 6), xq, b + 6, sc, 6, k)
+    a1 = _group(a1, _weights(kind, row, o, 7), xq, b + 7, sc, 7, k)
+    return vaddi(a0, a1)
 
 
 @njit(inline="always")
@@ -100,7 +104,7 @@ def dot_q2_k(row, xq, xd, xs):
         d, dmin = f16x2(row, o + 80)
         mins = vaxpy(mins, vmins(scales16(row, o, 4, 15, False), xs, 16 * i, False), dmin)
         sc = scales16(row, o, 0, 15, False)
-        acc = vaxpy(acc, _super_block(Q2, row, o, xq, xd, 8 * i, sc), d)
+        acc = vfma(acc, _super_block(Q2, row, o, xq, 8 * i, sc), d * xd[8 * i])
     return vsum(acc) - vsum(mins)
 
 
@@ -113,7 +117,7 @@ def dot_q3_k(row, xq, xd, xs):
         d = f16(row, o + 108)
         sc = scales16_q3_k(row, o + 94)
         offset = vaxpy(offset, vmins(sc, xs, 16 * i, False), d)
-        acc = vaxpy(acc, _super_block(Q3, row, o, xq, xd, 8 * i, sc), d)
+        acc = vfma(acc, _super_block(Q3, row, o, xq, 8 * i, sc), d * xd[8 * i])
     return vsum(acc) - F32(4.0) * vsum(offset)
 
 
@@ -126,7 +130,7 @@ def dot_q4_k(row, xq, xd, xs):
         d, dmin = f16x2(row, o)
         sc = scales16_k(row, o + 4)
         mins = vaxpy(mins, vmins(sc, xs, 16 * i, True), dmin)
-        acc = vaxpy(acc, _super_block(Q4, row, o, xq, xd, 8 * i, sc), d)
+        acc = vfma(acc, _super_block(Q4, row, o, xq, 8 * i, sc), d * xd[8 * i])
     return vsum(acc) - vsum(mins)
 
 
@@ -139,7 +143,7 @@ def dot_q5_k(row, xq, xd, xs):
         d, dmin = f16x2(row, o)
         sc = scales16_k(row, o + 4)
         mins = vaxpy(mins, vmins(sc, xs, 16 * i, True), dmin)
-        acc = vaxpy(acc, _super_block(Q5, row, o, xq, xd, 8 * i, sc), d)
+        acc = vfma(acc, _super_block(Q5, row, o, xq, 8 * i, sc), d * xd[8 * i])
     return vsum(acc) - vsum(mins)
 
 
@@ -152,7 +156,7 @@ def dot_q6_k(row, xq, xd, xs):
         d = f16(row, o + 208)
         sc = scales16(row, o + 192, 0, 255, True)
         offset = vaxpy(offset, vmins(sc, xs, 16 * i, False), d)
-        acc = vaxpy(acc, _super_block(Q6, row, o, xq, xd, 8 * i, sc), d)
+        acc = vfma(acc, _super_block(Q6, row, o, xq, 8 * i, sc), d * xd[8 * i])
     return vsum(acc) - F32(32.0) * vsum(offset)
 
 
@@ -192,13 +196,13 @@ def _head(kind, row, i):
 
 
 @njit(inline="always")
-def _group4(acc, q, xq, xd, t, ab, sc, g, k):
+def _group4(acc, q, xq, t, ab, sc, g, k):
     """``_group`` for activation rows t..t+3 with the same unpacked weights ``q``."""
     return (
-        _group(acc[0], q, xq[t], xd[t], ab, sc, g, k),
-        _group(acc[1], q, xq[t + 1], xd[t + 1], ab, sc, g, k),
-        _group(acc[2], q, xq[t + 2], xd[t + 2], ab, sc, g, k),
-        _group(acc[3], q, xq[t + 3], xd[t + 3], ab, sc, g, k),
+        _group(acc[0], q, xq[t], ab, sc, g, k),
+        _group(acc[1], q, xq[t + 1], ab, sc, g, k),
+        _group(acc[2], q, xq[t + 2], ab, sc, g, k),
+        _group(acc[3], q, xq[t + 3], ab, sc, g, k),
     )
 
 
@@ -209,7 +213,7 @@ def dot4_kquant(kind, row, xq, xd, xs, t):
     same order as ``dot_q*_k``'s, so each result has exactly that function's bits."""
     k = 1 if kind in (Q4, Q5) else 2
     paired = kind in (Q4, Q5)
-    z = vzero()
+    z, zi = vzero(), izero()
     acc = (z, z, z, z)
     mins = (z, z, z, z)
     for i in range(xd.shape[1] // 8):
@@ -223,19 +227,19 @@ def dot4_kquant(kind, row, xq, xd, xs, t):
             vaxpy(mins[3], vmins(sm, xs[t + 3], 16 * i, paired), dm),
         )
         # written out as in _super_block: every shift and scale lane a constant
-        a0 = _group4((z, z, z, z), _weights(kind, row, o, 0), xq, xd, t, b, sc, 0, k)
-        a1 = _group4((z, z, z, z), _weights(kind, row, o, 1), xq, xd, t, b + 1, sc, 1, k)
-        a0 = _group4(a0, _weights(kind, row, o, 2), xq, xd, t, b + 2, sc, 2, k)
-        a1 = _group4(a1, _weights(kind, row, o, 3), xq, xd, t, b + 3, sc, 3, k)
-        a0 = _group4(a0, _weights(kind, row, o, 4), xq, xd, t, b + 4, sc, 4, k)
-        a1 = _group4(a1, _weights(kind, row, o, 5), xq, xd, t, b + 5, sc, 5, k)
-        a0 = _group4(a0, _weights(kind, row, o, 6), xq, xd, t, b + 6, sc, 6, k)
-        a1 = _group4(a1, _weights(kind, row, o, 7), xq, xd, t, b + 7, sc, 7, k)
+        a0 = _group4((zi, zi, zi, zi), _weights(kind, row, o, 0), xq, t, b, sc, 0, k)
+        a1 = _group4((zi, zi, zi, zi), _weights(kind, row, o, 1), xq, t, b + 1, sc, 1, k)
+        a0 = _group4(a0, _weights(kind, row, o, 2), xq, t, b + 2, sc, 2, k)
+        a1 = _group4(a1, _weights(kind, row, o, 3), xq, t, b + 3, sc, 3, k)
+        a0 = _group4(a0, _weights(kind, row, o, 4), xq, t, b + 4, sc, 4, k)
+        a1 = _group4(a1, _weights(kind, row, o, 5), xq, t, b + 5, sc, 5, k)
+        a0 = _group4(a0, _weights(kind, row, o, 6), xq, t, b + 6, sc, 6, k)
+        a1 = _group4(a1, _weights(kind, row, o, 7), xq, t, b + 7, sc, 7, k)
         acc = (
-            vaxpy(acc[0], vadd(a0[0], a1[0]), d),
-            vaxpy(acc[1], vadd(a0[1], a1[1]), d),
-            vaxpy(acc[2], vadd(a0[2], a1[2]), d),
-            vaxpy(acc[3], vadd(a0[3], a1[3]), d),
+            vfma(acc[0], vaddi(a0[0], a1[0]), d * xd[t, b]),
+            vfma(acc[1], vaddi(a0[1], a1[1]), d * xd[t + 1, b]),
+            vfma(acc[2], vaddi(a0[2], a1[2]), d * xd[t + 2, b]),
+            vfma(acc[3], vaddi(a0[3], a1[3]), d * xd[t + 3, b]),
         )
     m = _offset_scale(kind)
     return (
