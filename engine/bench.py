@@ -119,7 +119,8 @@ def bench_streams(args: argparse.Namespace) -> dict[str, Any]:
     """Generation throughput of ``args.streams`` concurrent greedy generations (continuous
     batching, ``engine.batcher``) against the same prompts generated one after another; and
     whether each stream's tokens equal its tokens alone.  Throughput = generated tokens / wall
-    time of the whole run (prompts included: keep them short)."""
+    time of the whole run (prompts included: keep them short); the decode rates leave the
+    prompts out (concurrent: from the moment every stream has its first token)."""
     import threading
 
     import engine
@@ -131,26 +132,39 @@ def bench_streams(args: argparse.Namespace) -> dict[str, Any]:
     opts = {"max_tokens": args.gen_tokens, "temperature": 0.0, "repeat_penalty": 1.0,
             "ignore_eos": True, "stream": True}  # fmt: skip
 
-    def run(prompts: list[list[int]], concurrent: bool) -> tuple[float, list[list[int]]]:
+    def run(prompts: list[list[int]], concurrent: bool) -> tuple[float, float, list[list[int]]]:
+        """Wall seconds, generation rate once every prompt is read (tok/s), the tokens."""
         gens = [model.generate(p, **opts) for p in prompts]
+        seen: list[list[tuple[float, int]]] = [[] for _ in gens]  # (time, tokens so far)
+
+        def read(i: int) -> None:
+            for _ in gens[i]:
+                seen[i].append((time.perf_counter(), len(gens[i].tokens)))
+
         t0 = time.perf_counter()
         if concurrent:
-            threads = [threading.Thread(target=lambda g=g: list(g)) for g in gens]
+            threads = [threading.Thread(target=read, args=(i,)) for i in range(len(gens))]
             for th in threads:
                 th.start()
             for th in threads:
                 th.join()
+            # from the moment the last stream had its first token (every prompt read) on
+            start = max(s[0][0] for s in seen)
+            before = sum(max(n for t, n in s if t <= start) for s in seen)
+            rate = (sum(len(g.tokens) for g in gens) - before) / (time.perf_counter() - start)
         else:
-            for g in gens:
-                list(g)
-        return time.perf_counter() - t0, [g.tokens for g in gens]
+            for i in range(len(gens)):
+                read(i)
+            spent = sum(s[-1][0] - s[0][0] for s in seen)  # each stream after its prompt
+            rate = sum(s[-1][1] - s[0][1] for s in seen) / spent
+        return time.perf_counter() - t0, rate, [g.tokens for g in gens]
 
     model.generate(prompts[0], max_tokens=3, temperature=0.0, ignore_eos=True)  # compile
     run(prompts[:2], concurrent=True)  # compile the batched step too
     batcher = model.batcher()
-    one_s, alone = run(prompts, concurrent=False)
+    one_s, one_rate, alone = run(prompts, concurrent=False)
     steps0, seq_steps0 = batcher.steps, batcher.sequence_steps
-    many_s, together = run(prompts, concurrent=True)
+    many_s, many_rate, together = run(prompts, concurrent=True)
     n_tokens = sum(len(t) for t in together)
     steps = batcher.steps - steps0
     return {
@@ -159,6 +173,9 @@ def bench_streams(args: argparse.Namespace) -> dict[str, Any]:
         "one_at_a_time_tps": sum(len(t) for t in alone) / one_s,
         "concurrent_tps": n_tokens / many_s,
         "speedup": one_s / many_s * n_tokens / max(1, sum(len(t) for t in alone)),
+        "one_at_a_time_decode_tps": one_rate,  # the same after the prompts are read
+        "concurrent_decode_tps": many_rate,
+        "decode_speedup": many_rate / one_rate,
         "identical": together == alone,
         "mean_sequences_per_step": (batcher.sequence_steps - seq_steps0) / max(1, steps),
         "load_average_1min": os.getloadavg()[0],
@@ -268,7 +285,9 @@ def run_bench(args: argparse.Namespace) -> int:
         r = bench_streams(args)
         print(f"{r['streams']} streams of {r['gen_tokens']} tokens after {r['prompt_tokens']}: "
               f"one at a time {r['one_at_a_time_tps']:.1f} tok/s, concurrent "
-              f"{r['concurrent_tps']:.1f} tok/s: {r['speedup']:.2f} x; "
+              f"{r['concurrent_tps']:.1f} tok/s: {r['speedup']:.2f} x (prompts included); "
+              f"after the prompts {r['one_at_a_time_decode_tps']:.1f} and "
+              f"{r['concurrent_decode_tps']:.1f} tok/s: {r['decode_speedup']:.2f} x; "
               f"{r['mean_sequences_per_step']:.2f} sequences per decode step; each stream's "
               f"tokens {'identical to' if r['identical'] else 'DIFFERENT from'} its tokens "
               f"alone; load average {r['load_average_1min']:.1f}")  # fmt: skip

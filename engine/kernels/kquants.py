@@ -7,11 +7,11 @@ per 16).  As ggml does on AVX2, each 256-value super-block decodes its 16 small 
 once into a vector (``scales16*``) and every 32-value group folds its two sub-block scales into
 the pairwise adds (``vdot_sc``); the eight groups' integer sums add up exactly (``vaddi``), and
 one float multiply-add per super-block applies the weight scale ``d`` times the activation
-scale.  The group loop is written out (``_group``, four pairs of groups) so every shift and
-scale lane is a constant.  Offsets (−4 of Q3_K, −32 of Q6_K) and minima (Q2_K, Q4_K, Q5_K)
-are one vector dot per super-block of the 16 scales with the 16 activation sums ``xs``
-(``vmins``).  Each super-block asks for the weight bytes ``PREFETCH_AHEAD`` further on.  Bit
-layouts: ``engine/quants.py``.
+scale.  The group loop is written out (``_super_block``) so every shift and scale lane is a
+constant.  Offsets (−4 of Q3_K, −32 of Q6_K) and minima (Q2_K, Q4_K, Q5_K) are one vector
+dot per super-block of the 16 scales with the 16 activation sums ``xs`` (``vmins``), into the
+same float accumulator.  Each super-block asks for the weight bytes ``PREFETCH_AHEAD`` further
+on.  Bit layouts: ``engine/quants.py``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from engine.kernels.simd import (
 F32 = np.float32
 # Super-block kinds for the written-out group loop (constants once inlined).
 Q2, Q3, Q4, Q5, Q6 = 2, 3, 4, 5, 6
-SUPER_BLOCK_BYTES = (0, 0, 84, 110, 144, 176, 210)  # by kind
 
 
 @njit(inline="always")
@@ -82,117 +81,88 @@ def _group(acc, q, xq, ab, sc, g, k):
 @njit(inline="always")
 def _super_block(kind, row, o, xq, b, sc):
     """Σ over the 8 groups of the super-block at byte ``o`` (activation blocks b..b+7), in
-    integers, before the scales: written out, two accumulators alternating."""
+    integers (exact in any order), before the scales: written out, one chain."""
     k = 1 if kind in (Q4, Q5) else 2
-    a0 = _group(izero(), _weights(kind, row, o, 0), xq, b, sc, 0, k)
-    a1 = _group(izero(), _weights(kind, row, o, 1), xq, b + 1, sc, 1, k)
-    a0 = _group(a0, _weights(kind, row, o, 2), xq, b + 2, sc, 2, k)
-    a1 = _group(a1, _weights(kind, row, o, 3), xq, b + 3, sc, 3, k)
-    a0 = _group(a0, _weights(kind, row, o, 4), xq, b + 4, sc, 4, k)
-    a1 = _group(a1, _weights(kind, row, o, 5), xq, b + 5, sc, 5, k)
-    a0 = _group(a0, _weights(kind, row, o, 6), xq, b + 6, sc, 6, k)
-    a1 = _group(a1, _weights(kind, row, o, 7), xq, b + 7, sc, 7, k)
-    return vaddi(a0, a1)
-
-
-@njit(inline="always")
-def dot_q2_k(row, xq, xd, xs):
-    acc, mins = vzero(), vzero()
-    for i in range(xd.shape[0] // 8):
-        o = i * 84  # scales[16] (low nibble scale, high nibble min) | qs[64] | d | dmin
-        _prefetch_super_block(row, o, 84)
-        d, dmin = f16x2(row, o + 80)
-        mins = vaxpy(mins, vmins(scales16(row, o, 4, 15, False), xs, 16 * i, False), dmin)
-        sc = scales16(row, o, 0, 15, False)
-        acc = vfma(acc, _super_block(Q2, row, o, xq, 8 * i, sc), d * xd[8 * i])
-    return vsum(acc) - vsum(mins)
-
-
-@njit(inline="always")
-def dot_q3_k(row, xq, xd, xs):
-    acc, offset = vzero(), vzero()
-    for i in range(xd.shape[0] // 8):
-        o = i * 110  # hmask[32] | qs[64] | scales[12] | d
-        _prefetch_super_block(row, o, 110)
-        d = f16(row, o + 108)
-        sc = scales16_q3_k(row, o + 94)
-        offset = vaxpy(offset, vmins(sc, xs, 16 * i, False), d)
-        acc = vfma(acc, _super_block(Q3, row, o, xq, 8 * i, sc), d * xd[8 * i])
-    return vsum(acc) - F32(4.0) * vsum(offset)
-
-
-@njit(inline="always")
-def dot_q4_k(row, xq, xd, xs):
-    acc, mins = vzero(), vzero()
-    for i in range(xd.shape[0] // 8):
-        o = i * 144  # d | dmin | scales[12] | qs[128]
-        _prefetch_super_block(row, o, 144)
-        d, dmin = f16x2(row, o)
-        sc = scales16_k(row, o + 4)
-        mins = vaxpy(mins, vmins(sc, xs, 16 * i, True), dmin)
-        acc = vfma(acc, _super_block(Q4, row, o, xq, 8 * i, sc), d * xd[8 * i])
-    return vsum(acc) - vsum(mins)
-
-
-@njit(inline="always")
-def dot_q5_k(row, xq, xd, xs):
-    acc, mins = vzero(), vzero()
-    for i in range(xd.shape[0] // 8):
-        o = i * 176  # d | dmin | scales[12] | qh[32] | qs[128]
-        _prefetch_super_block(row, o, 176)
-        d, dmin = f16x2(row, o)
-        sc = scales16_k(row, o + 4)
-        mins = vaxpy(mins, vmins(sc, xs, 16 * i, True), dmin)
-        acc = vfma(acc, _super_block(Q5, row, o, xq, 8 * i, sc), d * xd[8 * i])
-    return vsum(acc) - vsum(mins)
-
-
-@njit(inline="always")
-def dot_q6_k(row, xq, xd, xs):
-    acc, offset = vzero(), vzero()
-    for i in range(xd.shape[0] // 8):
-        o = i * 210  # ql[128] | qh[64] | scales:int8[16] | d
-        _prefetch_super_block(row, o, 210)
-        d = f16(row, o + 208)
-        sc = scales16(row, o + 192, 0, 255, True)
-        offset = vaxpy(offset, vmins(sc, xs, 16 * i, False), d)
-        acc = vfma(acc, _super_block(Q6, row, o, xq, 8 * i, sc), d * xd[8 * i])
-    return vsum(acc) - F32(32.0) * vsum(offset)
-
-
-# ----------------------------------------------------------------------------------------------
-# four activation rows at once (batched decode: several sequences, one pass over the weights)
-
-
-@njit(inline="always")
-def _offset_scale(kind):
-    """The multiplier of the minima (or offset) sum at the end: Q3_K's −4, Q6_K's −32."""
-    return F32(4.0) if kind == Q3 else F32(32.0) if kind == Q6 else F32(1.0)
+    a = _group(izero(), _weights(kind, row, o, 0), xq, b, sc, 0, k)
+    a = _group(a, _weights(kind, row, o, 1), xq, b + 1, sc, 1, k)
+    a = _group(a, _weights(kind, row, o, 2), xq, b + 2, sc, 2, k)
+    a = _group(a, _weights(kind, row, o, 3), xq, b + 3, sc, 3, k)
+    a = _group(a, _weights(kind, row, o, 4), xq, b + 4, sc, 4, k)
+    a = _group(a, _weights(kind, row, o, 5), xq, b + 5, sc, 5, k)
+    a = _group(a, _weights(kind, row, o, 6), xq, b + 6, sc, 6, k)
+    return _group(a, _weights(kind, row, o, 7), xq, b + 7, sc, 7, k)
 
 
 @njit(inline="always")
 def _head(kind, row, i):
-    """Super-block i's byte offset, its scale ``d``, the scale of its minima (or offset) sum,
-    the scales of its groups and of its minima: what each ``dot_q*_k`` reads before its
-    groups (same values, so the same sums)."""
+    """Super-block i's byte offset (its bytes asked for ``PREFETCH_AHEAD`` on), its scale
+    ``d``, the factor of its minima (or offset) sum (−dmin; Q3_K: −4d; Q6_K: −32d), the
+    scales of its groups and of its minima (or offset)."""
     if kind == Q2:
-        o = i * 84
+        o = i * 84  # scales[16] (low nibble scale, high nibble min) | qs[64] | d | dmin
+        _prefetch_super_block(row, o, 84)
         d, dmin = f16x2(row, o + 80)
-        return o, d, dmin, scales16(row, o, 0, 15, False), scales16(row, o, 4, 15, False)
+        return o, d, -dmin, scales16(row, o, 0, 15, False), scales16(row, o, 4, 15, False)
     if kind == Q3:
-        o = i * 110
+        o = i * 110  # hmask[32] | qs[64] | scales[12] | d
+        _prefetch_super_block(row, o, 110)
         d = f16(row, o + 108)
         sc = scales16_q3_k(row, o + 94)
-        return o, d, d, sc, sc
+        return o, d, F32(-4.0) * d, sc, sc
     if kind == Q6:
-        o = i * 210
+        o = i * 210  # ql[128] | qh[64] | scales:int8[16] | d
+        _prefetch_super_block(row, o, 210)
         d = f16(row, o + 208)
         sc = scales16(row, o + 192, 0, 255, True)
-        return o, d, d, sc, sc
-    o = i * (144 if kind == Q4 else 176)
+        return o, d, F32(-32.0) * d, sc, sc
+    size = 144 if kind == Q4 else 176  # d | dmin | scales[12] | (Q5_K: qh[32] |) qs[128]
+    o = i * size
+    _prefetch_super_block(row, o, size)
     d, dmin = f16x2(row, o)
     sc = scales16_k(row, o + 4)
-    return o, d, dmin, sc, sc
+    return o, d, -dmin, sc, sc
+
+
+@njit(inline="always")
+def dot_kquant(kind, row, xq, xd, xs):
+    """One K-quant row · one activation row: per super-block, the minima (or offset) term,
+    then the groups' integer sum times d and the activation scale, into one float vector."""
+    paired = kind in (Q4, Q5)  # one minimum per 32 values, each against two 16-value sums
+    acc = vzero()
+    for i in range(xd.shape[0] // 8):
+        o, d, dm, sc, sm = _head(kind, row, i)
+        acc = vaxpy(acc, vmins(sm, xs, 16 * i, paired), dm)
+        acc = vfma(acc, _super_block(kind, row, o, xq, 8 * i, sc), d * xd[8 * i])
+    return vsum(acc)
+
+
+@njit(inline="always")
+def dot_q2_k(row, xq, xd, xs):
+    return dot_kquant(Q2, row, xq, xd, xs)
+
+
+@njit(inline="always")
+def dot_q3_k(row, xq, xd, xs):
+    return dot_kquant(Q3, row, xq, xd, xs)
+
+
+@njit(inline="always")
+def dot_q4_k(row, xq, xd, xs):
+    return dot_kquant(Q4, row, xq, xd, xs)
+
+
+@njit(inline="always")
+def dot_q5_k(row, xq, xd, xs):
+    return dot_kquant(Q5, row, xq, xd, xs)
+
+
+@njit(inline="always")
+def dot_q6_k(row, xq, xd, xs):
+    return dot_kquant(Q6, row, xq, xd, xs)
+
+
+# ----------------------------------------------------------------------------------------------
+# four activation rows at once (batched decode: several sequences, one pass over the weights)
 
 
 @njit(inline="always")
@@ -207,44 +177,44 @@ def _group4(acc, q, xq, t, ab, sc, g, k):
 
 
 @njit(inline="always")
+def _finish4(acc, a, d, xd, t, b):
+    """Each row's float accumulator + its integer super-block sum times d and its scale."""
+    return (
+        vfma(acc[0], a[0], d * xd[t, b]),
+        vfma(acc[1], a[1], d * xd[t + 1, b]),
+        vfma(acc[2], a[2], d * xd[t + 2, b]),
+        vfma(acc[3], a[3], d * xd[t + 3, b]),
+    )
+
+
+@njit(inline="always")
 def dot4_kquant(kind, row, xq, xd, xs, t):
     """The dot products of one K-quant row with activation rows t..t+3 (2-D ``xq``/``xd``/
-    ``xs``), each weight group unpacked once for all four.  Every row's sums are formed in the
-    same order as ``dot_q*_k``'s, so each result has exactly that function's bits."""
+    ``xs``), each weight group unpacked once for all four.  Integer sums are exact in any
+    order and each row's float sums are formed in ``dot_kquant``'s order, so each result has
+    exactly that function's bits."""
     k = 1 if kind in (Q4, Q5) else 2
     paired = kind in (Q4, Q5)
     z, zi = vzero(), izero()
     acc = (z, z, z, z)
-    mins = (z, z, z, z)
     for i in range(xd.shape[1] // 8):
         o, d, dm, sc, sm = _head(kind, row, i)
-        _prefetch_super_block(row, o, SUPER_BLOCK_BYTES[kind])
         b = 8 * i
-        mins = (
-            vaxpy(mins[0], vmins(sm, xs[t], 16 * i, paired), dm),
-            vaxpy(mins[1], vmins(sm, xs[t + 1], 16 * i, paired), dm),
-            vaxpy(mins[2], vmins(sm, xs[t + 2], 16 * i, paired), dm),
-            vaxpy(mins[3], vmins(sm, xs[t + 3], 16 * i, paired), dm),
-        )
-        # written out as in _super_block: every shift and scale lane a constant
-        a0 = _group4((zi, zi, zi, zi), _weights(kind, row, o, 0), xq, t, b, sc, 0, k)
-        a1 = _group4((zi, zi, zi, zi), _weights(kind, row, o, 1), xq, t, b + 1, sc, 1, k)
-        a0 = _group4(a0, _weights(kind, row, o, 2), xq, t, b + 2, sc, 2, k)
-        a1 = _group4(a1, _weights(kind, row, o, 3), xq, t, b + 3, sc, 3, k)
-        a0 = _group4(a0, _weights(kind, row, o, 4), xq, t, b + 4, sc, 4, k)
-        a1 = _group4(a1, _weights(kind, row, o, 5), xq, t, b + 5, sc, 5, k)
-        a0 = _group4(a0, _weights(kind, row, o, 6), xq, t, b + 6, sc, 6, k)
-        a1 = _group4(a1, _weights(kind, row, o, 7), xq, t, b + 7, sc, 7, k)
         acc = (
-            vfma(acc[0], vaddi(a0[0], a1[0]), d * xd[t, b]),
-            vfma(acc[1], vaddi(a0[1], a1[1]), d * xd[t + 1, b]),
-            vfma(acc[2], vaddi(a0[2], a1[2]), d * xd[t + 2, b]),
-            vfma(acc[3], vaddi(a0[3], a1[3]), d * xd[t + 3, b]),
+            vaxpy(acc[0], vmins(sm, xs[t], 16 * i, paired), dm),
+            vaxpy(acc[1], vmins(sm, xs[t + 1], 16 * i, paired), dm),
+            vaxpy(acc[2], vmins(sm, xs[t + 2], 16 * i, paired), dm),
+            vaxpy(acc[3], vmins(sm, xs[t + 3], 16 * i, paired), dm),
         )
-    m = _offset_scale(kind)
-    return (
-        vsum(acc[0]) - m * vsum(mins[0]),
-        vsum(acc[1]) - m * vsum(mins[1]),
-        vsum(acc[2]) - m * vsum(mins[2]),
-        vsum(acc[3]) - m * vsum(mins[3]),
-    )
+        # written out as in _super_block (every shift and scale lane a constant), one integer
+        # chain per row: four rows of accumulators already fill most vector registers
+        a = _group4((zi, zi, zi, zi), _weights(kind, row, o, 0), xq, t, b, sc, 0, k)
+        a = _group4(a, _weights(kind, row, o, 1), xq, t, b + 1, sc, 1, k)
+        a = _group4(a, _weights(kind, row, o, 2), xq, t, b + 2, sc, 2, k)
+        a = _group4(a, _weights(kind, row, o, 3), xq, t, b + 3, sc, 3, k)
+        a = _group4(a, _weights(kind, row, o, 4), xq, t, b + 4, sc, 4, k)
+        a = _group4(a, _weights(kind, row, o, 5), xq, t, b + 5, sc, 5, k)
+        a = _group4(a, _weights(kind, row, o, 6), xq, t, b + 6, sc, 6, k)
+        a = _group4(a, _weights(kind, row, o, 7), xq, t, b + 7, sc, 7, k)
+        acc = _finish4(acc, a, d, xd, t, b)
+    return vsum(acc[0]), vsum(acc[1]), vsum(acc[2]), vsum(acc[3])

@@ -619,13 +619,3 @@ def vaxpy(typingctx, acc, v, scale):
         return _llvm_call(builder, "llvm.fmuladd.v8f32", vt, [x, _splat(builder, sc, 8), a])
 
     return f32x8(acc, v, types.float32), codegen
-
-
-@intrinsic
-def vadd(typingctx, a, b):
-    """a + b (float vectors)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.fadd(args[0], args[1])
-
-    return f32x8(a, b), codegen

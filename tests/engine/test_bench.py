@@ -125,3 +125,17 @@ def test_peak_rss_while_generating(default_model_path: Path) -> None:
     assert r["n"] == 48
     limit = default_model_path.stat().st_size + r["kv"] + 300 * 2**20
     assert r["peak"] <= limit, (r["peak"] / 2**20, limit / 2**20)
+
+
+def test_bench_streams_json_line(tiny_path: Path) -> None:
+    """``bench --streams``: concurrent greedy streams equal their runs alone, with the rates of
+    both phases (prompts included, and after them)."""
+    out = engine_cli("bench", str(tiny_path), "--streams", "3", "--prompt-tokens", "6",
+                     "--gen-tokens", "8", "--threads", "1", "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["identical"] and result["streams"] == 3
+    for key in ("one_at_a_time_tps", "concurrent_tps", "one_at_a_time_decode_tps",
+                "concurrent_decode_tps"):  # fmt: skip
+        assert result[key] > 0, (key, result)
+    assert "after the prompts" in out.stdout
