@@ -28,7 +28,6 @@ from engine.errors import ContextOverflow
 from engine.kernels import (
     ACT_BLOCK,
     INT_DOT_TYPES,
-    act_block,
     dot_int_tokens,
     quantize_activations,
     type_kernels,
@@ -115,11 +114,9 @@ def _make_decode_batch(embd_code: int, mat_types: int) -> Any:
             w7, c7 = plan_layer(mats, codes, il)
             wq, wk, wv, wo, wg, wu, wd = w7
             cq, ck, cv, co, cg, cu, cd = c7
-            blk_qkv = max(act_block(cq), act_block(ck), act_block(cv))
-            blk_gate_up = max(act_block(cg), act_block(cu))
             add_rms_norm(x, o, norms[il, 0], eps, h)  # (n_seq, n_embd)
             xq, xd, xs = a_embd
-            quantize_activations(h, xq, xd, xs, blk_qkv)
+            quantize_activations(h, xq, xd, xs)
             bias = biases[il]
             for r in prange(n_q + 2 * n_kv):  # q, k, v: each row once for every sequence
                 if r < n_q:
@@ -149,14 +146,14 @@ def _make_decode_batch(embd_code: int, mat_types: int) -> Any:
                     _attend_one(q, k, v, k_caches[b][il], v_caches[b][il], pos, cos[rt],
                                 sin[rt], rope_dim, neox, scale, window, att, b)  # fmt: skip
             xq, xd, xs = a_q
-            quantize_activations(att, xq, xd, xs, act_block(co))
+            quantize_activations(att, xq, xd, xs)
             for r in prange(n_embd):  # attn_output
                 dot_int_tokens(mat_types, co, wo[r], xq, xd, xs, o, r)
             if post_norms:
                 rms_norm(o, norms[il, 2], eps, o)
             add_rms_norm(x, o, norms[il, 1], eps, h)
             xq, xd, xs = a_embd
-            quantize_activations(h, xq, xd, xs, blk_gate_up)
+            quantize_activations(h, xq, xd, xs)
             for r in prange(2 * n_ff):  # gate, up
                 if r < n_ff:
                     dot_int_tokens(mat_types, cg, wg[r], xq, xd, xs, gate, r)
@@ -164,7 +161,7 @@ def _make_decode_batch(embd_code: int, mat_types: int) -> Any:
                     dot_int_tokens(mat_types, cu, wu[r - n_ff], xq, xd, xs, up, r - n_ff)
             gated_act(gate, up, gelu)
             xq, xd, xs = a_ff
-            quantize_activations(gate, xq, xd, xs, act_block(cd))
+            quantize_activations(gate, xq, xd, xs)
             for r in prange(n_embd):  # ffn_down
                 dot_int_tokens(mat_types, cd, wd[r], xq, xd, xs, o, r)
             if post_norms:
@@ -215,7 +212,7 @@ def forward_batch(
         out = w.output
         if out.ggml_type in INT_DOT_TYPES:  # each row once for all; the bits of one at a time
             xq, xd, xs = act[0]
-            quantize_activations(h, xq, xd, xs, act_block.py_func(out.code))
+            quantize_activations(h, xq, xd, xs)
             type_kernels(out.code).matmul_int(out.data, xq, xd, xs, logits)
         else:  # float weights: the path a single sequence takes, one sequence at a time
             for b in range(n):

@@ -49,7 +49,6 @@ from engine.kernels import (
     BLAS_PATH_MIN_TOKENS,
     INT_DOT_TYPES,
     QuantMatrix,
-    act_block,
     dot_int_in,
     quantize_activations,
     type_mask,
@@ -580,11 +579,9 @@ def _make_decode_layers(embd_code: int, mat_types: int) -> Any:
             w7, c7 = plan_layer(mats, codes, il)
             wq, wk, wv, wo, wg, wu, wd = w7  # (n_out, row_bytes) each
             cq, ck, cv, co, cg, cu, cd = c7
-            blk_qkv = max(act_block(cq), act_block(ck), act_block(cv))
-            blk_gate_up = max(act_block(cg), act_block(cu))
             add_rms_norm(x, o, norms[il, 0], eps, h)  # x += o; h = norm(x)   (1, n_embd)
             xq, xd, xs = a_embd[0][0], a_embd[1][0], a_embd[2][0]
-            quantize_activations(h, a_embd[0], a_embd[1], a_embd[2], blk_qkv)
+            quantize_activations(h, a_embd[0], a_embd[1], a_embd[2])
             bias = biases[il]  # (n_q + 2 n_kv,)
             for r in prange(n_q + 2 * n_kv):  # q, k, v  (1, n_q), (1, n_kv), (1, n_kv)
                 if r < n_q:
@@ -604,14 +601,14 @@ def _make_decode_layers(embd_code: int, mat_types: int) -> Any:
             else:
                 attention_serial(q, k_cache[il], v_cache[il], pos, scale, window, att)  # (1, n_q)
             xq, xd, xs = a_q[0][0], a_q[1][0], a_q[2][0]
-            quantize_activations(att, a_q[0], a_q[1], a_q[2], act_block(co))
+            quantize_activations(att, a_q[0], a_q[1], a_q[2])
             for r in prange(n_embd):  # attn_output  (1, n_embd)
                 o[0, r] = dot_int_in(mat_types, co, wo[r], xq, xd, xs)
             if post_norms:
                 rms_norm(o, norms[il, 2], eps, o)
             add_rms_norm(x, o, norms[il, 1], eps, h)  # (1, n_embd)
             xq, xd, xs = a_embd[0][0], a_embd[1][0], a_embd[2][0]
-            quantize_activations(h, a_embd[0], a_embd[1], a_embd[2], blk_gate_up)
+            quantize_activations(h, a_embd[0], a_embd[1], a_embd[2])
             for r in prange(2 * n_ff):  # gate, up  (1, n_ff) each
                 if r < n_ff:
                     gate[0, r] = dot_int_in(mat_types, cg, wg[r], xq, xd, xs)
@@ -619,7 +616,7 @@ def _make_decode_layers(embd_code: int, mat_types: int) -> Any:
                     up[0, r - n_ff] = dot_int_in(mat_types, cu, wu[r - n_ff], xq, xd, xs)
             gated_act(gate, up, gelu)  # (1, n_ff)
             xq, xd, xs = a_ff[0][0], a_ff[1][0], a_ff[2][0]
-            quantize_activations(gate, a_ff[0], a_ff[1], a_ff[2], act_block(cd))
+            quantize_activations(gate, a_ff[0], a_ff[1], a_ff[2])
             for r in prange(n_embd):  # ffn_down  (1, n_embd)
                 o[0, r] = dot_int_in(mat_types, cd, wd[r], xq, xd, xs)
             if post_norms:

@@ -3,12 +3,13 @@
     .venv/bin/python scripts/accuracy.py [--shared ../shared] [--json]
 
 Prints, for every teacher-forced sequence of ``../shared/reference`` (SmolLM2 Q4_1 and the tiny
-Llama-SPM models in Q8_0 and Q4_K_M), the RMS error of our logits against the exact float64
-computation and the top-1 agreement with it, through both engine paths (batched prompt
-processing, ``model.logits``, and single-token decode steps, the generation path), next to
-llama.cpp's error on the same positions. Issue 4's bar: RMS ≤ 1.5 × llama.cpp's, top-1 ≥
-llama.cpp's − 5 points. ``tests/engine/test_accuracy.py`` asserts the same bar (this script
-uses its helpers, so it needs the ``test`` extra).
+Llama-SPM models in Q8_0 and Q4_K_M) and of ``tests/engine/data/families-reference.json`` (the
+real Qwen2.5-Coder and Gemma-3 models, where they are in the models directory), the RMS error of
+our logits against the exact float64 computation and the top-1 agreement with it, through both
+engine paths (batched prompt processing, ``model.logits``, and single-token decode steps, the
+generation path), next to llama.cpp's error on the same positions. Issue 4's bar: RMS ≤ 1.5 ×
+llama.cpp's, top-1 ≥ llama.cpp's − 5 points. ``tests/engine/test_accuracy.py`` asserts the same
+bar (this script uses its helpers, so it needs the ``test`` extra).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import engine  # noqa: E402
 from tests.engine.test_accuracy import decode_logits, rms  # noqa: E402 (the test's own paths)
 
 DEFAULT_MODEL = Path.home() / ".cache/guidelines-assistant/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+FAMILIES = ROOT / "tests" / "engine" / "data" / "families-reference.json"
 TINY = {"Q8_0": "tiny-llama-spm.Q8_0.gguf", "Q4_K_M": "tiny-llama-spm.Q4_K_M.gguf"}
 
 
@@ -45,6 +47,15 @@ def cases(shared: Path) -> list[tuple[str, Path, dict]]:
     tiny = json.loads((ref / "tiny-llama-spm-dev.json").read_text())
     for e in tiny["tiny"]:
         out.append((f"tiny-llama-spm {e['tag']}", shared / "models" / TINY[e["tag"]], e))
+    from assistant.config import Settings
+
+    models = Settings.from_env().models_dir
+    for name, fam in json.loads(FAMILIES.read_text()).items():
+        if not (models / name).exists():
+            print(f"({models / name} is absent: skipped)")
+            continue
+        for i, e in enumerate(fam["teacher_forced"]):
+            out.append((f"{name.removesuffix('.gguf')[:22]} #{i}", models / name, e))
     return out
 
 

@@ -8,9 +8,8 @@ never build a float copy of the matrix.  ``QuantMatrix.matmul(x)`` computes ``x 
 Three paths, chosen by the number of activation rows (tokens):
 
 * fewer than ``FLOAT_PATH_MIN_TOKENS`` (generation): the activations are quantized once to
-  8 bits, one scale per 32 values (per 256 for the K-quants: ``act_block``), and every weight
-  row is streamed once, with integer dot products per block (``kernels/legacy.py``,
-  ``kernels/kquants.py``), as llama.cpp does;
+  8-bit blocks of 32 and every weight row is streamed once, with integer dot products per
+  block (``kernels/legacy.py``, ``kernels/kquants.py``), as llama.cpp does;
 * from ``FLOAT_PATH_MIN_TOKENS`` on (short prompt batches): a tile of 4 weight rows is decoded
   once to float32 (exactly, ``kernels/decode.py``) and multiplied with every token in a 4 × 2
   register tile; float32 activations, so this path is more accurate than llama.cpp's;
@@ -84,8 +83,7 @@ FLOAT_PATH_MIN_TOKENS = 6  # measured crossover (python -m engine.bench_kernels 
 # From this many tokens on, bands of weight rows are decoded to float32 and multiplied by
 # numpy's BLAS (kernels/blas.py); measured crossover (bench_kernels --crossover).
 BLAS_PATH_MIN_TOKENS = 64
-ACT_BLOCK = 32  # activation values per 8-bit block (one scale each; xd holds one per block)
-ACT_BLOCK_K = 256  # the K-quants' activation block (one scale per super-block)
+ACT_BLOCK = 32  # activation values per 8-bit block (one scale each)
 # Types whose products use 8-bit activations and integer dot products (the rest: float path).
 INT_DOT_TYPES = frozenset(
     {
@@ -112,42 +110,29 @@ def get_threads() -> int:
     return numba.get_num_threads()
 
 
-@njit(inline="always")
-def act_block(code):
-    """Activation values per 8-bit scale for products with weight type ``code``: 256 for the
-    K-quants (llama.cpp's Q8_K: their dot products add the integer sums of a super-block before
-    scaling), 32 for the others (Q8_0)."""
-    return ACT_BLOCK_K if T_Q2_K <= code <= T_Q6_K else ACT_BLOCK
-
-
 @njit(cache=True)
-def quantize_activations(x, xq, xd, xs, block):
-    """Rows of x → 8-bit values with one scale per ``block`` values (32 or 256, ``act_block``):
-    xq = round(x / d) with d = max|x_block| / 127.
+def quantize_activations(x, xq, xd, xs):
+    """Rows of x → 8-bit blocks of 32: xq = round(x / d) with d = max|x_block| / 127.
 
-    x: (n_tok, n_in) float32; xq: (n_tok, n_in) int8; xd: (n_tok, n_in / 32) float32, the scale
-    of each 32 values (with block 256 the same for the 8 of a block); xs: (n_tok, n_in / 16)
-    float32, d · Σ xq over each 16 values (for offsets and minima).  A product with a weight type
-    takes activations quantized with at least its ``act_block``; 256 serves every type.
+    x: (n_tok, n_in) float32; xq: (n_tok, n_in) int8; xd: (n_tok, n_in / 32) float32 scales;
+    xs: (n_tok, n_in / 16) float32, d · Σ xq over each 16-value half (for offsets and minima).
     """
-    per = block // ACT_BLOCK  # 32-value blocks per scale
     for t in range(x.shape[0]):
-        for b0 in range(0, xd.shape[1], per):
-            xb = x[t, b0 * 32 : (b0 + per) * 32]
+        for b in range(xd.shape[1]):
+            xb = x[t, b * 32 : b * 32 + 32]
             amax = F32(0.0)
-            for j in range(xb.shape[0]):
+            for j in range(32):
                 amax = max(amax, abs(xb[j]))
             d = amax / F32(127.0)
             inv = F32(127.0) / amax if amax > 0 else F32(0.0)
-            for h in range(2 * per):
+            for h in range(2):
                 total = 0
                 for j in range(16 * h, 16 * h + 16):
                     q = int(np.rint(xb[j] * inv))
-                    xq[t, b0 * 32 + j] = q
+                    xq[t, b * 32 + j] = q
                     total += q
-                xs[t, 2 * b0 + h] = d * F32(total)
-            for b in range(b0, b0 + per):
-                xd[t, b] = d
+                xs[t, 2 * b + h] = d * F32(total)
+            xd[t, b] = d
 
 
 # The integer dot product of each type code of INT_DOT_TYPES.
@@ -427,7 +412,7 @@ class QuantMatrix:
             xq = np.empty((n_tok, self.n_in), np.int8)  # (n_tok, n_in)
             xd = np.empty((n_tok, self.n_in // ACT_BLOCK), F32)  # (n_tok, n_in / 32)
             xs = np.empty((n_tok, 2 * (self.n_in // ACT_BLOCK)), F32)  # (n_tok, n_in / 16)
-            quantize_activations(x, xq, xd, xs, act_block.py_func(self.code))
+            quantize_activations(x, xq, xd, xs)
             matmul_int(self.code, self.data, xq, xd, xs, target)
         elif n_tok >= BLAS_PATH_MIN_TOKENS:
             matmul_bands(self.code, self.data, x, target)

@@ -1,17 +1,17 @@
 """Row · activation dot products for the K-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
 
-Same contract as ``kernels/legacy.py``, with the activations quantized by
-``kernels.quantize_activations`` in blocks of 256 (``block=ACT_BLOCK_K``: llama.cpp's Q8_K, one
-scale per super-block, repeated in ``xd`` for each of its 32-value blocks; ``xs`` = scaled sums
-per 16).  As ggml does on AVX2, each 256-value super-block decodes its 16 small integer scales
-once into a vector (``scales16*``) and every 32-value group folds its two sub-block scales into
-the pairwise adds (``vdot_sc``); the eight groups' integer sums add up exactly (``vaddi``), and
-one float multiply-add per super-block applies the weight scale ``d`` times the activation
-scale.  The group loop is written out (``_super_block``) so every shift and scale lane is a
-constant.  Offsets (−4 of Q3_K, −32 of Q6_K) and minima (Q2_K, Q4_K, Q5_K) are one vector
-dot per super-block of the 16 scales with the 16 activation sums ``xs`` (``vmins``), into the
-same float accumulator.  Each super-block asks for the weight bytes ``PREFETCH_AHEAD`` further
-on.  Bit layouts: ``engine/quants.py``.
+Same contract as ``kernels/legacy.py``: one quantized weight row against one activation row in
+8-bit blocks of 32 (``xq``, ``xd`` per 32, ``xs`` = scaled sums per 16). As ggml does on AVX2,
+each 256-value super-block decodes its 16 small integer scales once into a vector
+(``scales16*``) and every 32-value group folds its two sub-block scales into the pairwise adds
+(``vdot_sc``); the group loop is written out (``_super_block``) so every shift and scale lane is
+a constant. Each group's integer sums are scaled by its activation block's scale (llama.cpp uses
+one activation scale per super-block, its Q8_K, and adds the integers first: faster, but on the
+tiny Llama-SPM Q4_K_M its error is 1.5 × ours, ``scripts/accuracy.py``); the super-block scale
+``d`` multiplies once per super-block. Offsets (−4 of Q3_K, −32 of Q6_K) and minima (Q2_K, Q4_K,
+Q5_K) are one vector dot per super-block of the 16 scales with the 16 activation sums ``xs``
+(``vmins``), into the same float accumulator. Each super-block asks for the weight bytes
+``PREFETCH_AHEAD`` further on. Bit layouts: ``engine/quants.py``.
 """
 
 from __future__ import annotations
@@ -24,12 +24,11 @@ from engine.kernels.simd import (
     bits32,
     f16,
     f16x2,
-    izero,
     prefetch,
     scales16,
     scales16_k,
     scales16_q3_k,
-    vaddi,
+    vadd,
     vaxpy,
     vdot_sc,
     vfma,
@@ -72,25 +71,28 @@ def _prefetch_super_block(row, o, size):
 
 
 @njit(inline="always")
-def _group(acc, q, xq, ab, sc, g, k):
-    """acc + the scaled integer dot of group g with activation block ab; the scales are lanes
-    k·g and k·g + k − 1 of ``sc`` (k = 2: two per group, 1: one)."""
-    return vaddi(acc, vdot_sc(q, xq, 32 * ab, sc, k * g, k * g + k - 1))
+def _group(acc, q, xq, xd, ab, sc, g, k):
+    """acc + float(scaled integer dot of group g with activation block ab) · xd[ab]; the
+    scales are lanes k·g and k·g + k − 1 of ``sc`` (k = 2: two per group, 1: one)."""
+    return vfma(acc, vdot_sc(q, xq, 32 * ab, sc, k * g, k * g + k - 1), xd[ab])
 
 
 @njit(inline="always")
-def _super_block(kind, row, o, xq, b, sc):
-    """Σ over the 8 groups of the super-block at byte ``o`` (activation blocks b..b+7), in
-    integers (exact in any order), before the scales: written out, one chain."""
+def _super_block(kind, row, o, xq, xd, b, sc):
+    """Σ over the 8 groups of the super-block at byte ``o`` (activation blocks b..b+7), before
+    the super-block scale: written out, two accumulators alternating (to overlap the
+    conversions and multiply-adds)."""
     k = 1 if kind in (Q4, Q5) else 2
-    a = _group(izero(), _weights(kind, row, o, 0), xq, b, sc, 0, k)
-    a = _group(a, _weights(kind, row, o, 1), xq, b + 1, sc, 1, k)
-    a = _group(a, _weights(kind, row, o, 2), xq, b + 2, sc, 2, k)
-    a = _group(a, _weights(kind, row, o, 3), xq, b + 3, sc, 3, k)
-    a = _group(a, _weights(kind, row, o, 4), xq, b + 4, sc, 4, k)
-    a = _group(a, _weights(kind, row, o, 5), xq, b + 5, sc, 5, k)
-    a = _group(a, _weights(kind, row, o, 6), xq, b + 6, sc, 6, k)
-    return _group(a, _weights(kind, row, o, 7), xq, b + 7, sc, 7, k)
+    z = vzero()
+    a0 = _group(z, _weights(kind, row, o, 0), xq, xd, b, sc, 0, k)
+    a1 = _group(z, _weights(kind, row, o, 1), xq, xd, b + 1, sc, 1, k)
+    a0 = _group(a0, _weights(kind, row, o, 2), xq, xd, b + 2, sc, 2, k)
+    a1 = _group(a1, _weights(kind, row, o, 3), xq, xd, b + 3, sc, 3, k)
+    a0 = _group(a0, _weights(kind, row, o, 4), xq, xd, b + 4, sc, 4, k)
+    a1 = _group(a1, _weights(kind, row, o, 5), xq, xd, b + 5, sc, 5, k)
+    a0 = _group(a0, _weights(kind, row, o, 6), xq, xd, b + 6, sc, 6, k)
+    a1 = _group(a1, _weights(kind, row, o, 7), xq, xd, b + 7, sc, 7, k)
+    return vadd(a0, a1)
 
 
 @njit(inline="always")
@@ -126,13 +128,13 @@ def _head(kind, row, i):
 @njit(inline="always")
 def dot_kquant(kind, row, xq, xd, xs):
     """One K-quant row · one activation row: per super-block, the minima (or offset) term,
-    then the groups' integer sum times d and the activation scale, into one float vector."""
+    then the groups' scaled sum times d, into one float vector."""
     paired = kind in (Q4, Q5)  # one minimum per 32 values, each against two 16-value sums
     acc = vzero()
     for i in range(xd.shape[0] // 8):
         o, d, dm, sc, sm = _head(kind, row, i)
         acc = vaxpy(acc, vmins(sm, xs, 16 * i, paired), dm)
-        acc = vfma(acc, _super_block(kind, row, o, xq, 8 * i, sc), d * xd[8 * i])
+        acc = vaxpy(acc, _super_block(kind, row, o, xq, xd, 8 * i, sc), d)
     return vsum(acc)
 
 
@@ -166,37 +168,31 @@ def dot_q6_k(row, xq, xd, xs):
 
 
 @njit(inline="always")
-def _group4(acc, q, xq, t, ab, sc, g, k):
+def _group4(acc, q, xq, xd, t, ab, sc, g, k):
     """``_group`` for activation rows t..t+3 with the same unpacked weights ``q``."""
     return (
-        _group(acc[0], q, xq[t], ab, sc, g, k),
-        _group(acc[1], q, xq[t + 1], ab, sc, g, k),
-        _group(acc[2], q, xq[t + 2], ab, sc, g, k),
-        _group(acc[3], q, xq[t + 3], ab, sc, g, k),
+        _group(acc[0], q, xq[t], xd[t], ab, sc, g, k),
+        _group(acc[1], q, xq[t + 1], xd[t + 1], ab, sc, g, k),
+        _group(acc[2], q, xq[t + 2], xd[t + 2], ab, sc, g, k),
+        _group(acc[3], q, xq[t + 3], xd[t + 3], ab, sc, g, k),
     )
 
 
 @njit(inline="always")
-def _finish4(acc, a, d, xd, t, b):
-    """Each row's float accumulator + its integer super-block sum times d and its scale."""
-    return (
-        vfma(acc[0], a[0], d * xd[t, b]),
-        vfma(acc[1], a[1], d * xd[t + 1, b]),
-        vfma(acc[2], a[2], d * xd[t + 2, b]),
-        vfma(acc[3], a[3], d * xd[t + 3, b]),
-    )
+def _pairs4(a0, a1):
+    """Each row's two alternating group sums, added as ``_super_block`` adds them."""
+    return vadd(a0[0], a1[0]), vadd(a0[1], a1[1]), vadd(a0[2], a1[2]), vadd(a0[3], a1[3])
 
 
 @njit(inline="always")
 def dot4_kquant(kind, row, xq, xd, xs, t):
     """The dot products of one K-quant row with activation rows t..t+3 (2-D ``xq``/``xd``/
-    ``xs``), each weight group unpacked once for all four.  Integer sums are exact in any
-    order and each row's float sums are formed in ``dot_kquant``'s order, so each result has
-    exactly that function's bits."""
+    ``xs``), each weight group unpacked once for all four.  Every row's sums are formed in the
+    same order as ``dot_kquant``'s, so each result has exactly that function's bits."""
     k = 1 if kind in (Q4, Q5) else 2
     paired = kind in (Q4, Q5)
-    z, zi = vzero(), izero()
-    acc = (z, z, z, z)
+    z = vzero()
+    acc, zs = (z, z, z, z), (z, z, z, z)
     for i in range(xd.shape[1] // 8):
         o, d, dm, sc, sm = _head(kind, row, i)
         b = 8 * i
@@ -206,15 +202,20 @@ def dot4_kquant(kind, row, xq, xd, xs, t):
             vaxpy(acc[2], vmins(sm, xs[t + 2], 16 * i, paired), dm),
             vaxpy(acc[3], vmins(sm, xs[t + 3], 16 * i, paired), dm),
         )
-        # written out as in _super_block (every shift and scale lane a constant), one integer
-        # chain per row: four rows of accumulators already fill most vector registers
-        a = _group4((zi, zi, zi, zi), _weights(kind, row, o, 0), xq, t, b, sc, 0, k)
-        a = _group4(a, _weights(kind, row, o, 1), xq, t, b + 1, sc, 1, k)
-        a = _group4(a, _weights(kind, row, o, 2), xq, t, b + 2, sc, 2, k)
-        a = _group4(a, _weights(kind, row, o, 3), xq, t, b + 3, sc, 3, k)
-        a = _group4(a, _weights(kind, row, o, 4), xq, t, b + 4, sc, 4, k)
-        a = _group4(a, _weights(kind, row, o, 5), xq, t, b + 5, sc, 5, k)
-        a = _group4(a, _weights(kind, row, o, 6), xq, t, b + 6, sc, 6, k)
-        a = _group4(a, _weights(kind, row, o, 7), xq, t, b + 7, sc, 7, k)
-        acc = _finish4(acc, a, d, xd, t, b)
+        # written out as in _super_block: every shift and scale lane a constant
+        a0 = _group4(zs, _weights(kind, row, o, 0), xq, xd, t, b, sc, 0, k)
+        a1 = _group4(zs, _weights(kind, row, o, 1), xq, xd, t, b + 1, sc, 1, k)
+        a0 = _group4(a0, _weights(kind, row, o, 2), xq, xd, t, b + 2, sc, 2, k)
+        a1 = _group4(a1, _weights(kind, row, o, 3), xq, xd, t, b + 3, sc, 3, k)
+        a0 = _group4(a0, _weights(kind, row, o, 4), xq, xd, t, b + 4, sc, 4, k)
+        a1 = _group4(a1, _weights(kind, row, o, 5), xq, xd, t, b + 5, sc, 5, k)
+        a0 = _group4(a0, _weights(kind, row, o, 6), xq, xd, t, b + 6, sc, 6, k)
+        a1 = _group4(a1, _weights(kind, row, o, 7), xq, xd, t, b + 7, sc, 7, k)
+        s4 = _pairs4(a0, a1)
+        acc = (
+            vaxpy(acc[0], s4[0], d),
+            vaxpy(acc[1], s4[1], d),
+            vaxpy(acc[2], s4[2], d),
+            vaxpy(acc[3], s4[3], d),
+        )
     return vsum(acc[0]), vsum(acc[1]), vsum(acc[2]), vsum(acc[3])

@@ -8,8 +8,7 @@ which LLVM lowers to the target's instructions (on x86 AVX2: ``vpmaddwd``, ``vcv
 ``vcvtph2ps``).  Four value types travel between them inside numba code:
 
 * ``u8x32``  — 32 unsigned weight values (0..255) of one 32-value group;
-* ``i32x8``  — sums of 32 int products in groups of 4 (lane i = products 4i..4i+3), added
-  up exactly over a K-quant super-block (``vaddi``);
+* ``i32x8``  — sums of 32 int products in groups of 4 (lane i = products 4i..4i+3);
 * ``f32x8``  — a float accumulator, summed horizontally once per output (``vsum``);
 * ``i16x16`` — the 16 small integer scales (or 8 scales and 8 minima) of one K-quant
   super-block, decoded once per super-block (``scales16``, ``scales16_q3_k``, ``scales16_k``)
@@ -230,26 +229,6 @@ def vzero(typingctx):
         return ir.Constant(_LLVM_TYPES["f32x8"], [0.0] * 8)
 
     return f32x8(), codegen
-
-
-@intrinsic
-def izero(typingctx):
-    """A zero integer accumulator."""
-
-    def codegen(context, builder, signature, args):
-        return ir.Constant(_LLVM_TYPES["i32x8"], [0] * 8)
-
-    return i32x8(), codegen
-
-
-@intrinsic
-def vaddi(typingctx, a, b):
-    """a + b (integer vectors: exact, so any order of additions gives the same sums)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.add(args[0], args[1])
-
-    return i32x8(a, b), codegen
 
 
 # How far ahead of the block being multiplied the dot products ask for weight bytes.  A weight
@@ -619,3 +598,13 @@ def vaxpy(typingctx, acc, v, scale):
         return _llvm_call(builder, "llvm.fmuladd.v8f32", vt, [x, _splat(builder, sc, 8), a])
 
     return f32x8(acc, v, types.float32), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """a + b (float vectors)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.fadd(args[0], args[1])
+
+    return f32x8(a, b), codegen

@@ -15,7 +15,7 @@ from engine import llama
 from engine.batcher import DecodeBatcher
 from engine.decode_batch import BatchWorkspace, can_batch, forward_batch
 from engine.errors import ContextOverflow
-from engine.kernels import QuantMatrix, act_block, matmul_int, quantize_activations
+from engine.kernels import QuantMatrix, matmul_int, quantize_activations
 from tests.engine.llama_reference import QT, write_tiny_llama
 
 # The four-token K-quant dot products in both scale layouts (one scale per 32 values: Q4_K;
@@ -116,7 +116,7 @@ def test_product_of_several_tokens_has_the_bits_of_one_at_a_time(tiny_dir, qtype
         x = rng.standard_normal((n, m.n_in)).astype(np.float32)
         xq, xd = np.empty((n, m.n_in), np.int8), np.empty((n, m.n_in // 32), np.float32)
         xs = np.empty((n, m.n_in // 16), np.float32)
-        quantize_activations(x, xq, xd, xs, act_block.py_func(m.code))
+        quantize_activations(x, xq, xd, xs)
         y = np.empty((n, m.n_out), np.float32)
         matmul_int(m.code, m.data, xq, xd, xs, y)
         for t in range(n):

@@ -127,13 +127,9 @@ def test_int_path_equals_its_own_scheme(ggml_type: GGMLType) -> None:
     xq = np.empty((2, m.n_in), np.int8)
     xd = np.empty((2, m.n_in // 32), np.float32)
     xs = np.empty((2, m.n_in // 16), np.float32)
-    block = kernels.act_block.py_func(m.code)
-    kernels.quantize_activations(x, xq, xd, xs, block)
+    kernels.quantize_activations(x, xq, xd, xs)
     x8 = (xq.reshape(2, -1, 32) * xd[..., None].astype(np.float64)).reshape(2, -1)
-    # one scale per block: each value within half a step of the block's largest / 127
-    amax = np.abs(x).reshape(2, -1, block).max(-1)
-    assert (np.abs(x8 - x).reshape(2, -1, block) <= amax[..., None] / 254 * 1.0001).all()
-    assert (xd.reshape(2, -1, block // 32) == xd.reshape(2, -1, block // 32)[..., :1]).all()
+    assert np.abs(x8 - x).max() <= np.abs(x).max() / 254 * 1.0001
     np.testing.assert_allclose(
         xs, (xq.reshape(2, -1, 16).sum(-1) * np.repeat(xd, 2, axis=1)), rtol=1e-6
     )
@@ -204,7 +200,7 @@ def test_dot_over_a_set_of_types_equals_each_types_kernel() -> None:
     x = rng.standard_normal((1, 512)).astype(np.float32)
     xq = np.empty((1, 512), np.int8)
     xd, xs = np.empty((1, 16), np.float32), np.empty((1, 32), np.float32)
-    kernels.quantize_activations(x, xq, xd, xs, kernels.ACT_BLOCK_K)  # serves every type
+    kernels.quantize_activations(x, xq, xd, xs)
     for ggml_type in (GGMLType.Q6_K, GGMLType.Q8_0, GGMLType.Q4_K):
         m = random_matrix(ggml_type, 3, 512 // GGML_BLOCK_LAYOUT[ggml_type].block_size, seed=9)
         want = np.empty((1, 3), np.float32)
@@ -313,13 +309,13 @@ def test_amx_path_is_used_for_quantized_types_only(monkeypatch) -> None:
     ids=lambda t: t.name,
 )  # fmt: skip
 def test_k_quant_products_as_accurate_as_llama_cpp(ggml_type: GGMLType) -> None:
-    """A generation-step product with a K-quant (activations with one scale per 256 values, as
-    llama.cpp's Q8_K) is within 10 % of the error llama.cpp's own scheme makes against the
-    exact float64 product."""
+    """A generation-step product with a K-quant (8-bit activations with one scale per 32 values)
+    is at least as accurate as llama.cpp's scheme (one scale per 256 values, its Q8_K) against
+    the exact float64 product."""
     from engine.bench_kernels import accuracy, random_quant_matrix
 
     m = random_quant_matrix(ggml_type, 64, 1024, seed=3)
     x = np.random.default_rng(4).standard_normal((4, m.n_in)).astype(np.float32)
     r = accuracy(m, x)
-    assert r["rms_err_ours"] <= 1.1 * r["rms_err_llamacpp_scheme"], r
+    assert r["rms_err_ours"] <= r["rms_err_llamacpp_scheme"], r
     assert r["rms_err_ours"] < 0.05 * r["rms_exact"], r
