@@ -35,7 +35,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 
 from assistant.chat_format import chat_format_for
-from assistant.engine_params import EngineParams, run_generation
+from assistant.engine_params import EngineParams, GenerationRun
 
 CHAT_TYPE = "guidelines-engine-chat"
 LS_PROVIDER = "guidelines_engine"
@@ -128,13 +128,13 @@ class ChatEngine(EngineParams, BaseChatModel):
         chat_format = chat_format_for(model)
         prompt = chat_format.render(to_turns(messages), add_generation_prompt=True)
         sampling = self.sampling([*(stop or []), *chat_format.stop], **kwargs)
-        info: dict[str, Any] = {}
-        for piece in run_generation(model, prompt, sampling, info):
+        run = GenerationRun(model, prompt, sampling)
+        for piece in run:
             chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
             if run_manager:
                 run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk
-        yield ChatGenerationChunk(message=_last_chunk(info), generation_info=_finish(info))
+        yield ChatGenerationChunk(message=_last_chunk(run.info), generation_info=_finish(run.info))
 
 
 def _finish(info: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """What ``EngineLLM`` and ``ChatEngine`` share: the model spec, sampling settings, one call.
 
-:class:`EngineParams` is a pydantic mixin holding the fields; :func:`run_generation` streams one
-engine generation and reports its pieces and, at the end, a ``generation_info`` dict
+:class:`EngineParams` is a pydantic mixin holding the fields; :class:`GenerationRun` streams one
+engine generation: its pieces and, at the end, a ``generation_info`` dict
 (``finish_reason``, token counts, engine timings, model file and quantization).  Stop strings
 go to the engine, which matches them literally (never as regular expressions).
 """
@@ -103,23 +103,29 @@ class EngineParams(BaseModel):
         return {key: getattr(self, key) for key in SAMPLING_KEYS}
 
 
-def run_generation(model: Any, prompt: str | list[int], sampling: dict[str, Any],
-                   info: dict[str, Any]) -> Iterator[str]:
-    """Stream one generation of ``model``; when it ends ``info`` holds its generation_info.
+class GenerationRun:
+    """One engine generation of ``model``, streamed: iterate for its pieces; when it ends,
+    ``info`` holds its generation_info.
 
     Closing the iterator early (a consumer that stops reading) cancels the engine's generation.
     """
-    generation = model.generate(prompt, stream=True, **sampling)
-    finished = False
-    try:
-        for piece in generation:
-            if piece:
-                yield piece
-        finished = True
-    finally:
-        if not finished:
-            generation.cancel()
-        info.update(generation_info(model, generation))
+
+    def __init__(self, model: Any, prompt: str | list[int], sampling: dict[str, Any]) -> None:
+        self.model = model
+        self.info: dict[str, Any] = {}
+        self._generation = model.generate(prompt, stream=True, **sampling)
+
+    def __iter__(self) -> Iterator[str]:
+        finished = False
+        try:
+            for piece in self._generation:
+                if piece:
+                    yield piece
+            finished = True
+        finally:
+            if not finished:
+                self._generation.cancel()
+            self.info = generation_info(self.model, self._generation)
 
 
 def generation_info(model: Any, generation: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
-from assistant.engine_params import EngineParams, run_generation
+from assistant.engine_params import EngineParams, GenerationRun
 from engine.batcher import MAX_SEQUENCES
 
 LLM_TYPE = "guidelines-engine"
@@ -74,11 +74,11 @@ class EngineLLM(EngineParams, LLM):
     def _stream(self, prompt: str, stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None,
                 **kwargs: Any) -> Iterator[GenerationChunk]:
-        info: dict[str, Any] = {}
         model = self.engine_model_for(kwargs.get("model"))
-        for piece in run_generation(model, prompt, self.sampling(stop, **kwargs), info):
+        run = GenerationRun(model, prompt, self.sampling(stop, **kwargs))
+        for piece in run:
             chunk = GenerationChunk(text=piece)
             if run_manager:
                 run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk
-        yield GenerationChunk(text="", generation_info=info)
+        yield GenerationChunk(text="", generation_info=run.info)
