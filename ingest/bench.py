@@ -221,7 +221,7 @@ def cmd_latency(args) -> None:
 
     default = open_index(args.index, threads=args.threads)
     runs = {"default " + " ".join(default.hybrid.rerank): (default, [])}
-    compare = args.compare if args.compare is not None else ["parts:depth=5", ""]
+    compare = args.compare if args.compare is not None else ["parts:depth=5", ""]  # the old ones
     for spec in compare:  # other re-ranking steps, space-separated ("" for none)
         steps = tuple(s for s in spec.split() if s)
         other = open_index(
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         metavar="STEPS",
         help="re-ranking steps to time against the default, space-separated "
-        "(repeatable; '' is none; default: 'parts:depth=5' and '')",
+        "(repeatable; '' is none; default: 'parts:depth=5' and '', the earlier defaults)",
     )
     lat.add_argument(
         "--no-embedding",

@@ -49,8 +49,9 @@ class ChunkingSettings:
     # questions, 0.73 -> 0.65 dense, by cutting passages into small, misleadingly titled pieces)
     implicit_headings: bool = False
     # consecutive heading sections of fewer body tokens than this are chunked together (one-line
-    # boilerplate such as "Guideline Status" is then never a chunk of its own); 0: off
-    min_section_tokens: int = 0
+    # boilerplate such as "Guideline Status" is then never a chunk of its own); 0: off (indexes
+    # built before it existed). On by default: no loss on the even dev half (docs/retrieval.md)
+    min_section_tokens: int = 64
     # the last short stand-alone title line before a chunk (e.g. "Treatment") joins its context
     # line, without cutting the section there (see :func:`_is_implicit_heading`)
     subheadings: bool = False

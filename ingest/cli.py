@@ -57,29 +57,42 @@ def _parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="fail (changing nothing) on any bad record"
     )
     b.add_argument("--prune", action="store_true", help="remove documents gone from the input")
+    chunking = "(default: an existing index's own; for a new one %(default_new)s)"
     b.add_argument(
         "--max-tokens",
         type=int,
-        default=ChunkingSettings.max_tokens,
-        help="chunk size in model tokens, special tokens included",
+        default=None,
+        help="chunk size in model tokens, special tokens included "
+        + chunking % {"default_new": ChunkingSettings.max_tokens},
     )
-    b.add_argument("--overlap-tokens", type=int, default=ChunkingSettings.overlap_tokens)
+    b.add_argument(
+        "--overlap-tokens",
+        type=int,
+        default=None,
+        help="tokens of whole sentences carried into the next chunk "
+        + chunking % {"default_new": ChunkingSettings.overlap_tokens},
+    )
     b.add_argument(
         "--no-context",
-        action="store_true",
+        dest="context",
+        action="store_const",
+        const=False,
+        default=None,
         help="do not prefix title and headings to the embedded text",
     )
     b.add_argument(
         "--min-section-tokens",
         type=int,
-        default=ChunkingSettings.min_section_tokens,
-        help="chunk consecutive heading sections smaller than this together (0: off)",
+        default=None,
+        help="chunk consecutive heading sections smaller than this together, 0: off "
+        + chunking % {"default_new": ChunkingSettings.min_section_tokens},
     )
     b.add_argument(
         "--subheadings",
         action=argparse.BooleanOptionalAction,
-        default=ChunkingSettings.subheadings,
-        help="add the last stand-alone title line before a chunk to its context line",
+        default=None,
+        help="add the last stand-alone title line before a chunk to its context line "
+        + chunking % {"default_new": ChunkingSettings.subheadings},
     )
     b.add_argument(
         "--ann",
@@ -132,26 +145,14 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
     q.add_argument("--sources", type=_csv, default=None)
     q.add_argument("--json", action="store_true")
+    _rerank_args(q)
 
     e = sub.add_parser("eval", help="retrieval quality and latency on a QA file")
     e.add_argument("--index", required=True, type=Path)
     e.add_argument("--qa", required=True, type=Path, help="JSONL with question, answer, doc_id")
     e.add_argument("--k", type=_ks, default=[1, 3, 5, 10])
     e.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
-    e.add_argument(
-        "--rerank",
-        action="append",
-        default=None,
-        metavar="STEP",
-        help="a re-ranking step after the fusion, e.g. parts:depth=5 (repeat for several; "
-        "default: the index's HybridSettings.rerank; see ingest/rerank)",
-    )
-    e.add_argument(
-        "--no-rerank",
-        "--no-parts",
-        action="store_true",
-        help="hybrid without re-ranking steps (to compare)",
-    )
+    _rerank_args(e)
     e.add_argument(
         "--context-weight",
         type=float,
@@ -176,19 +177,54 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _rerank_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rerank",
+        action="append",
+        default=None,
+        metavar="STEP",
+        help="a re-ranking step after the fusion, e.g. parts:depth=5 (repeat for several; "
+        "default: HybridSettings.rerank; see ingest/rerank)",
+    )
+    parser.add_argument(
+        "--no-rerank",
+        "--no-parts",
+        action="store_true",
+        help="hybrid without re-ranking steps (to compare)",
+    )
+
+
+def _hybrid(args):
+    """HybridSettings with the re-ranking flags (``--rerank``, ``--no-rerank``) applied."""
+    from .search import HybridSettings
+
+    hybrid = HybridSettings()
+    if args.no_rerank:
+        return replace(hybrid, rerank=())
+    if args.rerank is not None:
+        return replace(hybrid, rerank=tuple(args.rerank))
+    return hybrid
+
+
+def _chunking(args) -> ChunkingSettings | None:
+    """The chunking flags given, over the index's own settings (or the defaults for a new
+    index); None when no flag is given (the build then keeps an existing index's settings)."""
+    from .pipeline import recorded_chunking
+
+    names = ("max_tokens", "overlap_tokens", "context", "min_section_tokens", "subheadings")
+    given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if not given:
+        return None
+    return replace(recorded_chunking(args.index) or ChunkingSettings(), **given)
+
+
 def _build(args) -> int:
     from .pipeline import build
 
     ann = None
     if args.ann == "ivf":
         ann = {"type": "ivf", "nlist": args.nlist, "nprobe": args.nprobe}
-    settings = ChunkingSettings(
-        max_tokens=args.max_tokens,
-        overlap_tokens=args.overlap_tokens,
-        context=not args.no_context,
-        min_section_tokens=args.min_section_tokens,
-        subheadings=args.subheadings,
-    )
+    settings = _chunking(args)
     try:
         # stdout holds only the report: what the build's libraries print (Ray's raylet messages
         # about retried tasks) goes to stderr
@@ -242,7 +278,7 @@ def _query(args) -> int:
     from .index_check import check_model
     from .search import open_index
 
-    idx = open_index(args.index)
+    idx = open_index(args.index, hybrid=_hybrid(args))
     check_model(idx)
     hits = idx.search(args.text, k=args.k, sources=args.sources, mode=args.mode)
     if args.json:
@@ -267,13 +303,9 @@ def _query(args) -> int:
 
 def _eval(args) -> int:
     from .evaluate import evaluate, format_table, half, load_qa
-    from .search import HybridSettings, open_index
+    from .search import open_index
 
-    hybrid = HybridSettings()
-    if args.no_rerank:
-        hybrid = replace(hybrid, rerank=())
-    elif args.rerank is not None:
-        hybrid = replace(hybrid, rerank=tuple(args.rerank))
+    hybrid = _hybrid(args)
     if args.context_weight is not None:
         hybrid = replace(hybrid, context_weight=args.context_weight)
     if args.abbreviations is not None:

@@ -33,6 +33,7 @@ from .embedding import (
 )
 from .errors import SettingsMismatch, StrictModeFailure
 from .index import DB_NAME, IndexStore
+from .index_check import read_manifest_json
 
 BATCH_CHUNKS = 256  # chunks embedded and committed together (what a crash can lose)
 CHUNK_GROUP = 16  # documents tokenized together
@@ -246,13 +247,25 @@ def _scan_strict(spec: str, sources, limit, log) -> None:
         raise StrictModeFailure(len(bad))
 
 
+def recorded_chunking(index: str | Path) -> ChunkingSettings | None:
+    """The chunking settings an index's manifest records; None for no index or none readable."""
+    man = read_manifest_json(Path(index))
+    try:
+        return ChunkingSettings.from_dict(man["chunking"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _open_store(
     index: Path,
     model_name: str,
     settings: ChunkingSettings,
+    explicit: bool,
     get_embedder: Callable[[], Embedder],
     ann: dict | None,
-) -> IndexStore:
+) -> tuple[IndexStore, ChunkingSettings]:
+    """The index (created when new) and the chunking settings of this build: ``settings`` for a
+    new index or when given (``explicit``; they must be the index's), else the index's own."""
     if not (index / DB_NAME).exists():
         emb = get_embedder()
         return IndexStore.create(
@@ -263,7 +276,7 @@ def _open_store(
             chunking=settings.to_dict(),
             ann=ann,
             embedding_extra=_embedding_extra(emb),
-        )
+        ), settings
     store = IndexStore.open(index)
     man = store.manifest
     if man["kind"] != mf.KIND_CORPUS:
@@ -273,13 +286,15 @@ def _open_store(
         built = ChunkingSettings.from_dict(man.get("chunking") or {})
     except (KeyError, TypeError, ValueError):
         built = None
+    if built is not None and not explicit:
+        return store, built
     if built != settings:
         raise SettingsMismatch(
             index,
             f"was built with chunking {man.get('chunking')}, not "
             f"{settings.to_dict()}: use a new index folder",
         )
-    return store
+    return store, settings
 
 
 def _embedding_extra(emb: Embedder) -> dict:
@@ -372,7 +387,9 @@ def build(
     (``ingest.distributed``, the ``distributed`` extra); the index written is the same.
     ``device`` (``embedding.DEVICES``) is where chunks are embedded: ``auto`` uses a CUDA GPU
     when there is one (here, or the cluster's with ``ray``); ``cuda`` without one is a
-    ``DeviceError`` before any work.  The index is the same on either.
+    ``DeviceError`` before any work.  The index is the same on either.  ``settings``: how
+    documents are cut; by default an existing index's own (``ChunkingSettings()`` for a new
+    one); given, they must be the index's.
     """
     t_start = time.perf_counter()
     src = [s.strip() for s in sources if s.strip()] if sources else None
@@ -394,7 +411,9 @@ def build(
         make_builder = _Builder
         if ray is not None:  # connect before touching the index: a bad address changes nothing
             make_builder = cluster.enter_context(_ray_factory(ray, model, threads, device, report))
-        model.store = _open_store(job.index, model.name, job.settings, model, ann)
+        model.store, job.settings = _open_store(
+            job.index, model.name, job.settings, settings is not None, model, ann
+        )
         _build_in(model.store, job, model, report, make_builder, t_start)
     report.seconds = time.perf_counter() - t_start
     return report

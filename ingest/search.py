@@ -36,7 +36,9 @@ class HybridSettings:
     rrf_k: int = 60
     dense_weight: float = 1.0
     lexical_weight: float = 0.5  # BM25 is the weaker retriever here (see docs/retrieval.md)
-    rerank: tuple[str, ...] = ("parts:depth=5",)  # steps after the fusion (docs/retrieval.md)
+    # steps after the fusion (docs/retrieval.md): the passage that answers among the first
+    # documents' passages, then passages that only restate their title behind the others
+    rerank: tuple[str, ...] = ("doc:docs=2,depth=5", "restated")
     depth: int = 50  # candidates taken from each retriever (at least k)
     context_weight: float = 1.0  # BM25 weight of the context line (title › headings) vs the text
     abbreviations: bool = False  # BM25 also searches the other form of medical abbreviations

@@ -20,6 +20,7 @@ from .base import Query, Scored
 from .doc import DocPassages
 from .mmr import Mmr
 from .parts import BestSentence
+from .restated import Restated
 from .threshold import Threshold
 
 
@@ -31,6 +32,7 @@ class Step(Protocol):
 STEPS: dict[str, Callable[..., Step]] = {
     "doc": DocPassages,
     "parts": BestSentence,
+    "restated": Restated,
     "threshold": Threshold,
     "mmr": Mmr,
 }

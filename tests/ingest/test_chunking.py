@@ -71,7 +71,8 @@ def test_implicit_headings_open_sub_sections():
 
 
 def test_chunks_keep_headings_offsets_and_context(counter):
-    chunks = Chunker(counter, ChunkingSettings(max_tokens=64)).chunk("d1", DOC, "Screening")
+    settings = ChunkingSettings(max_tokens=64, min_section_tokens=0)  # every section its own
+    chunks = Chunker(counter, settings).chunk("d1", DOC, "Screening")
     assert [c.heading for c in chunks] == [
         "Recommendations › Major Recommendations",
         "Recommendations › Qualifying Statements",
@@ -156,7 +157,9 @@ This is the current release of the guideline.
 
 
 def test_small_sections_are_chunked_together(counter):
-    plain = Chunker(counter, ChunkingSettings()).chunk("d", BOILERPLATE, "Screening")
+    plain = Chunker(counter, ChunkingSettings(min_section_tokens=0)).chunk(
+        "d", BOILERPLATE, "Screening"
+    )
     merged = Chunker(counter, ChunkingSettings(min_section_tokens=64)).chunk(
         "d", BOILERPLATE, "Screening"
     )

@@ -10,6 +10,7 @@ from ingest_helpers import THREADS, write_jsonl
 
 import ingest
 from ingest.index import IndexStore
+from ingest.pipeline import recorded_chunking
 
 
 def _index_state(path) -> tuple[int, dict, set[str]]:
@@ -192,6 +193,22 @@ def test_changing_chunk_settings_needs_a_new_index(small_index, small_corpus, em
             progress=False,
             settings=ingest.ChunkingSettings(max_tokens=128),
         )
+
+
+def test_an_update_keeps_the_index_own_chunking(tmp_path, small_docs, embedder):
+    """An index built with other settings (here: before small sections were merged by default)
+    is updated with its own settings when none are given; given ones must match."""
+    old = ingest.ChunkingSettings(min_section_tokens=0)
+    corpus = write_jsonl(tmp_path / "c.jsonl", small_docs[:2])
+    ingest.build(corpus, tmp_path / "i", embedder=embedder, progress=False, settings=old)
+    write_jsonl(corpus, small_docs[:3])
+    rep = ingest.build(corpus, tmp_path / "i", embedder=embedder, progress=False)
+    assert rep.published and rep.added == 1
+    assert recorded_chunking(tmp_path / "i") == old
+    with pytest.raises(ingest.SettingsMismatch, match="chunking"):
+        ingest.build(corpus, tmp_path / "i", embedder=embedder, progress=False,
+                     settings=ingest.ChunkingSettings())
+    assert recorded_chunking(tmp_path / "nothing") is None
 
 
 def test_sources_and_limit(tmp_path, small_corpus, small_docs, embedder):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from ingest_helpers import write_jsonl
 
 import ingest
 from ingest import rerank
 from ingest.rerank import RerankSpecError, make_step
+from ingest.rerank.restated import novelty
 from ingest.search import HybridSettings
 
 Q = "How is the disease treated?"
@@ -65,3 +67,40 @@ def test_doc_step_picks_passages_of_the_first_document(small_index, embedder):
     assert [h.chunk_id for h in got[3:]] == [
         h.chunk_id for h in idx.search(Q, k=50) if h.chunk_id not in moved
     ][: len(got) - 3]
+
+
+def test_novelty_is_the_share_of_words_beyond_the_title():
+    title = "Screening for abdominal aortic aneurysm: recommendation statement."
+    assert novelty("Screening for abdominal aortic aneurysm: recommendation statement.", title) == 0
+    assert novelty("Men aged 65 to 75 years who have ever smoked: one ultrasonography.", title) == 1
+    assert novelty("Task Force. Screening for abdominal aortic aneurysm. Ann Med.", title) < 0.5
+    assert novelty("12 3.4 -- ok", title) == 1.0  # no word of four letters: left alone
+
+
+GUIDELINE = {
+    "id": "g1", "source": "ngc", "title": "Screening for a rare disease: recommendation statement.",
+    "clean_text": "# General\n\n## Guideline Title\n\nScreening for a rare disease: recommendation "
+    "statement.\n\n## Bibliographic Source(s)\n\nTask Force. Screening for a rare disease: "
+    "recommendation statement. Ann Intern Med. 2014.\n\n# Recommendations\n\n## Major "
+    "Recommendations\n\nThe panel recommends one ultrasound for men aged 65 to 75 years who have "
+    "ever smoked. Women who never smoked need no ultrasound. " + " ".join(
+        f"Group {i} of the trial showed fewer deaths after the ultrasound." for i in range(12)
+    ) + "\n",
+}
+
+
+def test_restated_step_puts_title_restatements_behind(tmp_path, embedder, small_docs):
+    corpus = write_jsonl(tmp_path / "c.jsonl", [GUIDELINE, *small_docs])
+    ingest.build(corpus, tmp_path / "i", embedder=embedder, progress=False)
+    idx = ingest.open_index(tmp_path / "i", embedder=embedder, hybrid=HybridSettings(rerank=()))
+    q = "Who should be screened for a rare disease?"
+    plain = idx.search(q, k=10)
+    assert plain[0].metadata["heading"] == "General"  # the title and citation match best
+    got = idx.search(q, k=10, rerank=["restated"])
+    assert got[0].metadata["heading"] == "Recommendations › Major Recommendations"
+    restates = [novelty(h.text, h.metadata["title"]) < 0.7 for h in got]
+    assert restates == sorted(restates)  # every restatement after the others
+    assert sorted(h.chunk_id for h in got) == sorted(h.chunk_id for h in plain)
+    # the default steps end with it
+    top = ingest.open_index(tmp_path / "i", embedder=embedder).search(q, k=1)[0]
+    assert novelty(top.text, top.metadata["title"]) >= 0.7
