@@ -1,11 +1,15 @@
-"""``python -m ingest`` in real subprocesses: build, stats, query, eval, errors."""
+"""``python -m ingest`` in real subprocesses: build, stats, query, eval, errors (and how its
+chunking flags combine with an index's settings, in-process)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from ingest_helpers import run_cli, write_jsonl
+
+import ingest
 
 
 @pytest.mark.slow
@@ -82,3 +86,19 @@ def test_errors_are_one_clear_line(tmp_path):
     out = run_cli("build", "--input", str(tmp_path / "none.jsonl"), "--index", str(tmp_path / "i"))
     assert out.returncode == 2 and "no such file" in out.stderr
     assert not (tmp_path / "i").exists()
+
+
+def test_chunking_flags_apply_over_an_index_own_settings(tmp_path):
+    from ingest.cli import _chunking, _parser
+
+    def settings(*flags: str):
+        return _chunking(_parser().parse_args(["build", "--input", "x", "--index", str(tmp_path),
+                                               *flags]))
+
+    assert settings() is None  # no flag: the build keeps an existing index's settings
+    assert settings("--max-tokens", "128") == ingest.ChunkingSettings(max_tokens=128)
+    old = ingest.ChunkingSettings(min_section_tokens=0, overlap_tokens=16)
+    (tmp_path / "manifest.json").write_text(json.dumps({"chunking": old.to_dict()}))
+    assert settings("--max-tokens", "128") == replace(old, max_tokens=128)
+    assert settings("--no-context", "--subheadings") == replace(old, context=False,
+                                                                subheadings=True)
