@@ -25,8 +25,6 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import PrivateAttr
 
-SEARCH_MODES = ("hybrid", "dense", "lexical")
-
 _index_lock = threading.Lock()
 _open_indexes: dict[Path, Any] = {}
 
@@ -91,8 +89,10 @@ class GuidelineRetriever(BaseRetriever):
         threshold = kwargs.get("score_threshold", self.score_threshold)
         mode = kwargs.get("mode", self.mode)
         mmr = bool(kwargs.get("mmr", self.mmr))
-        if mode not in SEARCH_MODES:
-            raise ValueError(f"unknown search mode {mode!r}; expected one of {SEARCH_MODES}")
+        from ingest.search import MODES  # (ingest is imported on first use, as in _open)
+
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}; expected one of {MODES}")
         if k <= 0:
             return []
         steps = list(self.index.hybrid.rerank) if mode == "hybrid" else []

@@ -13,6 +13,7 @@ from .chunking import ChunkingSettings
 from .embedding import DEFAULT_DEVICE, DEVICES
 from .errors import IngestError, StrictModeFailure
 from .pipeline import BATCH_CHUNKS
+from .search import MODES
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -142,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--index", required=True, type=Path)
     q.add_argument("text")
     q.add_argument("-k", type=int, default=5)
-    q.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
+    q.add_argument("--mode", choices=MODES, default="hybrid")
     q.add_argument("--sources", type=_csv, default=None)
     q.add_argument("--json", action="store_true")
     _rerank_args(q)
@@ -151,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--index", required=True, type=Path)
     e.add_argument("--qa", required=True, type=Path, help="JSONL with question, answer, doc_id")
     e.add_argument("--k", type=_ks, default=[1, 3, 5, 10])
-    e.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
+    e.add_argument("--mode", choices=MODES, default="hybrid")
     _rerank_args(e)
     e.add_argument(
         "--context-weight",
