@@ -29,9 +29,11 @@ from engine.llama import (
     check_kv_type,
     prefill,
 )
-from engine.repetition import DEFAULT_SEQUENCE_BREAKERS, BreakerSet
+from engine.repetition import BreakerSet
 from engine.sampling import Sampler, SamplingParams
 from engine.tokenizer import Tokenizer
+
+_SAMPLING = SamplingParams()  # generate()'s sampling defaults are SamplingParams' (llama.cpp's)
 
 
 class Model:
@@ -135,20 +137,20 @@ class Model:
         self,
         prompt: str | Sequence[int],
         max_tokens: int = 256,
-        temperature: float = 0.8,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        repeat_penalty: float = 1.1,
-        repeat_last_n: int = 64,
-        seed: int | None = None,
+        temperature: float = _SAMPLING.temperature,
+        top_k: int = _SAMPLING.top_k,
+        top_p: float = _SAMPLING.top_p,
+        min_p: float = _SAMPLING.min_p,
+        repeat_penalty: float = _SAMPLING.repeat_penalty,
+        repeat_last_n: int = _SAMPLING.repeat_last_n,
+        seed: int | None = _SAMPLING.seed,
         stop: Sequence[str] | str = (),
-        dry_multiplier: float = 0.0,
-        dry_base: float = 1.75,
-        dry_allowed_length: int = 2,
-        dry_penalty_last_n: int = -1,
-        dry_sequence_breakers: Sequence[str] = DEFAULT_SEQUENCE_BREAKERS,
-        loop_stop_tokens: int = 0,
+        dry_multiplier: float = _SAMPLING.dry_multiplier,
+        dry_base: float = _SAMPLING.dry_base,
+        dry_allowed_length: int = _SAMPLING.dry_allowed_length,
+        dry_penalty_last_n: int = _SAMPLING.dry_penalty_last_n,
+        dry_sequence_breakers: Sequence[str] = _SAMPLING.dry_sequence_breakers,
+        loop_stop_tokens: int = _SAMPLING.loop_stop_tokens,
         stream: bool = False,
         special: bool = True,
         cancel_event: threading.Event | None = None,
