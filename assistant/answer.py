@@ -246,7 +246,19 @@ class Answer:
         if any(c.kind == GIVEN for c in self.citations):
             lines.append("(the answer neither cites a passage by number nor quotes one; "
                          "these are the passages it was given)")
+        quoted = self._evidence_only()
+        for p in quoted:  # every [n] shown above resolves to a source
+            lines.append(Citation.from_passage(p, GIVEN).head + (f" {p.url}" if p.url else ""))
+        if quoted:
+            lines.append(f"({', '.join(f'[{p.number}]' for p in quoted)}: quoted in the evidence "
+                         "above; the answer does not draw on it)")
         return "\n".join(lines)
+
+    def _evidence_only(self) -> list[Passage]:
+        """The passages an evidence sentence quotes that are not among the citations."""
+        listed = {c.number for c in self.citations}
+        quoted = {e.number for e in self.evidence}
+        return [p for p in self.passages if p.number in quoted and p.number not in listed]
 
     def full_text(self) -> str:
         """The answer, its sources and the notice: what a reader is shown."""

@@ -20,6 +20,7 @@ from assistant.attribution import (
     longest_shared_run,
     match_passages,
 )
+from assistant.evidence import EvidenceSentence
 
 LUNG = ("The USPSTF recommends annual screening for lung cancer with low-dose computed "
         "tomography (LDCT) in adults aged 55 to 80 years who have a 30 pack-year smoking "
@@ -138,6 +139,21 @@ def test_answer_shows_the_kinds_and_keeps_the_model_text() -> None:
     assert [c["cited_in_text"] for c in data["citations"]] == [True, False]
     given = Answer("q", "Nothing.", resolve_citations("Nothing.", ps)[0], ps).sources_text()
     assert "neither cites a passage by number nor quotes one" in given
+
+
+def test_a_passage_only_the_evidence_quotes_is_listed_too() -> None:
+    ps = passages(LUNG, VARICELLA)
+    text = "Two doses [2]."
+    quoted = [EvidenceSentence(1, LUNG, 0, len(LUNG), 0.8)]
+    answer = Answer("q", text, resolve_citations(text, ps)[0], ps, evidence=quoted)
+    shown = answer.sources_text()
+    assert shown.splitlines()[1:] == [
+        "[2] Title 2 (ngc) https://x.org/2", "[1] Title 1 (ngc) https://x.org/1",
+        "([1]: quoted in the evidence above; the answer does not draw on it)",
+    ]
+    cited = Answer("q", "Screen [1]. Two doses [2].", resolve_citations("[1] [2]", ps)[0], ps,
+                   evidence=quoted)
+    assert "quoted in the evidence" not in cited.sources_text()
 
 
 def test_words_echoed_from_the_question_are_not_a_match() -> None:
