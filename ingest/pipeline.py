@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -247,26 +248,31 @@ def _scan_strict(spec: str, sources, limit, log) -> None:
         raise StrictModeFailure(len(bad))
 
 
-def recorded_chunking(index: str | Path) -> ChunkingSettings | None:
-    """The chunking settings an index's manifest records; None for no index or none readable."""
-    man = read_manifest_json(Path(index))
+def _chunking_of(manifest: Any) -> ChunkingSettings | None:
+    """The chunking settings a manifest records; None when it records none readable."""
     try:
-        return ChunkingSettings.from_dict(man["chunking"])
+        return ChunkingSettings.from_dict(manifest["chunking"])
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def recorded_chunking(index: str | Path) -> ChunkingSettings | None:
+    """The chunking settings an index's manifest records; None for no index or none readable."""
+    return _chunking_of(read_manifest_json(Path(index)))
 
 
 def _open_store(
     index: Path,
     model_name: str,
-    settings: ChunkingSettings,
-    explicit: bool,
+    settings: ChunkingSettings | None,
     get_embedder: Callable[[], Embedder],
     ann: dict | None,
 ) -> tuple[IndexStore, ChunkingSettings]:
-    """The index (created when new) and the chunking settings of this build: ``settings`` for a
-    new index or when given (``explicit``; they must be the index's), else the index's own."""
+    """The index (created when new) and the chunking settings of this build: ``settings`` when
+    given (an existing index must have been built with them), else the index's own
+    (``ChunkingSettings()`` for a new index)."""
     if not (index / DB_NAME).exists():
+        settings = settings or ChunkingSettings()
         emb = get_embedder()
         return IndexStore.create(
             index,
@@ -282,12 +288,10 @@ def _open_store(
     if man["kind"] != mf.KIND_CORPUS:
         raise SettingsMismatch(index, "is a plain vector store, not a corpus index")
     store.check_embedding(model_name, store.dim)
-    try:
-        built = ChunkingSettings.from_dict(man.get("chunking") or {})
-    except (KeyError, TypeError, ValueError):
-        built = None
-    if built is not None and not explicit:
+    built = _chunking_of(man)
+    if built is not None and settings is None:
         return store, built
+    settings = settings or ChunkingSettings()
     if built != settings:
         raise SettingsMismatch(
             index,
@@ -411,9 +415,7 @@ def build(
         make_builder = _Builder
         if ray is not None:  # connect before touching the index: a bad address changes nothing
             make_builder = cluster.enter_context(_ray_factory(ray, model, threads, device, report))
-        model.store, job.settings = _open_store(
-            job.index, model.name, job.settings, settings is not None, model, ann
-        )
+        model.store, job.settings = _open_store(job.index, model.name, settings, model, ann)
         _build_in(model.store, job, model, report, make_builder, t_start)
     report.seconds = time.perf_counter() - t_start
     return report

@@ -25,6 +25,7 @@ class Query:
     store: IndexStore
     view: VectorView
     _docs: dict[int, str] = field(default_factory=dict)
+    _rows: dict[int, tuple[str, str, dict]] = field(default_factory=dict)
 
     def chunk_vectors(self, rids: Sequence[int]) -> np.ndarray | None:
         """(n, dim) unit vectors of these rows from the view, or None if one is not in it."""
@@ -44,6 +45,14 @@ class Query:
     def part_vectors(self, rids: Sequence[int]) -> dict[int, np.ndarray]:
         """rid -> (n_parts, dim) unit vectors of its sentences (rows without parts left out)."""
         return self.store.part_vectors(list(rids))
+
+    def rows(self, rids: Sequence[int]) -> dict[int, tuple[str, str, dict]]:
+        """rid -> (chunk_id, text, metadata) (``IndexStore.rows``), each row read once per
+        query whichever steps ask for it."""
+        want = [r for r in rids if r not in self._rows]
+        if want:
+            self._rows.update(self.store.rows(want))
+        return {r: self._rows[r] for r in rids if r in self._rows}
 
     def doc_ids(self, rids: Sequence[int]) -> dict[int, str]:
         """rid -> its document id."""

@@ -90,7 +90,7 @@ class DocPassages:
         dense = chunk_and_best_part(query, pool)
         if dense is None:
             return ranked
-        rows = query.store.rows(pool)
+        rows = query.rows(pool)
         lexical = pool_bm25(query.text, [rows[r][1] if r in rows else "" for r in pool])
         fused = [0.0] * len(pool)
         by_dense = sorted(range(len(pool)), key=lambda i: (-dense[i], pool[i]))

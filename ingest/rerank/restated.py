@@ -39,12 +39,13 @@ class Restated:
 
     def __call__(self, query: Query, ranked: list[Scored]) -> list[Scored]:
         head = ranked[: self.depth]
-        rows = query.store.rows([r for r, _ in head])
+        rows = query.rows([r for r, _ in head])
         keep: list[Scored] = []
         later: list[Scored] = []
         for rs in head:
-            row = rows.get(rs[0])
-            title = str(row[2].get("title") or "") if row else ""
-            restates = row is not None and novelty(row[1], title) < self.min_novelty
+            row = rows.get(rs[0])  # (chunk_id, text, metadata); a row gone since is kept
+            restates = row is not None and (
+                novelty(row[1], str(row[2].get("title") or "")) < self.min_novelty
+            )
             (later if restates else keep).append(rs)
         return keep + later + ranked[self.depth :]
