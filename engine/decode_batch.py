@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 from numba.typed import List as TypedList
 
 from engine.config import ModelConfig
@@ -33,15 +33,23 @@ from engine.kernels import (
     type_kernels,
 )
 from engine.kernels.decode import decode_row
+from engine.kernels.phases import Phases, claim, finish, open_next, wait_open
 from engine.llama import (
-    ATTENTION_PARALLEL_MIN_WORK,
+    ATTENTION,
+    ATTN_OUT,
     FORWARD_LOCK,
+    GATE_UP,
+    PHASES_PER_LAYER,
+    QKV,
     KVCache,
     ModelWeights,
     add_rms_norm,
-    attention_serial,
+    attend_pair,
+    decode_phases,
     gated_act,
     head_rms_norm,
+    layer_input,
+    phase_items,
     plan_layer,
     rms_norm,
     rope_store,
@@ -74,14 +82,6 @@ class BatchWorkspace:
         ]  # fmt: skip
 
 
-@njit(inline="always")
-def _attend_one(q, k, v, kc, vc, pos, cos, sin, rope_dim, neox, scale, window, att, b):
-    """RoPE, cache store and attention of sequence b over its own cache (one layer)."""
-    rope_store(q[b : b + 1], k[b : b + 1], v[b : b + 1], kc, vc, pos[b], cos[b : b + 1],
-               sin[b : b + 1], rope_dim, neox)  # fmt: skip
-    attention_serial(q[b : b + 1], kc, vc, pos[b], scale, window, att[b : b + 1])
-
-
 def decode_batch_kernel(embd_code: int, mat_types: int) -> Any:
     """The compiled batched step for these types, made on first use (as
     ``llama.decode_layers_kernel``: only these types compile, one cache entry each)."""
@@ -93,79 +93,109 @@ def _make_decode_batch(embd_code: int, mat_types: int) -> Any:
     @njit(cache=True, nogil=True, parallel=True)
     def decode_batch(
         tokens, embd, mats, codes, norms, head_norms, biases, k_caches, v_caches, pos, cos, sin,
-        layer_rope, layer_window, rope_dim, scale, eps, embd_scale, flags, parallel_attention,
-        x, h, q, k, v, att, o, gate, up, a_embd, a_q, a_ff,
+        layer_rope, layer_window, rope_dim, scale, eps, embd_scale, flags, x, h, q, k, v,
+        att, o, gate, up, a_embd, a_q, a_ff, counters, n_threads,
     ):  # pragma: no cover - compiled  # fmt: skip
         """Every layer for one new token of each sequence b (``tokens[b]`` at ``pos[b]``, its
         caches ``k_caches[b]``, ``v_caches[b]``; ``cos``/``sin``: (n_tables, n_seq, d/2), the
-        angles of each sequence's position).  The arguments otherwise as
-        ``llama.decode_layers``; on return ``x + o`` is each sequence's final residual."""
+        angles of each sequence's position), in the phases of ``llama.decode_layers`` (a
+        matrix row is one item for every sequence; an attention item is one (sequence, head)
+        pair).  The arguments otherwise as ``llama.decode_layers``; on return ``x + o`` is each
+        sequence's final residual."""
         neox, qk_norm, post_norms, gelu = flags
         n_seq = tokens.shape[0]
         n_q, n_kv, n_ff = q.shape[1], k.shape[1], gate.shape[1]
-        n_embd = x.shape[1]
-        for b in range(n_seq):
-            decode_row(embd_code, embd[tokens[b]], x[b])
-            if embd_scale != 1.0:
-                for i in range(n_embd):
-                    x[b, i] *= embd_scale
-        o[:] = 0.0
-        for il in range(norms.shape[0]):
-            w7, c7 = plan_layer(mats, codes, il)
-            wq, wk, wv, wo, wg, wu, wd = w7
-            cq, ck, cv, co, cg, cu, cd = c7
-            add_rms_norm(x, o, norms[il, 0], eps, h)  # (n_seq, n_embd)
-            xq, xd, xs = a_embd
-            quantize_activations(h, xq, xd, xs)
-            bias = biases[il]
-            for r in prange(n_q + 2 * n_kv):  # q, k, v: each row once for every sequence
-                if r < n_q:
-                    dot_int_tokens(mat_types, cq, wq[r], xq, xd, xs, q, r)
-                    for b in range(n_seq):
-                        q[b, r] += bias[r]
-                elif r < n_q + n_kv:
-                    dot_int_tokens(mat_types, ck, wk[r - n_q], xq, xd, xs, k, r - n_q)
-                    for b in range(n_seq):
-                        k[b, r - n_q] += bias[r]
-                else:
-                    rv = r - n_q - n_kv
-                    dot_int_tokens(mat_types, cv, wv[rv], xq, xd, xs, v, rv)
-                    for b in range(n_seq):
-                        v[b, rv] += bias[r]
-            if qk_norm:
-                head_rms_norm(q, head_norms[il, 0], eps)
-                head_rms_norm(k, head_norms[il, 1], eps)
-            rt, window = layer_rope[il], layer_window[il]
-            if parallel_attention:  # long contexts: the sequences split between the threads
-                for b in prange(n_seq):
-                    i = np.int64(b)
-                    _attend_one(q, k, v, k_caches[i][il], v_caches[i][il], pos, cos[rt],
-                                sin[rt], rope_dim, neox, scale, window, att, i)  # fmt: skip
-            else:  # short ones: waking the threads would cost more than it saves
-                for b in range(n_seq):
-                    _attend_one(q, k, v, k_caches[b][il], v_caches[b][il], pos, cos[rt],
-                                sin[rt], rope_dim, neox, scale, window, att, b)  # fmt: skip
-            xq, xd, xs = a_q
-            quantize_activations(att, xq, xd, xs)
-            for r in prange(n_embd):  # attn_output
-                dot_int_tokens(mat_types, co, wo[r], xq, xd, xs, o, r)
-            if post_norms:
-                rms_norm(o, norms[il, 2], eps, o)
-            add_rms_norm(x, o, norms[il, 1], eps, h)
-            xq, xd, xs = a_embd
-            quantize_activations(h, xq, xd, xs)
-            for r in prange(2 * n_ff):  # gate, up
-                if r < n_ff:
-                    dot_int_tokens(mat_types, cg, wg[r], xq, xd, xs, gate, r)
-                else:
-                    dot_int_tokens(mat_types, cu, wu[r - n_ff], xq, xd, xs, up, r - n_ff)
-            gated_act(gate, up, gelu)
-            xq, xd, xs = a_ff
-            quantize_activations(gate, xq, xd, xs)
-            for r in prange(n_embd):  # ffn_down
-                dot_int_tokens(mat_types, cd, wd[r], xq, xd, xs, o, r)
-            if post_norms:
-                rms_norm(o, norms[il, 3], eps, o)
+        n_embd, hd, n_layer = x.shape[1], k_caches[0][0].shape[2], norms.shape[0]
+        n_head = n_q // hd
+        for _ in prange(n_threads):  # every thread runs every phase
+            scores, acc = np.empty(pos.max() + 1, np.float32), np.empty(hd, np.float32)
+            for ph in range(decode_phases(n_layer)):
+                wait_open(counters, ph)
+                il, kind = (ph - 1) // PHASES_PER_LAYER, (ph - 1) % PHASES_PER_LAYER
+                w7, c7 = plan_layer(mats, codes, max(il, 0))
+                wq, wk, wv, wo, wg, wu, wd = w7
+                cq, ck, cv, co, cg, cu, cd = c7
+                n_items, chunk = phase_items(ph, kind, n_q + 2 * n_kv, n_seq * n_head, 2 * n_ff,
+                                             n_embd)  # fmt: skip
+                while True:
+                    first = claim(counters, ph, chunk)
+                    if first >= n_items:
+                        break
+                    last = min(first + chunk, n_items)
+                    if ph == 0:  # the token embeddings and the first layer's input
+                        for b in range(n_seq):
+                            decode_row(embd_code, embd[tokens[b]], x[b])
+                            if embd_scale != 1.0:
+                                for i in range(n_embd):
+                                    x[b, i] *= embd_scale
+                        o[:] = 0.0
+                        layer_input(x, o, norms[0, 0], eps, h, a_embd)
+                    elif kind == QKV:  # q, k, v: each row once for every sequence
+                        xq, xd, xs = a_embd
+                        bias = biases[il]
+                        for r in range(first, last):
+                            if r < n_q:
+                                dot_int_tokens(mat_types, cq, wq[r], xq, xd, xs, q, r)
+                                for b in range(n_seq):
+                                    q[b, r] += bias[r]
+                            elif r < n_q + n_kv:
+                                dot_int_tokens(mat_types, ck, wk[r - n_q], xq, xd, xs, k, r - n_q)
+                                for b in range(n_seq):
+                                    k[b, r - n_q] += bias[r]
+                            else:
+                                rv = r - n_q - n_kv
+                                dot_int_tokens(mat_types, cv, wv[rv], xq, xd, xs, v, rv)
+                                for b in range(n_seq):
+                                    v[b, rv] += bias[r]
+                    elif kind == ATTENTION:  # (sequence, head) pairs
+                        for th in range(first, last):
+                            b = th // n_head
+                            attend_pair(q[b : b + 1], k_caches[b][il], v_caches[b][il], pos[b],
+                                        scale, layer_window[il], att[b : b + 1], th % n_head,
+                                        scores, acc)  # fmt: skip
+                    elif kind == ATTN_OUT:
+                        xq, xd, xs = a_q
+                        for r in range(first, last):
+                            dot_int_tokens(mat_types, co, wo[r], xq, xd, xs, o, r)
+                    elif kind == GATE_UP:
+                        xq, xd, xs = a_embd
+                        for r in range(first, last):
+                            if r < n_ff:
+                                dot_int_tokens(mat_types, cg, wg[r], xq, xd, xs, gate, r)
+                            else:
+                                ru = r - n_ff
+                                dot_int_tokens(mat_types, cu, wu[ru], xq, xd, xs, up, ru)
+                    else:  # DOWN
+                        xq, xd, xs = a_ff
+                        for r in range(first, last):
+                            dot_int_tokens(mat_types, cd, wd[r], xq, xd, xs, o, r)
+                    if not finish(counters, ph, last - first, n_items):
+                        continue
+                    # this thread finished the phase: the serial work up to the next one
+                    if ph > 0 and kind == QKV:
+                        if qk_norm:
+                            head_rms_norm(q, head_norms[il, 0], eps)
+                            head_rms_norm(k, head_norms[il, 1], eps)
+                        rt = layer_rope[il]
+                        for b in range(n_seq):
+                            rope_store(q[b : b + 1], k[b : b + 1], v[b : b + 1], k_caches[b][il],
+                                       v_caches[b][il], pos[b], cos[rt][b : b + 1],
+                                       sin[rt][b : b + 1], rope_dim, neox)  # fmt: skip
+                    elif ph > 0 and kind == ATTENTION:
+                        quantize_activations(att, a_q[0], a_q[1], a_q[2])
+                    elif ph > 0 and kind == ATTN_OUT:
+                        if post_norms:
+                            rms_norm(o, norms[il, 2], eps, o)
+                        layer_input(x, o, norms[il, 1], eps, h, a_embd)
+                    elif ph > 0 and kind == GATE_UP:
+                        gated_act(gate, up, gelu)
+                        quantize_activations(gate, a_ff[0], a_ff[1], a_ff[2])
+                    elif ph > 0:  # DOWN
+                        if post_norms:
+                            rms_norm(o, norms[il, 3], eps, o)
+                        if il + 1 < n_layer:
+                            layer_input(x, o, norms[il + 1, 0], eps, h, a_embd)
+                    open_next(counters, ph)
 
     return decode_batch
 
@@ -195,15 +225,15 @@ def forward_batch(
     eps, scale = np.float32(c.rms_eps), np.float32(parts.attn_scale)
     x, h, o = ws.x[:n], ws.h[:n], ws.o[:n]
     flags = (parts.rope_neox, parts.qk_norm, parts.post_norms, parts.ffn_gelu)
-    work = c.n_head * c.head_dim * int(pos.sum() + n)  # multiply-adds of q k^T, all sequences
     act = [tuple(a[:n] for a in bufs) for bufs in ws.act]
     with FORWARD_LOCK:
         decode_batch_kernel(w.token_embd.code, plan.mat_types)(
             tokens, w.token_embd.data, plan.mats, plan.codes, plan.norms, plan.head_norms,
             plan.biases, k_caches, v_caches, pos, cos, sin, caches[0].layer_rope,
             caches[0].layer_window, c.rope_dim, scale, eps, np.float32(parts.embd_scale), flags,
-            work >= ATTENTION_PARALLEL_MIN_WORK, x, h, ws.q[:n], ws.k[:n], ws.v[:n], ws.att[:n],
-            o, ws.gate[:n], ws.up[:n], *act,
+            x, h, ws.q[:n], ws.k[:n], ws.v[:n], ws.att[:n],
+            o, ws.gate[:n], ws.up[:n], *act, Phases(decode_phases(c.n_layer)).counters,
+            get_num_threads(),
         )  # fmt: skip
         for cache in caches:
             cache.n_past += 1

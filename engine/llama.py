@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 from numba.typed import List as TypedList
 
 from engine.config import ModelConfig
@@ -55,6 +55,7 @@ from engine.kernels import (
 )
 from engine.kernels.blas import attention_heads, exp_span
 from engine.kernels.decode import decode_row
+from engine.kernels.phases import Phases, claim, finish, open_next, wait_open
 from engine.kernels.simd import (
     NATIVE_F16,
     kv_store,
@@ -478,7 +479,7 @@ def rope_store(q, k, v, k_cache, v_cache, pos0, cos, sin, rope_dim, neox):  # pr
 # output changed between the first run and later ones (docs/BENCHMARKS.md); exact float code
 # gives the same bits either way (q . k stays vectorised: kernels.simd.vmla_f32).
 @njit(cache=True, nogil=True)
-def _attend(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc):  # pragma: no cover
+def attend_pair(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc):  # pragma: no cover
     """One (position, head) pair ``th``: softmax(q k^T * scale) v over positions 0 .. pos0 + t,
     or only the last ``window`` of them when window > 0 (a sliding-window layer)."""
     n_kv, _, hd = k_cache.shape
@@ -520,7 +521,7 @@ def attention_serial(q, k_cache, v_cache, pos0, scale, window, out):  # pragma: 
     scores = np.empty(pos0 + q.shape[0], np.float32)  # (n_keys,)
     acc = np.empty(hd, np.float32)  # (hd,)
     for th in range(n_pairs):
-        _attend(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc)
+        attend_pair(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -531,7 +532,7 @@ def attention_parallel(q, k_cache, v_cache, pos0, scale, window, out):  # pragma
     for th in prange(n_pairs):
         scores = np.empty(pos0 + q.shape[0], np.float32)  # (n_keys,)
         acc = np.empty(hd, np.float32)  # (hd,)
-        _attend(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc)
+        attend_pair(q, k_cache, v_cache, pos0, scale, window, out, th, scores, acc)
 
 
 # Multiply-adds of q k^T below which one thread is faster than waking the others.
@@ -555,74 +556,139 @@ def _make_decode_layers(embd_code: int, mat_types: int) -> Any:
     @njit(cache=True, nogil=True, parallel=True)
     def decode_layers(
         token, embd, mats, codes, norms, head_norms, biases, k_cache, v_cache, pos, cos, sin,
-        layer_rope, layer_window, rope_dim, scale, eps, embd_scale, flags, parallel_attention,
-        x, h, q, k, v, att, o, gate, up, a_embd, a_q, a_ff,
+        layer_rope, layer_window, rope_dim, scale, eps, embd_scale, flags, x, h, q, k, v,
+        att, o, gate, up, a_embd, a_q, a_ff, counters, n_threads,
     ):  # pragma: no cover - compiled  # fmt: skip
         """Every layer for one new token at position ``pos``: the decode step without Python.
 
-        Same computation as ``forward`` with n = 1 (same kernels, same 8-bit activations);
-        each matrix product is one parallel loop over its output rows (q, k and v share one,
-        as do gate and up).  On return ``x + o`` is the final residual (the output norm comes
-        next).  a_embd, a_q, a_ff: (values, scales, half sums) buffers of 8-bit activations.
-        flags: (rope_neox, qk_norm, post_norms, ffn_gelu) of config.parts; the q/k/v biases
-        are always added (zeros when the model has none).
+        Same computation as ``forward`` with n = 1 (same kernels, same 8-bit activations), in
+        one parallel region: phase 0 is the token embedding, then each layer has the phases
+        ``QKV``, ``ATTENTION``, ``ATTN_OUT``, ``GATE_UP``, ``DOWN`` (``kernels.phases``: the
+        threads claim rows, or heads, of a phase; whoever finishes its last item does the serial
+        work up to the next phase's input).  On return ``x + o`` is the final residual (the
+        output norm comes next).  a_embd, a_q, a_ff: (values, scales, half sums) buffers of
+        8-bit activations.  flags: (rope_neox, qk_norm, post_norms, ffn_gelu) of config.parts;
+        the q/k/v biases are always added (zeros when the model has none).  counters: those of
+        a fresh ``Phases(decode_phases(n_layer))``; n_threads: the caller's thread count.
         """
         neox, qk_norm, post_norms, gelu = flags
         n_q, n_kv, n_ff = q.shape[1], k.shape[1], gate.shape[1]
-        n_embd = x.shape[1]
-        decode_row(embd_code, embd[token], x[0])  # (1, n_embd) token embedding
-        if embd_scale != 1.0:
-            for i in range(n_embd):
-                x[0, i] *= embd_scale
-        o[:] = 0.0
-        for il in range(norms.shape[0]):
-            w7, c7 = plan_layer(mats, codes, il)
-            wq, wk, wv, wo, wg, wu, wd = w7  # (n_out, row_bytes) each
-            cq, ck, cv, co, cg, cu, cd = c7
-            add_rms_norm(x, o, norms[il, 0], eps, h)  # x += o; h = norm(x)   (1, n_embd)
-            xq, xd, xs = a_embd[0][0], a_embd[1][0], a_embd[2][0]
-            quantize_activations(h, a_embd[0], a_embd[1], a_embd[2])
-            bias = biases[il]  # (n_q + 2 n_kv,)
-            for r in prange(n_q + 2 * n_kv):  # q, k, v  (1, n_q), (1, n_kv), (1, n_kv)
-                if r < n_q:
-                    q[0, r] = dot_int_in(mat_types, cq, wq[r], xq, xd, xs) + bias[r]
-                elif r < n_q + n_kv:
-                    k[0, r - n_q] = dot_int_in(mat_types, ck, wk[r - n_q], xq, xd, xs) + bias[r]
-                else:
-                    rv = r - n_q - n_kv
-                    v[0, rv] = dot_int_in(mat_types, cv, wv[rv], xq, xd, xs) + bias[r]
-            if qk_norm:
-                head_rms_norm(q, head_norms[il, 0], eps)
-                head_rms_norm(k, head_norms[il, 1], eps)
-            rt, window = layer_rope[il], layer_window[il]
-            rope_store(q, k, v, k_cache[il], v_cache[il], pos, cos[rt], sin[rt], rope_dim, neox)
-            if parallel_attention:
-                attention_parallel(q, k_cache[il], v_cache[il], pos, scale, window, att)
-            else:
-                attention_serial(q, k_cache[il], v_cache[il], pos, scale, window, att)  # (1, n_q)
-            xq, xd, xs = a_q[0][0], a_q[1][0], a_q[2][0]
-            quantize_activations(att, a_q[0], a_q[1], a_q[2])
-            for r in prange(n_embd):  # attn_output  (1, n_embd)
-                o[0, r] = dot_int_in(mat_types, co, wo[r], xq, xd, xs)
-            if post_norms:
-                rms_norm(o, norms[il, 2], eps, o)
-            add_rms_norm(x, o, norms[il, 1], eps, h)  # (1, n_embd)
-            xq, xd, xs = a_embd[0][0], a_embd[1][0], a_embd[2][0]
-            quantize_activations(h, a_embd[0], a_embd[1], a_embd[2])
-            for r in prange(2 * n_ff):  # gate, up  (1, n_ff) each
-                if r < n_ff:
-                    gate[0, r] = dot_int_in(mat_types, cg, wg[r], xq, xd, xs)
-                else:
-                    up[0, r - n_ff] = dot_int_in(mat_types, cu, wu[r - n_ff], xq, xd, xs)
-            gated_act(gate, up, gelu)  # (1, n_ff)
-            xq, xd, xs = a_ff[0][0], a_ff[1][0], a_ff[2][0]
-            quantize_activations(gate, a_ff[0], a_ff[1], a_ff[2])
-            for r in prange(n_embd):  # ffn_down  (1, n_embd)
-                o[0, r] = dot_int_in(mat_types, cd, wd[r], xq, xd, xs)
-            if post_norms:
-                rms_norm(o, norms[il, 3], eps, o)
+        n_embd, hd, n_layer = x.shape[1], k_cache[0].shape[2], norms.shape[0]
+        n_head = n_q // hd
+        for _ in prange(n_threads):  # every thread runs every phase
+            scores, acc = np.empty(pos + 1, np.float32), np.empty(hd, np.float32)
+            for ph in range(decode_phases(n_layer)):
+                wait_open(counters, ph)
+                il, kind = (ph - 1) // PHASES_PER_LAYER, (ph - 1) % PHASES_PER_LAYER
+                w7, c7 = plan_layer(mats, codes, max(il, 0))
+                wq, wk, wv, wo, wg, wu, wd = w7  # (n_out, row_bytes) each
+                cq, ck, cv, co, cg, cu, cd = c7
+                n_items, chunk = phase_items(ph, kind, n_q + 2 * n_kv, n_head, 2 * n_ff, n_embd)
+                while True:
+                    first = claim(counters, ph, chunk)
+                    if first >= n_items:
+                        break
+                    last = min(first + chunk, n_items)
+                    if ph == 0:  # the token embedding and the first layer's input
+                        decode_row(embd_code, embd[token], x[0])  # (1, n_embd)
+                        if embd_scale != 1.0:
+                            for i in range(n_embd):
+                                x[0, i] *= embd_scale
+                        o[:] = 0.0
+                        layer_input(x, o, norms[0, 0], eps, h, a_embd)
+                    elif kind == QKV:  # q, k, v  (1, n_q), (1, n_kv), (1, n_kv)
+                        xq, xd, xs = a_embd[0][0], a_embd[1][0], a_embd[2][0]
+                        bias = biases[il]  # (n_q + 2 n_kv,)
+                        for r in range(first, last):
+                            if r < n_q:
+                                q[0, r] = dot_int_in(mat_types, cq, wq[r], xq, xd, xs) + bias[r]
+                            elif r < n_q + n_kv:
+                                k[0, r - n_q] = dot_int_in(mat_types, ck, wk[r - n_q], xq, xd,
+                                                           xs) + bias[r]  # fmt: skip
+                            else:
+                                rv = r - n_q - n_kv
+                                v[0, rv] = dot_int_in(mat_types, cv, wv[rv], xq, xd, xs) + bias[r]
+                    elif kind == ATTENTION:  # heads first .. last  (1, n_q)
+                        for th in range(first, last):
+                            attend_pair(q, k_cache[il], v_cache[il], pos, scale, layer_window[il],
+                                    att, th, scores, acc)  # fmt: skip
+                    elif kind == ATTN_OUT:  # (1, n_embd)
+                        xq, xd, xs = a_q[0][0], a_q[1][0], a_q[2][0]
+                        for r in range(first, last):
+                            o[0, r] = dot_int_in(mat_types, co, wo[r], xq, xd, xs)
+                    elif kind == GATE_UP:  # (1, n_ff) each
+                        xq, xd, xs = a_embd[0][0], a_embd[1][0], a_embd[2][0]
+                        for r in range(first, last):
+                            if r < n_ff:
+                                gate[0, r] = dot_int_in(mat_types, cg, wg[r], xq, xd, xs)
+                            else:
+                                up[0, r - n_ff] = dot_int_in(mat_types, cu, wu[r - n_ff], xq, xd,
+                                                             xs)  # fmt: skip
+                    else:  # DOWN  (1, n_embd)
+                        xq, xd, xs = a_ff[0][0], a_ff[1][0], a_ff[2][0]
+                        for r in range(first, last):
+                            o[0, r] = dot_int_in(mat_types, cd, wd[r], xq, xd, xs)
+                    if not finish(counters, ph, last - first, n_items):
+                        continue
+                    # this thread finished the phase: the serial work up to the next one
+                    if ph > 0 and kind == QKV:
+                        if qk_norm:
+                            head_rms_norm(q, head_norms[il, 0], eps)
+                            head_rms_norm(k, head_norms[il, 1], eps)
+                        rt = layer_rope[il]
+                        rope_store(q, k, v, k_cache[il], v_cache[il], pos, cos[rt], sin[rt],
+                                   rope_dim, neox)  # fmt: skip
+                    elif ph > 0 and kind == ATTENTION:
+                        quantize_activations(att, a_q[0], a_q[1], a_q[2])
+                    elif ph > 0 and kind == ATTN_OUT:
+                        if post_norms:
+                            rms_norm(o, norms[il, 2], eps, o)
+                        layer_input(x, o, norms[il, 1], eps, h, a_embd)
+                    elif ph > 0 and kind == GATE_UP:
+                        gated_act(gate, up, gelu)  # (1, n_ff)
+                        quantize_activations(gate, a_ff[0], a_ff[1], a_ff[2])
+                    elif ph > 0:  # DOWN
+                        if post_norms:
+                            rms_norm(o, norms[il, 3], eps, o)
+                        if il + 1 < n_layer:
+                            layer_input(x, o, norms[il + 1, 0], eps, h, a_embd)
+                    open_next(counters, ph)
 
     return decode_layers
+
+
+# The phases of a decode step after its first (the token embedding), per layer, in order.
+QKV, ATTENTION, ATTN_OUT, GATE_UP, DOWN = range(5)
+PHASES_PER_LAYER = 5
+ROW_CHUNK = 16  # matrix rows a thread claims at a time
+
+
+@njit(inline="always")
+def decode_phases(n_layer):  # pragma: no cover - compiled
+    """Phases of a decode step: the token embedding, then ``PHASES_PER_LAYER`` per layer."""
+    return 1 + PHASES_PER_LAYER * n_layer
+
+
+@njit(inline="always")
+def phase_items(ph, kind, n_qkv, n_heads, n_gate_up, n_embd):  # pragma: no cover - compiled
+    """(items, items per claim) of phase ``ph`` of kind ``kind``: rows of its matrix product,
+    or heads of the attention (one per claim: the threads are awake anyway)."""
+    if ph == 0:
+        return 1, 1
+    if kind == QKV:
+        return n_qkv, ROW_CHUNK
+    if kind == ATTENTION:
+        return n_heads, 1
+    if kind == GATE_UP:
+        return n_gate_up, ROW_CHUNK
+    return n_embd, ROW_CHUNK
+
+
+@njit(inline="always")
+def layer_input(x, o, weight, eps, h, a):  # pragma: no cover - compiled
+    """x += o (the residual), h = norm(x) * weight, and h as 8-bit activations into ``a``."""
+    add_rms_norm(x, o, weight, eps, h)
+    quantize_activations(h, a[0], a[1], a[2])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -669,7 +735,8 @@ def forward(
                 tokens[0], w.token_embd.data, plan.mats, plan.codes, plan.norms, plan.head_norms,
                 plan.biases, cache.k, cache.v, pos0, cos, sin, cache.layer_rope,
                 cache.layer_window, c.rope_dim, scale, eps, np.float32(parts.embd_scale), flags,
-                work >= ATTENTION_PARALLEL_MIN_WORK, x, h, q, k, v, att, o, gate, up, *ws.act,
+                x, h, q, k, v, att, o, gate, up, *ws.act,
+                Phases(decode_phases(c.n_layer)).counters, get_num_threads(),
             )  # fmt: skip
             cache.n_past = pos0 + 1
             return _output(w, x, o, h, eps, ws, logits_out)

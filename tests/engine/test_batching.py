@@ -141,6 +141,7 @@ def test_a_stalled_reader_does_not_hold_the_others(tiny_dir) -> None:
     """A generation whose reader stops pulling still counts as running: the others wait for
     it a moment each step, never more."""
     model = engine.load(write_tiny_llama(tiny_dir / "stall.gguf", QT.Q8_0, seed=9))
+    model.generate(PROMPT, max_tokens=3, temperature=0.0, ignore_eos=True)  # compiled, not timed
     stalled = model.generate(PROMPT, max_tokens=50, temperature=0.0, stream=True,
                              ignore_eos=True)  # fmt: skip
     next(stalled)  # now running, and its reader goes quiet
