@@ -663,7 +663,7 @@ PHASES_PER_LAYER = 5
 ROW_CHUNK = 16  # matrix rows a thread claims at a time
 
 
-@njit(inline="always")
+@njit(cache=True, inline="always")  # also called from Python (``forward``): cached
 def decode_phases(n_layer):  # pragma: no cover - compiled
     """Phases of a decode step: the token embedding, then ``PHASES_PER_LAYER`` per layer."""
     return 1 + PHASES_PER_LAYER * n_layer
