@@ -45,7 +45,9 @@ _pin_numba_cache()
 # server, torch's own OpenMP threads): a decode step has ~4 parallel loops per layer, and each
 # waits for a spinning thread to be scheduled again.  Measured on 2 shared cores (SmolLM2,
 # python -m engine bench --threads 2): 1-4 tok/s spinning, 30-34 tok/s passive.  Set before numba
-# loads OpenMP; OMP_WAIT_POLICY=active in the environment restores spinning.
+# loads OpenMP; OMP_WAIT_POLICY=active in the environment restores spinning.  A passive thread
+# costs a wake-up (70-100 us on some VMs) per parallel region, so a decode step is one region
+# (engine/kernels/phases.py), not one per matrix product.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # The environment above must be set before these imports load numba and OpenMP.
