@@ -44,14 +44,13 @@ from engine.llama import (
     KVCache,
     ModelWeights,
     add_rms_norm,
+    after_phase,
     attend_pair,
     decode_phases,
-    gated_act,
     head_rms_norm,
     layer_input,
     phase_items,
     plan_layer,
-    rms_norm,
     rope_store,
 )
 
@@ -181,20 +180,9 @@ def _make_decode_batch(embd_code: int, mat_types: int) -> Any:
                             rope_store(q[b : b + 1], k[b : b + 1], v[b : b + 1], k_caches[b][il],
                                        v_caches[b][il], pos[b], cos[rt][b : b + 1],
                                        sin[rt][b : b + 1], rope_dim, neox)  # fmt: skip
-                    elif ph > 0 and kind == ATTENTION:
-                        quantize_activations(att, a_q[0], a_q[1], a_q[2])
-                    elif ph > 0 and kind == ATTN_OUT:
-                        if post_norms:
-                            rms_norm(o, norms[il, 2], eps, o)
-                        layer_input(x, o, norms[il, 1], eps, h, a_embd)
-                    elif ph > 0 and kind == GATE_UP:
-                        gated_act(gate, up, gelu)
-                        quantize_activations(gate, a_ff[0], a_ff[1], a_ff[2])
-                    elif ph > 0:  # DOWN
-                        if post_norms:
-                            rms_norm(o, norms[il, 3], eps, o)
-                        if il + 1 < n_layer:
-                            layer_input(x, o, norms[il + 1, 0], eps, h, a_embd)
+                    elif ph > 0:
+                        after_phase(kind, il, norms, eps, post_norms, gelu, x, h, o, att, gate,
+                                    up, a_embd, a_q, a_ff)  # fmt: skip
                     open_next(counters, ph)
 
     return decode_batch

@@ -638,20 +638,9 @@ def _make_decode_layers(embd_code: int, mat_types: int) -> Any:
                         rt = layer_rope[il]
                         rope_store(q, k, v, k_cache[il], v_cache[il], pos, cos[rt], sin[rt],
                                    rope_dim, neox)  # fmt: skip
-                    elif ph > 0 and kind == ATTENTION:
-                        quantize_activations(att, a_q[0], a_q[1], a_q[2])
-                    elif ph > 0 and kind == ATTN_OUT:
-                        if post_norms:
-                            rms_norm(o, norms[il, 2], eps, o)
-                        layer_input(x, o, norms[il, 1], eps, h, a_embd)
-                    elif ph > 0 and kind == GATE_UP:
-                        gated_act(gate, up, gelu)  # (1, n_ff)
-                        quantize_activations(gate, a_ff[0], a_ff[1], a_ff[2])
-                    elif ph > 0:  # DOWN
-                        if post_norms:
-                            rms_norm(o, norms[il, 3], eps, o)
-                        if il + 1 < n_layer:
-                            layer_input(x, o, norms[il + 1, 0], eps, h, a_embd)
+                    elif ph > 0:
+                        after_phase(kind, il, norms, eps, post_norms, gelu, x, h, o, att, gate,
+                                    up, a_embd, a_q, a_ff)  # fmt: skip
                     open_next(counters, ph)
 
     return decode_layers
@@ -689,6 +678,27 @@ def layer_input(x, o, weight, eps, h, a):  # pragma: no cover - compiled
     """x += o (the residual), h = norm(x) * weight, and h as 8-bit activations into ``a``."""
     add_rms_norm(x, o, weight, eps, h)
     quantize_activations(h, a[0], a[1], a[2])
+
+
+@njit(inline="always")
+def after_phase(kind, il, norms, eps, post_norms, gelu, x, h, o, att, gate, up, a_embd, a_q,
+                a_ff):  # pragma: no cover - compiled  # fmt: skip
+    """The serial work after phase ``kind`` (not ``QKV``) of layer ``il``, by the thread that
+    finished it, for every row (sequence) of the buffers: the next phase's input."""
+    if kind == ATTENTION:
+        quantize_activations(att, a_q[0], a_q[1], a_q[2])
+    elif kind == ATTN_OUT:
+        if post_norms:
+            rms_norm(o, norms[il, 2], eps, o)
+        layer_input(x, o, norms[il, 1], eps, h, a_embd)
+    elif kind == GATE_UP:
+        gated_act(gate, up, gelu)
+        quantize_activations(gate, a_ff[0], a_ff[1], a_ff[2])
+    else:  # DOWN: the next layer's input
+        if post_norms:
+            rms_norm(o, norms[il, 3], eps, o)
+        if il + 1 < norms.shape[0]:
+            layer_input(x, o, norms[il + 1, 0], eps, h, a_embd)
 
 
 # ----------------------------------------------------------------------------------------------
