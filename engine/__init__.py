@@ -42,8 +42,8 @@ _pin_numba_cache()
 
 # numba's parallel kernels run on OpenMP.  By default its idle threads spin, which is fastest on
 # an otherwise idle machine but collapses when the cores are shared (another process, a web
-# server, torch's own OpenMP threads): a decode step has ~4 parallel loops per layer, and each
-# waits for a spinning thread to be scheduled again.  Measured on 2 shared cores (SmolLM2,
+# server, torch's own OpenMP threads): a decode step had ~4 parallel loops per layer, and each
+# waited for a spinning thread to be scheduled again.  Measured on 2 shared cores (SmolLM2,
 # python -m engine bench --threads 2): 1-4 tok/s spinning, 30-34 tok/s passive.  Set before numba
 # loads OpenMP; OMP_WAIT_POLICY=active in the environment restores spinning.  A passive thread
 # costs a wake-up (70-100 us on some VMs) per parallel region, so a decode step is one region
