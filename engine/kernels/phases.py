@@ -4,7 +4,7 @@ matrix product.
 A decode step is a chain of small matrix products (q/k/v, attention output, gate/up, down, in
 every layer), each needing the one before.  As one ``prange`` each, a 1.1B step opens ~90
 parallel regions, and every region costs a wake-up of the sleeping OpenMP thread: on the 2-core
-VMs we measured (``scripts/bench_regions.py``) 80–100 µs each with ``OMP_WAIT_POLICY=passive``
+VMs we measured (``scripts/bench_regions.py``) 70–100 µs each with ``OMP_WAIT_POLICY=passive``
 (the engine's default, since spinning collapses on shared cores), a third of a 1.1B step.
 
 Here each thread runs the whole step (``prange`` over the threads, one region) and the products
