@@ -11,8 +11,9 @@ Here each thread runs the whole step (``prange`` over the threads, one region) a
 are *phases*: a thread claims chunks of a phase's items (rows, heads) with an atomic counter
 until none are left; the thread that finishes the phase's last item runs the serial work that
 comes next (norms, quantizing the activations, RoPE) and opens the next phase.  The others wait
-for it: a short spin (the serial work takes microseconds), then naps that give the core away, so
-a shared machine loses no more than with a sleeping OpenMP thread.  No thread waits for another
+for it: a short spin (the serial work takes microseconds), then naps that give the core away (on
+a shared machine this is meant to cost about what a sleeping OpenMP thread costs; not yet
+measured under contention).  No thread waits for another
 *thread*, only for work to be done: if the region ever ran its iterations one after the other on
 one thread, that thread would do every phase itself (no deadlock, same result).
 
