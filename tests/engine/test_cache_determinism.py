@@ -2,9 +2,10 @@
 (an empty ``NUMBA_CACHE_DIR``) and one that loads them from that cache compute the same logits,
 bit for bit, on the real default model.
 
-Before the fix the attention kernel (``engine.llama._attend``, fastmath) differed in the last
-bits between the two (docs/BENCHMARKS.md): numba links a copy of a callee into each caller, and
-a compiling process ran the callee's own copy while a cached one ran the caller's.
+Before the fix the attention kernel (then ``engine.llama._attend``, fastmath; now
+``engine.ops.attend_pair``) differed in the last bits between the two (docs/BENCHMARKS.md):
+numba links a copy of a callee into each caller, and a compiling process ran the callee's own
+copy while a cached one ran the caller's.
 """
 
 from __future__ import annotations

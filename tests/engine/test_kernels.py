@@ -217,7 +217,7 @@ def test_attention_heads_equal_the_loop(n_head, n_kv, hd, n, pos0, window) -> No
     """Prompt attention through BLAS (per head: q k^T, causal softmax, p v) equals the kernel
     decode steps use, with grouped-query heads, earlier positions and a sliding window."""
     from engine.kernels.blas import attention_heads
-    from engine.llama import attention_parallel
+    from engine.ops import attention_parallel
 
     rng = np.random.default_rng(n + pos0)
     n_ctx = pos0 + n + 7  # unused cache rows past the batch must not count

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine import llama
+from engine import llama, ops
 from engine.errors import ContextOverflow, GGUFError, UnsupportedTensorType
 from tests.conftest import require_module
 from tests.engine.llama_reference import QT, reference_logits, write_tiny_llama
@@ -125,7 +125,7 @@ def test_long_context_uses_parallel_attention(tiny_dir: Path) -> None:
     model = engine.load(path)
     ids = (model.tokenize(TEXT * 12))[:250]
     n, c = len(ids), model.config
-    assert n * c.n_head * n * c.head_dim >= llama.ATTENTION_PARALLEL_MIN_WORK
+    assert n * c.n_head * n * c.head_dim >= ops.ATTENTION_PARALLEL_MIN_WORK
     check_against_exact(path, ids, model)
 
 
@@ -183,14 +183,14 @@ def test_load_compiles_and_reads_nothing(tiny_dir: Path) -> None:
     path = write_tiny_llama(tiny_dir / "lazy.gguf", QT.Q4_K)
     code = (
         "import json, engine\n"
-        "from engine import kernels, llama\n"
+        "from engine import kernels, ops\n"
         f"m = engine.load({str(path)!r})\n"
         "m.tokenize('the dose')\n"
-        "before = [len(f.signatures) for f in (llama.rms_norm, llama.add_rms_norm,"
-        " llama.attention_serial)] + [len(kernels.compiled_types())]\n"
+        "before = [len(f.signatures) for f in (ops.rms_norm, ops.add_rms_norm,"
+        " ops.attention_serial)] + [len(kernels.compiled_types())]\n"
         "lazy = m._weights_cache is None\n"
         "m.logits([1, 5])\n"
-        "after = len(llama.add_rms_norm.signatures)\n"
+        "after = len(ops.add_rms_norm.signatures)\n"
         "print(json.dumps([before, lazy, after]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
