@@ -9,8 +9,9 @@ whoever finishes its last item does the serial work up to the next phase's input
 (``after_phase``) and opens it.
 
 A sequence gets the same bits whatever it is batched with: each row's dot product for each
-sequence is ``kernels.dot_int_in`` (``dot_int_rows``), and the norms, RoPE and
-attention run per sequence.  ``engine.llama.forward`` runs a single sequence's step here (its
+sequence has the bits of ``kernels.dot_int_in`` (``kernels.dot_int_rows``: that function for
+one sequence, ``dot_int_tokens`` for several), and the norms, RoPE and attention run per
+sequence.  ``engine.llama.forward`` runs a single sequence's step here (its
 caches as one-element tuples), ``engine.decode_batch.forward_batch`` several (typed lists).
 """
 
