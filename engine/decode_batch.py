@@ -17,14 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from numba import get_num_threads
-from numba.typed import List as TypedList
 
 from engine.config import ModelConfig
-from engine.decode_step import decode_phases, decode_step_kernel
+from engine.decode_step import run_decode_step
 from engine.errors import ContextOverflow
 from engine.kernels import ACT_BLOCK, INT_DOT_TYPES, quantize_activations, type_kernels
-from engine.kernels.phases import Phases
 from engine.llama import FORWARD_LOCK, KVCache, ModelWeights
 from engine.ops import add_rms_norm
 
@@ -65,38 +62,24 @@ def forward_batch(
 ) -> np.ndarray:
     """One new token for each sequence (``tokens[b]`` after ``caches[b]``'s positions); advance
     every cache.  Returns the logits, (n_seq, n_vocab), a view on ``ws.logits``."""
-    c, parts, plan = w.config, w.config.parts, w.decode_plan
+    c, plan = w.config, w.decode_plan
     assert plan is not None, "forward_batch needs integer-dot weights (can_batch)"
     n = len(caches)
     assert 0 < n <= ws.n_seq and tokens.shape == (n,)
     for cache in caches:
         if cache.n_past + 1 > cache.n_ctx:
             raise ContextOverflow(cache.n_past + 1, cache.n_ctx)
-    pos = np.array([cache.n_past for cache in caches], np.int64)  # (n,)
-    # the RoPE angles of each sequence's position: (n_tables, n, rope_dim / 2)
-    cos = np.stack([cache.cos[:, cache.n_past] for cache in caches], axis=1)
-    sin = np.stack([cache.sin[:, cache.n_past] for cache in caches], axis=1)
-    k_caches, v_caches = TypedList([cc.k for cc in caches]), TypedList([cc.v for cc in caches])
-    eps, scale = np.float32(c.rms_eps), np.float32(parts.attn_scale)
+    eps = np.float32(c.rms_eps)
     x, h, o = ws.x[:n], ws.h[:n], ws.o[:n]
-    flags = (parts.rope_neox, parts.qk_norm, parts.post_norms, parts.ffn_gelu)
-    act = [tuple(a[:n] for a in bufs) for bufs in ws.act]
     with FORWARD_LOCK:
-        decode_step_kernel(w.token_embd.code, plan.mat_types)(
-            tokens, w.token_embd.data, plan.mats, plan.codes, plan.norms, plan.head_norms,
-            plan.biases, k_caches, v_caches, pos, cos, sin, caches[0].layer_rope,
-            caches[0].layer_window, c.rope_dim, scale, eps, np.float32(parts.embd_scale), flags,
-            x, h, ws.q[:n], ws.k[:n], ws.v[:n], ws.att[:n],
-            o, ws.gate[:n], ws.up[:n], *act, Phases(decode_phases(c.n_layer)).counters,
-            get_num_threads(),
-        )  # fmt: skip
+        run_decode_step(w, caches, tokens, ws)
         for cache in caches:
             cache.n_past += 1
         add_rms_norm(x, o, w.output_norm, eps, h)  # (n, n_embd) final norm of every sequence
         logits = ws.logits[:n]  # (n, n_vocab)
         out = w.output
         if out.ggml_type in INT_DOT_TYPES:  # each row once for all; the bits of one at a time
-            xq, xd, xs = act[0]
+            xq, xd, xs = (a[:n] for a in ws.act[0])  # (n, n_embd) 8-bit activations
             quantize_activations(h, xq, xd, xs)
             type_kernels(out.code).matmul_int(out.data, xq, xd, xs, logits)
         else:  # float weights: the path a single sequence takes, one sequence at a time

@@ -18,11 +18,12 @@ caches as one-element tuples), ``engine.decode_batch.forward_batch`` several (ty
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 from numba.typed import List as TypedList
 
 from engine.config import ModelConfig
@@ -34,7 +35,7 @@ from engine.kernels import (
     type_mask,
 )
 from engine.kernels.decode import decode_row
-from engine.kernels.phases import claim, finish, open_next, wait_open
+from engine.kernels.phases import Phases, claim, finish, open_next, wait_open
 from engine.ops import (
     add_bias,
     add_rms_norm,
@@ -46,7 +47,8 @@ from engine.ops import (
 )
 
 if TYPE_CHECKING:
-    from engine.llama import LayerWeights
+    from engine.decode_batch import BatchWorkspace
+    from engine.llama import KVCache, LayerWeights, ModelWeights, Workspace
 
 
 # The matrices of a layer in the order the decode step reads them.
@@ -183,6 +185,41 @@ def decode_step_kernel(embd_code: int, mat_types: int) -> Any:
     numba's disk cache keeps one entry per combination (and per argument types: one sequence's
     caches as tuples, several as typed lists)."""
     return _make_decode_step(int(embd_code), int(mat_types))
+
+
+def run_decode_step(
+    w: ModelWeights, caches: Sequence[KVCache], tokens: np.ndarray,
+    ws: Workspace | BatchWorkspace,
+) -> None:  # fmt: skip
+    """Every layer for one new token of each sequence: ``tokens[b]`` after ``caches[b]``'s
+    positions, in the first ``len(caches)`` rows of ``ws``'s buffers (a ``llama.Workspace`` for
+    one sequence, a ``decode_batch.BatchWorkspace`` for several).  On return ``ws.x + ws.o`` is
+    each sequence's final residual.  The caller holds ``llama.FORWARD_LOCK``, has checked each
+    cache's room, and advances the caches.  One sequence's caches go to the kernel as tuples,
+    several as typed lists (numba compiles the two apart)."""
+    c, parts, plan = w.config, w.config.parts, w.decode_plan
+    assert plan is not None, "a decode step needs integer-dot weights (DecodePlan.build)"
+    n = len(caches)
+    pos = np.array([cache.n_past for cache in caches], np.int64)  # (n,)
+    if n == 1:
+        cache, p = caches[0], int(pos[0])
+        k_caches, v_caches = (cache.k,), (cache.v,)
+        cos, sin = cache.cos[:, p : p + 1], cache.sin[:, p : p + 1]  # (n_tables, 1, d/2)
+    else:
+        k_caches, v_caches = TypedList([cc.k for cc in caches]), TypedList([cc.v for cc in caches])
+        # the RoPE angles of each sequence's position: (n_tables, n, d/2)
+        cos = np.stack([cc.cos[:, cc.n_past] for cc in caches], axis=1)
+        sin = np.stack([cc.sin[:, cc.n_past] for cc in caches], axis=1)
+    flags = (parts.rope_neox, parts.qk_norm, parts.post_norms, parts.ffn_gelu)
+    act = [tuple(a[:n] for a in bufs) for bufs in ws.act]  # 8-bit activations, 3 widths
+    decode_step_kernel(w.token_embd.code, plan.mat_types)(
+        tokens.astype(np.int64, copy=False), w.token_embd.data, plan.mats, plan.codes,
+        plan.norms, plan.head_norms, plan.biases, k_caches, v_caches, pos, cos, sin,
+        caches[0].layer_rope, caches[0].layer_window, c.rope_dim, np.float32(parts.attn_scale),
+        np.float32(c.rms_eps), np.float32(parts.embd_scale), flags, ws.x[:n], ws.h[:n],
+        ws.q[:n], ws.k[:n], ws.v[:n], ws.att[:n], ws.o[:n], ws.gate[:n], ws.up[:n], *act,
+        Phases(decode_phases(c.n_layer)).counters, get_num_threads(),
+    )  # fmt: skip
 
 
 @functools.cache  # one closure (and one compiled kernel) per combination

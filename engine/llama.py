@@ -35,16 +35,14 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-from numba import get_num_threads
 
 from engine.config import ModelConfig
 from engine.constants import ENGINE_WEIGHT_TYPES, GGMLType
-from engine.decode_step import DecodePlan, decode_phases, decode_step_kernel
+from engine.decode_step import DecodePlan, run_decode_step
 from engine.errors import ContextOverflow, GGUFError, UnsupportedTensorType
 from engine.gguf import GGUFFile
 from engine.kernels import ACT_BLOCK, BLAS_PATH_MIN_TOKENS, QuantMatrix
 from engine.kernels.blas import attention_heads
-from engine.kernels.phases import Phases
 from engine.kernels.simd import NATIVE_F16
 from engine.ops import (
     ATTENTION_PARALLEL_MIN_WORK,
@@ -320,14 +318,7 @@ def forward(
     plan = w.decode_plan
     if fused and n == 1 and plan is not None:  # one decode step: all layers in one compiled call
         with FORWARD_LOCK:
-            flags = (parts.rope_neox, parts.qk_norm, parts.post_norms, parts.ffn_gelu)
-            decode_step_kernel(w.token_embd.code, plan.mat_types)(
-                tokens.astype(np.int64, copy=False), w.token_embd.data, plan.mats, plan.codes,
-                plan.norms, plan.head_norms, plan.biases, (cache.k,), (cache.v,),
-                np.array([pos0]), cos, sin, cache.layer_rope, cache.layer_window, c.rope_dim,
-                scale, eps, np.float32(parts.embd_scale), flags, x, h, q, k, v, att, o, gate, up,
-                *ws.act, Phases(decode_phases(c.n_layer)).counters, get_num_threads(),
-            )  # fmt: skip
+            run_decode_step(w, (cache,), tokens, ws)
             cache.n_past = pos0 + 1
             return _output(w, x, o, h, eps, ws, logits_out)
     with FORWARD_LOCK:

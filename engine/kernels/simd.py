@@ -124,6 +124,16 @@ def f16_value(typingctx, bits):
     return types.float32(types.uint16), codegen
 
 
+@intrinsic
+def f32_from_bits(typingctx, bits):
+    """int32 bits of an IEEE single → its float32 value (``ops.exp_neg``'s power of two)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], _F32)
+
+    return types.float32(types.int32), codegen
+
+
 def kv_value(row, i):
     """Element i of a KV cache row as float32, whether the cache is float32 or f16 bits
     (compiled code only)."""
