@@ -43,6 +43,9 @@ class Settings:
     # off-topic questions score about 0.05-0.15, on-topic ones 0.4 and more)
     min_similarity: float = 0.25
     temperature: float = 0.0
+    # 1.0 = off (the engine's default is 1.1): answers quote passages and repeat citations;
+    # the repetition guard below handles loops instead
+    repeat_penalty: float = 1.0
     max_tokens: int = 384
     n_ctx: int = 4096  # context the engine allocates (capped by the model's own)
     seed: int = 0

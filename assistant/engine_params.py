@@ -17,15 +17,18 @@ from pydantic import BaseModel, Field
 from assistant.chat_format import ChatFormat, chat_format_for
 from assistant.config import Settings
 from assistant.engine_runtime import get_engine_model
+from engine.repetition import DEFAULT_SEQUENCE_BREAKERS
+from engine.sampling import SamplingParams
 
-_DEFAULTS = Settings()
+_DEFAULTS = Settings()  # the assistant's own choices
+_ENGINE = SamplingParams()  # the rest: the engine's (llama.cpp's) defaults
 
 # Per-call keyword arguments that override a field (``llm.invoke(p, temperature=0.2)``).
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty",
                  "repeat_last_n", "seed", "dry_multiplier", "dry_base", "dry_allowed_length",
                  "dry_penalty_last_n", "dry_sequence_breakers", "loop_stop_tokens")
 # DRY's breakers: llama.cpp's, and "[" so that citing a passage again ("... [1]") is no repeat
-DRY_SEQUENCE_BREAKERS = ("\n", ":", '"', "*", "[")
+DRY_SEQUENCE_BREAKERS = (*DEFAULT_SEQUENCE_BREAKERS, "[")
 
 
 class EngineParams(BaseModel):
@@ -38,18 +41,18 @@ class EngineParams(BaseModel):
     """Where presets live; default: ``Settings.from_env().models_dir``."""
     max_tokens: int = _DEFAULTS.max_tokens
     temperature: float = _DEFAULTS.temperature
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    """1.0 = off (llama.cpp's default): answers may quote passages and repeat citations."""
-    repeat_last_n: int = 64
+    top_k: int = _ENGINE.top_k
+    top_p: float = _ENGINE.top_p
+    min_p: float = _ENGINE.min_p
+    repeat_penalty: float = _DEFAULTS.repeat_penalty
+    """1.0 = off: answers may quote passages and repeat citations."""
+    repeat_last_n: int = _ENGINE.repeat_last_n
     seed: int | None = _DEFAULTS.seed
     dry_multiplier: float = _DEFAULTS.dry_multiplier
     """DRY repetition penalty (engine.repetition) over the answer's own tokens; 0 = off."""
-    dry_base: float = 1.75
-    dry_allowed_length: int = 2
-    dry_penalty_last_n: int = -1
+    dry_base: float = _ENGINE.dry_base
+    dry_allowed_length: int = _ENGINE.dry_allowed_length
+    dry_penalty_last_n: int = _ENGINE.dry_penalty_last_n
     dry_sequence_breakers: list[str] = Field(default_factory=lambda: list(DRY_SEQUENCE_BREAKERS))
     loop_stop_tokens: int = _DEFAULTS.loop_stop_tokens
     """Stop (finish reason "repetition") when the answer starts repeating itself; 0 = never."""

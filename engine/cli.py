@@ -20,6 +20,7 @@ from engine.bench import configure_bench, run_bench
 from engine.constants import ENGINE_WEIGHT_TYPES, GGUFValueType, Keys
 from engine.errors import EngineError
 from engine.gguf import GGUFFile
+from engine.sampling import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -157,11 +158,12 @@ def configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="GGUF file (any part of a split model)")
     p.add_argument("-p", "--prompt", required=True, help="prompt text; '-' reads standard input")
     p.add_argument("-n", "--n-predict", type=int, default=256, help="tokens to generate at most")
-    p.add_argument("--temp", type=float, default=0.8, help="temperature (0: greedy)")
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--min-p", type=float, default=0.05)
-    p.add_argument("--repeat-penalty", type=float, default=1.1)
+    d = SamplingParams()  # llama.cpp's defaults, written once (engine.sampling)
+    p.add_argument("--temp", type=float, default=d.temperature, help="temperature (0: greedy)")
+    p.add_argument("--top-k", type=int, default=d.top_k)
+    p.add_argument("--top-p", type=float, default=d.top_p)
+    p.add_argument("--min-p", type=float, default=d.min_p)
+    p.add_argument("--repeat-penalty", type=float, default=d.repeat_penalty)
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same text)")
     p.add_argument("--chat", action="store_true", help="wrap the prompt as one chat user turn")
     p.add_argument("--system", default=None, help="system message for --chat")
