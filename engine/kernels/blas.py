@@ -6,12 +6,13 @@ once to float32 (exactly, ``kernels/decode.py``) and handing the multiply to num
 (``sgemm``), which tiles for the registers and caches better than a hand loop: on this
 machine's AVX-512 cores about 2.5 × the 4 × 2 register tile at 512 tokens.
 
-The rows are split into bands of at most ``BLAS_BAND_BYTES`` decoded bytes (they stay in the
-cache between decoding and multiplying).  Each of the engine's threads (``kernels.set_threads``)
-takes every n-th band and runs decode and ``sgemm`` on it in turn, BLAS limited to one thread
-meanwhile: a fixed split with no hand-over between numba's and BLAS's thread pools, whose
-spinning waits slow each other down on a busy machine, and the same sums in the same order on
-every run (a band's products do not depend on which thread computed them).
+The rows are split into bands of ``BLAS_BAND_BYTES`` decoded bytes (they stay in the cache
+between decoding and multiplying), and of at least ``BLAS_BAND_MIN_ROWS`` rows. Each of the
+engine's threads (``kernels.set_threads``) takes every n-th band and runs decode and ``sgemm``
+on it in turn, BLAS limited to one thread meanwhile: a fixed split with no hand-over between
+numba's and BLAS's thread pools, whose spinning waits slow each other down on a busy machine,
+and the same sums in the same order on every run (a band's products do not depend on which
+thread computed them).
 
 Attention of a prompt batch (``attention_heads``) splits the heads the same way: per head and
 block of ``ATTENTION_QUERY_BLOCK`` positions, the scores ``q k^T`` against the keys the block
@@ -37,7 +38,11 @@ from threadpoolctl import ThreadpoolController
 
 from engine.kernels.simd import f32_from_bits
 
-BLAS_BAND_BYTES = 2 << 20  # float32 bytes of one decoded band
+BLAS_BAND_BYTES = 2 << 20  # float32 bytes of one decoded band (it stays in the cache) ...
+# ... but at least this many rows: sgemm packs all the activations again for every band, so a
+# wide matrix's narrow bands (7B's ffn_down, 11008 columns: 47 rows in 2 MiB) packed more than
+# they multiplied (113 GFLOP/s, 160 with bands of 190 rows; docs/BENCHMARKS.md)
+BLAS_BAND_MIN_ROWS = 192
 ATTENTION_QUERY_BLOCK = 128  # prompt positions whose scores are computed together
 
 _STATE = threading.local()  # each worker's reusable band buffer
@@ -92,7 +97,8 @@ def matmul_bands(decode_band: Any, w: np.ndarray, x: np.ndarray, y: np.ndarray) 
     """
     n_out, n_in = w.shape[0], x.shape[1]
     n_threads = max(1, min(numba.get_num_threads(), n_out))
-    n_band = max(1, min(BLAS_BAND_BYTES // (4 * n_in), -(-n_out // n_threads)))
+    rows = max(BLAS_BAND_MIN_ROWS, BLAS_BAND_BYTES // (4 * n_in))
+    n_band = max(1, min(rows, -(-n_out // n_threads)))
     starts = range(0, n_out, n_band)
 
     def work(first: int) -> None:

@@ -91,6 +91,7 @@ def test_blas_path_bands_are_exact_float32(ggml_type: GGMLType, monkeypatch) -> 
     m = random_matrix(ggml_type, 37, blocks_per_row(ggml_type), seed=7)
     monkeypatch.setenv("ENGINE_AMX", "0")  # the BLAS path, not the AMX one (bfloat16)
     monkeypatch.setattr(kernels_blas, "BLAS_BAND_BYTES", 8 * 4 * m.n_in)  # 8 rows a band: 5 bands
+    monkeypatch.setattr(kernels_blas, "BLAS_BAND_MIN_ROWS", 1)
     n_tok = kernels.BLAS_PATH_MIN_TOKENS
     x = np.random.default_rng(3).standard_normal((n_tok, m.n_in)).astype(np.float32)
     w = quants.dequantize(m.data, ggml_type).astype(np.float64)
