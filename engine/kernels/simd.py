@@ -126,7 +126,7 @@ def f16_value(typingctx, bits):
 
 @intrinsic
 def f32_from_bits(typingctx, bits):
-    """int32 bits of an IEEE single → its float32 value (``ops.exp_neg``'s power of two)."""
+    """int32 bits of an IEEE single → its float32 value (``blas.exp_neg``'s power of two)."""
 
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], _F32)
