@@ -278,6 +278,20 @@ class Workspace:
             for d in (c.n_embd, q_dim, c.n_ff)
         ]  # fmt: skip
 
+    def layer_views(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(att, k, v) for ``forward`` op by op over n positions, in memory free at the time they
+        live: the attention output in ``h`` (free from the q/k/v products to the next norm) when
+        the widths match, k and v in ``gate`` and ``up`` (free until the feed-forward).  A prompt
+        batch then never touches ``att``, ``k`` and ``v``, whose untouched pages cost no memory
+        (24 MiB less at 7B, 512 positions); the decode step uses their first rows."""
+        kv_dim = self.k.shape[1]
+        att = self.h[:n] if self.att.shape[1] == self.h.shape[1] else self.att[:n]
+        if kv_dim > self.gate.shape[1]:
+            return att, self.k[:n], self.v[:n]
+        k = self.gate.reshape(-1)[: n * kv_dim].reshape(n, kv_dim)  # contiguous
+        v = self.up.reshape(-1)[: n * kv_dim].reshape(n, kv_dim)
+        return att, k, v
+
 
 # ----------------------------------------------------------------------------------------------
 # the forward pass
@@ -307,8 +321,8 @@ def forward(
     scale = np.float32(parts.attn_scale)
     cos, sin = cache.cos[:, pos0 : pos0 + n], cache.sin[:, pos0 : pos0 + n]  # (n_tab, n, d/2)
     x, h, o = ws.x[:n], ws.h[:n], ws.o[:n]  # (n, n_embd)
-    q, att = ws.q[:n], ws.att[:n]  # (n, n_head*hd)
-    k, v = ws.k[:n], ws.v[:n]  # (n, n_kv*hd)
+    q = ws.q[:n]  # (n, n_head*hd)
+    att, k, v = ws.layer_views(n)  # (n, n_head*hd), (n, n_kv*hd) x 2: in buffers free meanwhile
     gate, up = ws.gate[:n], ws.up[:n]  # (n, n_ff)
 
     work = n * c.n_head * (pos0 + n) * c.head_dim  # multiply-adds of q k^T
