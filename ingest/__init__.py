@@ -25,8 +25,7 @@ from .errors import (  # noqa: E402
     SettingsMismatch,
     StrictModeFailure,
 )
-from .index import Hit, IndexStore, StoredChunk  # noqa: E402
-from .index_check import check_model  # noqa: E402
+from .index import Hit, IndexStore, StoredChunk, check_model  # noqa: E402
 from .pipeline import BuildReport, build  # noqa: E402
 from .search import HybridSettings, Index, open_index  # noqa: E402
 

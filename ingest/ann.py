@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from .index_sql import VISIBLE, meta_set, vector_sql
+from .index.sql import VISIBLE, meta_set, vector_sql
 from .vectors import decode_centroids, decode_vectors, encode_centroids, unit_rows
 
 if TYPE_CHECKING:  # only for the annotation: the index never imports this module

@@ -276,7 +276,7 @@ def _stats(args) -> int:
 
 
 def _query(args) -> int:
-    from .index_check import check_model
+    from .index import check_model
     from .search import open_index
 
     idx = open_index(args.index, hybrid=_hybrid(args))

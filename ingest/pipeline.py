@@ -34,7 +34,7 @@ from .embedding import (
 )
 from .errors import SettingsMismatch, StrictModeFailure
 from .index import DB_NAME, IndexStore
-from .index_check import read_manifest_json
+from .index.check import read_manifest_json
 
 BATCH_CHUNKS = 256  # chunks embedded and committed together (what a crash can lose)
 CHUNK_GROUP = 16  # documents tokenized together

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ingest import SAMPLE_CORPUS  # noqa: E402
-from ingest.bench import _docs, anchor_chunks, anchor_texts  # noqa: E402
+from ingest.bench.anchor import anchor_chunks, anchor_texts, docs_spread  # noqa: E402
 from ingest.embedding import BATCH_SIZE, Embedder, _length_batches, load_embedder  # noqa: E402
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     emb = load_embedder(None, threads=args.threads)
-    texts = anchor_texts(anchor_chunks(_docs(args.input, args.docs)))
+    texts = anchor_texts(anchor_chunks(docs_spread(args.input, args.docs)))
     ids = emb.counter.ids(texts, emb.max_tokens)
     mean_tokens = round(float(np.mean([len(x) for x in ids])), 1)
     gflops = {n: round(gemm_gflops(n), 1) for n in sorted({1, args.threads})}

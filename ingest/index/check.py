@@ -6,7 +6,7 @@ people, agrees with the authoritative manifest inside the database (same format,
 model and dimension; a *newer* generation there means the database lost published data: a
 deleted ``-wal`` file or an older copy of ``index.sqlite``); and, for readers, the content of the
 published generation against the manifest's checksums (texts, metadata and part vectors here; the
-vectors when the FAISS view is loaded, see ``index_view.py``). Each failure is an
+vectors when the FAISS view is loaded, see ``view.py``). Each failure is an
 :class:`IndexDamaged` naming the file and the command that repairs it.
 """
 
@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import index_sql as sql
-from . import manifest as mf
-from .errors import EmbedderError, IndexDamaged, ModelUnavailable
+from .. import manifest as mf
+from ..errors import EmbedderError, IndexDamaged, ModelUnavailable
+from . import sql
 
 QUICK_CHECK_LINES = 5  # problems SQLite reports at most (the first one is shown)
 # manifest.json must agree with the database on these (they describe what the files hold).

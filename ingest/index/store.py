@@ -7,11 +7,12 @@ Layout of an index folder::
     write.lock      taken (flock) by the one process allowed to write
 
 :class:`IndexStore` opens and checks the folder (this file) and joins its three jobs, each in its
-own file: writing generations under the write lock (``index_generations.py``, ``index_lock.py``),
-reading the published generation (``index_reads.py``) and the FAISS view (``index_view.py``); the
-schema and shared SQL are in ``index_sql.py``. Readers see the rows of the last *published*
-generation only, so a build in progress (or killed) is invisible until it publishes, in one
-transaction. Nothing is pickled: vectors are raw float32 blobs, checked before use.
+own file of this package: writing generations under the write lock (``generations.py``,
+``lock.py``), reading the published generation (``reads.py``) and the FAISS view (``view.py``);
+the schema and shared SQL are in ``sql.py``, the checks on open in ``check.py``. Readers see the
+rows of the last *published* generation only, so a build in progress (or killed) is invisible
+until it publishes, in one transaction. Nothing is pickled: vectors are raw float32 blobs,
+checked before use.
 """
 
 from __future__ import annotations
@@ -22,16 +23,15 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from . import index_check as check
-from . import index_sql as sql
-from . import manifest as mf
-from .errors import EmbeddingMismatch, IndexFolderError, IndexWriteFailed
-from .index_generations import IndexWrites
-from .index_reads import Hit, IndexReads, StoredChunk
-from .index_sql import DB_NAME, VISIBLE, VISIBLE_AT
-from .index_view import IndexView
+from .. import manifest as mf
+from ..errors import EmbeddingMismatch, IndexFolderError, IndexWriteFailed
+from . import check, sql
+from .generations import IndexWrites
+from .reads import IndexReads
+from .sql import DB_NAME
+from .view import IndexView
 
-__all__ = ["DB_NAME", "VISIBLE", "VISIBLE_AT", "Hit", "IndexStore", "StoredChunk"]
+__all__ = ["IndexStore"]
 
 
 class IndexStore(IndexWrites, IndexReads, IndexView):
@@ -109,7 +109,7 @@ class IndexStore(IndexWrites, IndexReads, IndexView):
             raise check.database_damaged(self.path, what)
 
     def _verify(self, conn: sqlite3.Connection) -> None:
-        """The checks of :mod:`ingest.index_check`; a reader also checks the published content
+        """The checks of :mod:`ingest.index.check`; a reader also checks the published content
         and loads the FAISS view (whose vectors are checked against the manifest)."""
         check.check_structure(self.path, conn, self.manifest)
         check.check_manifest_json(self.path, self.manifest, self.refresh)

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from . import index_sql as sql
-from .index_check import database_damaged
-from .index_reads import Hit
-from .vectors import VectorDataError, VectorView, checksum, decode_centroids, decode_vectors
+from ..vectors import VectorDataError, VectorView, checksum, decode_centroids, decode_vectors
+from . import sql
+from .check import database_damaged
+from .reads import Hit
 
 MAX_IVF_LISTS = 1 << 20
 

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from .vectors import checksum, encode_parts
+from ..vectors import checksum, encode_parts
 
 DB_NAME = "index.sqlite"
 SQLITE_MAGIC = b"SQLite format 3\x00"

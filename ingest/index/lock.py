@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from .errors import IndexBusy
+from ..errors import IndexBusy
 
 LOCK_NAME = "write.lock"
 LOCK_TIMEOUT_S = 60.0

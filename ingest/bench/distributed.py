@@ -1,4 +1,4 @@
-"""Ray build against single-process build at equal cores: ``python -m ingest.bench_distributed``.
+"""Ray build against single-process build at equal cores: ``python -m ingest.bench.distributed``.
 
 Both build the same documents into fresh indexes, alternately, on ``--cores`` CPUs: the
 single-process build with ``--threads CORES``, the Ray build on a local Ray instance of ``CORES``
@@ -11,7 +11,7 @@ is ``1 - rate_ray / rate_single``; the per-core rate scales to N machines.  The 
 and noisy: one warm-up build of each kind is not counted, rounds alternate the two builds, and the
 median of each is reported.
 
-    python -m ingest.bench_distributed --input ../shared/data/guidelines-sample.jsonl \\
+    python -m ingest.bench.distributed --input ../shared/data/guidelines-sample.jsonl \\
         --cores 2 --small 3 --large 12 --rounds 2 [--json FILE]
 """
 
@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .distributed import OBJECT_STORE_BYTES
-from .pipeline import build
+from ..distributed import OBJECT_STORE_BYTES
+from ..pipeline import build
 
 FULL_CORPUS_CHUNKS = 430_000  # epfl-llm/guidelines: 37,970 guidelines (docs/retrieval.md)
 
@@ -51,7 +51,7 @@ def _one(corpus: Path, work: Path, cores: int, use_ray: bool) -> tuple[int, floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ingest.bench_distributed", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m ingest.bench.distributed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", type=Path, required=True, help="a JSONL corpus")
     p.add_argument("--cores", type=int, default=2)

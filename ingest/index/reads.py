@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import index_sql as sql
-from .index_check import database_damaged
-from .vectors import VectorDataError, decode_parts, decode_vectors
+from ..vectors import VectorDataError, decode_parts, decode_vectors
+from . import sql
+from .check import database_damaged
 
 
 @dataclass(frozen=True, slots=True)

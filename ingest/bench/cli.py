@@ -31,112 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import SAMPLE_CORPUS
-from .chunking import ChunkingSettings
-from .corpus import Record, read_corpus
-from .embedding import Embedder, load_embedder
-
-ANCHOR_CHUNK_CHARS = 1000
-ANCHOR_OVERLAP_CHARS = 200
-ANCHOR_BATCH = 32  # HuggingFaceEmbeddings' default encode batch size
-
-
-def _docs(spec: str, n_docs: int | None) -> list[Record]:
-    recs = [r for r in read_corpus(spec) if isinstance(r, Record)]
-    if n_docs and n_docs < len(recs):  # an even spread over the corpus (its sources, its lengths)
-        step = len(recs) / n_docs
-        recs = [recs[int(i * step)] for i in range(n_docs)]
-    return recs
-
-
-def _splitter():
-    try:
-        from langchain_text_splitters import RecursiveCharacterTextSplitter
-    except ImportError:
-        sys.exit("the anchor needs langchain-text-splitters: pip install -e .[bench]")
-    return RecursiveCharacterTextSplitter(
-        chunk_size=ANCHOR_CHUNK_CHARS, chunk_overlap=ANCHOR_OVERLAP_CHARS
-    )
-
-
-def anchor_chunks(docs: list[Record]) -> list[tuple[str, str]]:
-    """(doc_id, text) of the anchor's chunks."""
-    sp = _splitter()
-    return [(d.id, t) for d in docs for t in sp.split_text(d.clean_text)]
-
-
-def anchor_texts(chunks: list[tuple[str, str]]) -> list[str]:
-    """The texts the anchor embeds: its chunks with line breaks as spaces, as
-    langchain-huggingface does."""
-    return [t.replace("\n", " ") for _, t in chunks]
-
-
-def run_anchor(docs: list[Record], emb: Embedder):
-    """The anchor's build: split, embed (sentence-transformers encode), flat FAISS index."""
-    import faiss
-
-    t0 = time.perf_counter()
-    chunks = anchor_chunks(docs)
-    texts = anchor_texts(chunks)
-    vecs = emb.model.encode(texts, batch_size=ANCHOR_BATCH, convert_to_numpy=True)
-    index = faiss.IndexFlatL2(vecs.shape[1])
-    index.add(np.asarray(vecs, dtype=np.float32))
-    seconds = time.perf_counter() - t0
-    tokens = [min(len(ids), emb.max_tokens) for ids in emb.counter.ids(texts, 1 << 30)]
-    return chunks, vecs, seconds, tokens
-
-
-def run_forward(docs: list[Record], emb: Embedder):
-    """The model's forward passes alone on the anchor's chunks, tokenized beforehand: the time
-    no pipeline using this forward pass can beat at the anchor's chunk sizes."""
-    ids = emb.counter.ids(anchor_texts(anchor_chunks(docs)), emb.max_tokens)
-    t0 = time.perf_counter()
-    emb.embed_ids(ids)
-    return len(ids), time.perf_counter() - t0, [len(x) for x in ids]
-
-
-def run_ours(docs: list[Record], emb: Embedder, settings: ChunkingSettings, folder: Path):
-    from .pipeline import build
-
-    corpus = folder / "corpus.jsonl"
-    with open(corpus, "w", encoding="utf-8") as f:
-        for d in docs:
-            f.write(
-                json.dumps(
-                    {
-                        "id": d.id,
-                        "source": d.source,
-                        "title": d.title,
-                        "url": d.url,
-                        "clean_text": d.clean_text,
-                    }
-                )
-                + "\n"
-            )
-    index = folder / f"index-{time.monotonic_ns()}"
-    t0 = time.perf_counter()
-    report = build(corpus, index, embedder=emb, settings=settings, progress=False)
-    seconds = time.perf_counter() - t0
-    from .index import IndexStore
-
-    store = IndexStore.open(index, readonly=True)
-    tokens = [
-        len(e.ids)
-        for e in emb.counter._tok.encode_batch(
-            [
-                (c + "\n" + t) if c else t
-                for c, t in store._conn().execute("SELECT context, text FROM chunks")
-            ],
-            add_special_tokens=True,
-        )
-    ]
-    store.close()
-    return report.chunks_added, seconds, tokens
+from .. import SAMPLE_CORPUS
+from ..chunking import ChunkingSettings
+from ..embedding import load_embedder
+from .anchor import docs_spread, run_anchor, run_forward, run_ours
 
 
 def cmd_speed(args) -> None:
     emb = load_embedder(args.embedding_model, threads=args.threads)
-    docs = _docs(args.input, args.docs)
+    docs = docs_spread(args.input, args.docs)
     settings = ChunkingSettings(max_tokens=args.max_tokens)
     emb.model.encode(["warm up"] * 8)
     rows = []
@@ -189,10 +92,10 @@ def cmd_speed(args) -> None:
 def cmd_anchor_eval(args) -> None:
     import faiss
 
-    from .evaluate import format_table, load_qa, run_queries, score_rankings
+    from ..evaluate import format_table, load_qa, run_queries, score_rankings
 
     emb = load_embedder(args.embedding_model, threads=args.threads)
-    docs = _docs(args.input, None)
+    docs = docs_spread(args.input, None)
     chunks, vecs, sec, _ = run_anchor(docs, emb)
     print(f"anchor: {len(chunks)} chunks embedded in {sec:.1f} s", file=sys.stderr)
     index = faiss.IndexFlatL2(vecs.shape[1])
@@ -216,8 +119,8 @@ def cmd_anchor_eval(args) -> None:
 
 
 def cmd_latency(args) -> None:
-    from .evaluate import load_qa
-    from .search import HybridSettings, open_index
+    from ..evaluate import load_qa
+    from ..search import HybridSettings, open_index
 
     default = open_index(args.index, threads=args.threads)
     runs = {"default " + " ".join(default.hybrid.rerank): (default, [])}
@@ -256,8 +159,8 @@ def cmd_variants(args) -> None:
     questions are embedded once (latency is not measured here; see ``latency``)."""
     from dataclasses import replace
 
-    from .evaluate import format_comparison, half, load_qa, score_rankings
-    from .search import HybridSettings, open_index
+    from ..evaluate import format_comparison, half, load_qa, score_rankings
+    from ..search import HybridSettings, open_index
 
     qas = load_qa(args.qa)
     if args.half:
@@ -292,9 +195,9 @@ def cmd_variants(args) -> None:
 
 
 def cmd_ann(args) -> None:
-    from . import ann as ann_mod
-    from .evaluate import load_qa
-    from .search import open_index
+    from .. import ann as ann_mod
+    from ..evaluate import load_qa
+    from ..search import open_index
 
     idx = open_index(args.index, threads=args.threads)
     view = idx.store.view()
@@ -393,6 +296,3 @@ def main(argv: list[str] | None = None) -> None:
     }
     commands[args.command](args)
 
-
-if __name__ == "__main__":
-    main()

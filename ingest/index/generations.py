@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from . import index_sql as sql
-from . import manifest as mf
-from .errors import IndexBusy, IndexFolderError, IndexWriteFailed
-from .index_lock import WriteLock
+from .. import manifest as mf
+from ..errors import IndexBusy, IndexFolderError, IndexWriteFailed
+from . import sql
+from .lock import WriteLock
 
 SQLITE_IOERR, SQLITE_FULL = 10, 13  # primary result codes (the low byte of extended ones)
 
