@@ -1,10 +1,11 @@
 """What the chain returns: an :class:`Answer` with resolved citations, passages and the notice.
 
 A citation has a ``kind``: ``"cited"`` when the model wrote its ``[n]``; ``"matched"`` when the
-model did not, but a sentence of the answer reproduces that passage (:mod:`assistant.attribution`:
-eight or more consecutive words in common); ``"given"`` when the answer neither cites nor
-reproduces any passage, so the passages it was given are listed as such.  The answer's text is
-the model's, unaltered: attribution only adds to the list of citations.
+model did not, but a sentence of the answer reproduces that passage
+(:mod:`assistant.checks.attribution`: eight or more consecutive words in common); ``"given"``
+when the answer neither cites nor reproduces any passage, so the passages it was given are
+listed as such. The answer's text is the model's, unaltered: attribution only adds to the list
+of citations.
 
 Also the one error type of the chain, :class:`AnswerError`, whose message carries the notice.
 """
@@ -17,10 +18,10 @@ from typing import Any, Literal
 
 from langchain_core.documents import Document
 
-from assistant.attribution import CITATION_MARKER, MATCH_MIN_WORDS, match_passages
-from assistant.evidence import EvidenceSentence, evidence_text
+from assistant.checks.attribution import CITATION_MARKER, MATCH_MIN_WORDS, match_passages
+from assistant.checks.evidence import EvidenceSentence, evidence_text
+from assistant.checks.refusal import REFUSAL_TEXT as REFUSAL_TEXT
 from assistant.notice import ADVISORY_NOTICE, with_notice
-from assistant.refusal import REFUSAL_TEXT as REFUSAL_TEXT
 
 _NUMBER_OR_RANGE = re.compile(r"(\d{1,3})\s*(?:(?:–|-)\s*(\d{1,3}))?")
 
@@ -181,10 +182,10 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     notice: str = ADVISORY_NOTICE
     # what was searched when it differs from the question (a follow-up rewritten with the
-    # conversation's previous query, see assistant/followup.py); None: the question itself
+    # conversation's previous query, see assistant/retrieval/followup.py); None: the question itself
     search_query: str | None = None
     receipt: dict[str, Any] | None = None  # what reproduces it (assistant.receipt)
-    # the checks (assistant.evidence, .number_guard, .term_guard, .refusal)
+    # the checks (assistant.checks.evidence, .number_guard, .term_guard, .refusal)
     evidence: list[EvidenceSentence] = field(default_factory=list)
     unsupported_numbers: list[str] = field(default_factory=list)
     unsupported_terms: list[str] = field(default_factory=list)

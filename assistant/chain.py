@@ -11,13 +11,14 @@
 
 The input may carry ``"history"``: the conversation's earlier search queries (each turn's
 ``Answer.search_query or Answer.question``); a follow-up ("and in children?") is then searched
-and asked as rewritten by :func:`assistant.followup.rewrite`, and ``Answer.search_query`` says so.
+and asked as rewritten by :func:`assistant.retrieval.followup.rewrite`, and
+``Answer.search_query`` says so.
 
 When the retriever returns nothing (its score threshold removed every passage) the chain
 answers with a refusal and does not call the model.  Any failure is raised as
 :class:`AnswerError`, whose message ends with the notice.  The model may be our ``EngineLLM``
 (a ChatML string prompt) or any LangChain chat model (system + user messages), such as a served
-model through ``langchain-openai`` (``assistant.served``).
+model through ``langchain-openai`` (``assistant.model.served``).
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import patch_config
 
 from assistant.answer import REFUSAL_TEXT, Answer, AnswerError, Passage, resolve_citations
-from assistant.chat_format import ChatFormat
-from assistant.checks import after_generation, before_generation, renumber
-from assistant.followup import rewrite
-from assistant.models import ModelError, parse_served
+from assistant.checks.hooks import after_generation, before_generation, renumber
+from assistant.checks.refusal import RefusalPolicy
+from assistant.model.chat_format import ChatFormat
+from assistant.model.presets import ModelError, parse_served
 from assistant.notice import ADVISORY_NOTICE
 from assistant.prompts import (
     DEFAULT_REMINDER,
@@ -51,7 +52,7 @@ from assistant.prompts import (
     rag_messages,
 )
 from assistant.receipt import prompt_text, safe_receipt
-from assistant.refusal import RefusalPolicy
+from assistant.retrieval.followup import rewrite
 
 DEFAULT_CONTEXT = 2048  # for a model that does not say its context length
 
@@ -315,12 +316,12 @@ class AnswerStream:
 def build_chain(settings: Any, *, llm: BaseLanguageModel | None = None,
                 retriever: BaseRetriever | None = None) -> RAGChain:
     """The chain the CLI and the page use, from :class:`assistant.config.Settings`."""
-    from assistant.llm import EngineLLM
-    from assistant.retriever import GuidelineRetriever
+    from assistant.model.llm import EngineLLM
+    from assistant.retrieval.retriever import GuidelineRetriever
 
     served = parse_served(settings.model)
     if llm is None and served is not None:
-        from assistant.served import served_chat_model
+        from assistant.model.served import served_chat_model
 
         llm = served_chat_model(served, max_tokens=settings.max_tokens,
                                 temperature=settings.temperature, seed=settings.seed,

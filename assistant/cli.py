@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.config import DEFAULT_MODEL, Settings
-from assistant.models import PRESETS, ModelError, fetch_model
+from assistant.model.presets import PRESETS, ModelError, fetch_model
 
 
 def _cmd_fetch_model(args: argparse.Namespace, settings: Settings) -> int:
@@ -72,7 +72,7 @@ def _fail(message: str, question: str, as_json: bool) -> int:
 def _index_problem(index: Path) -> str | None:
     """Why the index cannot be used (damaged, another embedding model, ...), checked before
     any model is loaded: the index's typed error names the file at fault and the fix."""
-    from assistant.retriever import open_index_cached
+    from assistant.retrieval.retriever import open_index_cached
     from ingest import IngestError, check_model
 
     try:
@@ -163,7 +163,7 @@ def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 def _evidence_block(stream: Any) -> str:
     """The evidence sentences printed above the streamed answer."""
-    from assistant.evidence import evidence_text
+    from assistant.checks.evidence import evidence_text
 
     titles = {p.number: p.title for p in stream.passages}
     return evidence_text(stream.evidence, titles) + "\n\nAnswer:"

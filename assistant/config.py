@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from assistant.refusal import RefusalPolicy
+from assistant.checks.refusal import RefusalPolicy
 
 # The page's and ``ask``'s model, chosen by measurement (README, "The default model, compared"):
 # its answers are far better supported by the passages they cite than SmolLM2's.
@@ -37,7 +37,7 @@ class Settings:
 
     home: Path = field(default_factory=_default_home)
     index_dir: Path | None = None  # None: the sample index under ``home``
-    model: str = DEFAULT_MODEL  # a preset name (see assistant.models) or a GGUF path
+    model: str = DEFAULT_MODEL  # a preset name (see assistant.model.presets) or a GGUF path
     k: int = 4  # passages retrieved per question
     # query-passage cosine similarity below which a passage is not relevant (all-MiniLM-L6-v2:
     # off-topic questions score about 0.05-0.15, on-topic ones 0.4 and more)
@@ -49,7 +49,7 @@ class Settings:
     max_tokens: int = 384
     n_ctx: int = 4096  # context the engine allocates (capped by the model's own)
     seed: int = 0
-    # refuse before generating when the passages' evidence is this weak (assistant.refusal;
+    # refuse before generating when the passages' evidence is this weak (assistant.checks.refusal;
     # chosen on the even-numbered dev questions, docs/assistant.md "Refusals"); None: never
     refusal_policy: RefusalPolicy | None = field(default_factory=RefusalPolicy)
     served_timeout: float = 60.0  # a served model silent this long fails the answer

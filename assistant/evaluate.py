@@ -22,7 +22,7 @@ their file: choices are made on the even half, the odd half is reported), holds:
 supported by a passage when :data:`SUPPORT_SHARE` of those words occur in the passage.
 Word overlap, not meaning: a sentence that negates its passage still counts as supported.
 Evidence overlaps the gold answer when the two share eight consecutive words (all the
-sentence's words if it is shorter; :func:`assistant.evidence.overlaps`).
+sentence's words if it is shorter; :func:`assistant.checks.evidence.overlaps`).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from assistant.answer import CITED, MATCHED, Answer, AnswerError
-from assistant.attribution import CITATION_MARKER, answer_sentences
-from assistant.evidence import content_words, overlaps
+from assistant.checks.attribution import CITATION_MARKER, answer_sentences
+from assistant.checks.evidence import content_words, overlaps
 from assistant.notice import ADVISORY_NOTICE
 
 MIN_CONTENT_WORDS = 3

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from langchain_core.documents import Document
 
-from assistant.chat_format import ChatFormat, strip_markers
+from assistant.model.chat_format import ChatFormat, strip_markers
 
 SYSTEM_PROMPT = (
     "You are a careful assistant for clinical guideline research. Answer the question using "

@@ -145,8 +145,8 @@ def replay(receipt: dict[str, Any], settings: Any, *, model: str | None = None,
     receipt's own); (the new Answer, the comparison).  Raises ReceiptError when the model file
     or the index is not there."""
     from assistant.chain import build_chain
-    from assistant.llm import EngineLLM
-    from assistant.retriever import GuidelineRetriever
+    from assistant.model.llm import EngineLLM
+    from assistant.retrieval.retriever import GuidelineRetriever
 
     model_path = Path(model) if model else Path(receipt["model"].get("path") or "")
     if not model and not model_path.is_file():  # moved: look for the file in the models folder
@@ -178,7 +178,7 @@ def replay_command(args: Any, settings: Any) -> int:
     import sys
 
     from assistant.answer import AnswerError
-    from assistant.models import ModelError
+    from assistant.model.presets import ModelError
     from assistant.notice import ADVISORY_NOTICE
 
     try:

@@ -5,7 +5,7 @@
 
 No model runs: per question it retrieves the passages as the chain does (the real
 ``GuidelineRetriever``, the chain's threshold and ``k``) and computes the policy's features
-(:mod:`assistant.refusal`: the best passage's similarity, the passages' mean similarity, the
+(:mod:`assistant.checks.refusal`: the best passage's similarity, the passages' mean similarity, the
 idf-weighted share of the question's words in their titles and headings).  Only the questions at
 even 0-based positions of both files are read to choose: a logistic regression (scikit-learn,
 classes weighted equally, L2 with C = 1, on standardized features, folded back into weights on
@@ -15,8 +15,8 @@ thresholds that refuse the most unanswerable questions while refusing at most
 ``--max-false-refusal`` of the answerable ones (ties: fewer false refusals).  A question with
 nothing retrieved is always refused and is not fitted on.
 
-It prints the fitted ``RefusalPolicy(...)`` (copy it into assistant/refusal.py) and the rates on
-the even half of: the retriever's threshold alone, the previous rule (best similarity below
+It prints the fitted ``RefusalPolicy(...)`` (copy it into assistant/checks/refusal.py) and the
+rates on the even half of: the retriever's threshold alone, the previous rule (best similarity below
 0.525), the fitted policy and the current default, and the time taken per question by the
 retrieval and by the features (side by side: the decision's cost is the features').
 ``--report-odd`` also retrieves the odd half (held out: use it once, after choosing) and prints
@@ -39,10 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from assistant.answer import Passage  # noqa: E402
-from assistant.checks import passage_similarities, passage_titles  # noqa: E402
-from assistant.config import Settings  # noqa: E402
-from assistant.evaluate import ANSWERABLE, UNANSWERABLE, EvalQuestion, load_questions  # noqa: E402
-from assistant.refusal import (  # noqa: E402
+from assistant.checks.hooks import passage_similarities, passage_titles  # noqa: E402
+from assistant.checks.refusal import (  # noqa: E402
     FEATURES,
     RefusalFeatures,
     RefusalPolicy,
@@ -50,7 +48,9 @@ from assistant.refusal import (  # noqa: E402
     read_once,
     term_counts_of,
 )
-from assistant.retriever import GuidelineRetriever  # noqa: E402
+from assistant.config import Settings  # noqa: E402
+from assistant.evaluate import ANSWERABLE, UNANSWERABLE, EvalQuestion, load_questions  # noqa: E402
+from assistant.retrieval.retriever import GuidelineRetriever  # noqa: E402
 
 PREVIOUS_MIN_SIMILARITY = 0.525  # the rule this policy replaced (best similarity alone)
 Rule = Callable[[RefusalFeatures], bool]  # features -> refuse

@@ -6,7 +6,7 @@
 Runs the same questions (spread evenly over the question file), greedy, through
 :class:`assistant.chain.RAGChain` with each prompt variant, and prints per variant how many
 answers hold at least one ``[n]`` that resolves to a passage given ("cited"), how many have a
-citation of kind cited or matched (quoted text, :mod:`assistant.attribution`), and how many
+citation of kind cited or matched (quoted text, :mod:`assistant.checks.attribution`), and how many
 ``[n]`` resolve to nothing.  The variants differ only in generic instructions, never in
 question-specific text, or in the passages' layout.  Numbers are recorded in docs/assistant.md
 ("Citation rate").
@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 from assistant import prompts  # noqa: E402
 from assistant.answer import CITED, MATCHED  # noqa: E402
 from assistant.chain import build_chain  # noqa: E402
-from assistant.chat_format import strip_markers  # noqa: E402
 from assistant.config import Settings  # noqa: E402
+from assistant.model.chat_format import strip_markers  # noqa: E402
 from assistant.prompts import CITATION_REMINDER, SYSTEM_PROMPT  # noqa: E402
 
 # A format example with no clinical content, tried in the system message.

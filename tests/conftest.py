@@ -52,7 +52,7 @@ def default_model_path() -> Path:
     """The tests' model (SmolLM2-135M-Instruct Q4_1, the fast option), fetched by the test
     command."""
     from assistant.config import FAST_MODEL, Settings
-    from assistant.models import ModelError, resolve_model
+    from assistant.model.presets import ModelError, resolve_model
 
     try:
         return resolve_model(FAST_MODEL, Settings.from_env().models_dir)

@@ -20,7 +20,7 @@ if str(_ROOT) not in sys.path:  # `streamlit run ui/app.py` puts ui/, not the ch
 import streamlit as st  # noqa: E402
 
 from assistant.config import Settings  # noqa: E402
-from assistant.models import SERVED_PREFIX  # noqa: E402
+from assistant.model.presets import SERVED_PREFIX  # noqa: E402
 from assistant.notice import NOTICE_TITLE  # noqa: E402
 from ui.backend import (  # noqa: E402
     EvidenceBlock,

@@ -16,10 +16,10 @@ from typing import Any
 from assistant.answer import Answer, AnswerError
 from assistant.chain import build_chain
 from assistant.config import Settings
-from assistant.engine_runtime import get_engine_model, resolve_model_path
-from assistant.models import PRESETS, ModelError, parse_served
+from assistant.model.engine_runtime import get_engine_model, resolve_model_path
+from assistant.model.presets import PRESETS, ModelError, parse_served
 from assistant.receipt import answer_markdown
-from assistant.retriever import forget_indexes, open_index_cached
+from assistant.retrieval.retriever import forget_indexes, open_index_cached
 from ingest import IngestError, check_model
 from ui.backend import (
     EvidenceBlock,

@@ -13,7 +13,7 @@ import re
 import streamlit as st
 
 from assistant.answer import KIND_LABELS, QUOTE_SHOWN_CHARS, UNSUPPORTED_MARK, shorten
-from assistant.attribution import MATCH_MIN_WORDS
+from assistant.checks.attribution import MATCH_MIN_WORDS
 from ui.backend import EvidenceView, Reply, SetupProblem, SourceView
 
 NOTICE_ICON = ":material/info:"

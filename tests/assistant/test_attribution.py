@@ -1,4 +1,5 @@
-"""Quoted-text attribution (assistant/attribution.py) and how the Answer reports its kinds."""
+"""Quoted-text attribution (assistant/checks/attribution.py) and how the Answer reports its
+kinds."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ from assistant.answer import (
     Passage,
     resolve_citations,
 )
-from assistant.attribution import (
+from assistant.checks.attribution import (
     MATCH_MIN_WORDS,
     answer_sentences,
     longest_shared_run,
     match_passages,
 )
-from assistant.evidence import EvidenceSentence
+from assistant.checks.evidence import EvidenceSentence
 
 LUNG = ("The USPSTF recommends annual screening for lung cancer with low-dose computed "
         "tomography (LDCT) in adults aged 55 to 80 years who have a 30 pack-year smoking "

@@ -13,14 +13,14 @@ import pytest
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from assistant.chat_format import (
+from assistant.model.chat_format import (
     IM_END,
     IM_START,
     chat_format_for,
     render_chatml,
     strip_markers,
 )
-from assistant.chat_model import ChatEngine, UnsupportedContent
+from assistant.model.chat_model import ChatEngine, UnsupportedContent
 from assistant.prompts import SYSTEM_PROMPT, render_rag_prompt
 from engine.gguf import GGUFFile
 from engine.tokenizer import Tokenizer

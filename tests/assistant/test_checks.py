@@ -13,9 +13,8 @@ from langchain_core.language_models.fake import FakeStreamingListLLM
 from langchain_core.retrievers import BaseRetriever
 
 from assistant.chain import RAGChain, stream_tail
-from assistant.evidence import overlaps, select_evidence
-from assistant.notice import ADVISORY_NOTICE
-from assistant.refusal import (
+from assistant.checks.evidence import overlaps, select_evidence
+from assistant.checks.refusal import (
     REFUSAL_TEXT,
     RefusalFeatures,
     RefusalPolicy,
@@ -27,6 +26,7 @@ from assistant.refusal import (
     model_refused,
     question_terms,
 )
+from assistant.notice import ADVISORY_NOTICE
 
 PASSAGE_1 = ("Scabies is an infestation of the skin by the human itch mite. Permethrin cream "
              "5 % is applied to all areas of the body from the neck down. It is washed off "

@@ -10,8 +10,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import PromptTemplate
 
-from assistant.chat_format import IM_END, IM_START, render_chatml
-from assistant.llm import EngineLLM
+from assistant.model.chat_format import IM_END, IM_START, render_chatml
+from assistant.model.llm import EngineLLM
 
 MAX_TOKENS = 10
 # Greedy decoding without a repeat penalty continues this pattern: the text holds "<5 mg".

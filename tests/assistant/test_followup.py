@@ -10,7 +10,7 @@ from langchain_core.retrievers import BaseRetriever
 
 from assistant.answer import AnswerError
 from assistant.chain import RAGChain
-from assistant.followup import follow_up_rule, rewrite, topic_words
+from assistant.retrieval.followup import follow_up_rule, rewrite, topic_words
 
 
 @pytest.mark.parametrize(

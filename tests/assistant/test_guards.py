@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.number_guard import canonical_number, find_quantities, unsupported_numbers
-from assistant.term_guard import drug_terms, is_drug_like, unsupported_terms
+from assistant.checks.number_guard import canonical_number, find_quantities, unsupported_numbers
+from assistant.checks.term_guard import drug_terms, is_drug_like, unsupported_terms
 
 PASSAGE = ("Adults aged 55 to 80 years should be screened. Aim for a blood pressure below "
            "140/90 mm Hg. Give 200 to 400 milligrams of ibuprofen, up to 1000 mg a day; "

@@ -13,7 +13,7 @@ import pytest
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
-from assistant.chat_model import ChatEngine
+from assistant.model.chat_model import ChatEngine
 from tests.conftest import shared_path
 
 MAX_TOKENS = 8  # small answers keep the integration suite short

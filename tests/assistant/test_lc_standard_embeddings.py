@@ -5,7 +5,7 @@ from __future__ import annotations
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 
-from assistant.embeddings import SentenceTransformerEmbeddings
+from assistant.retrieval.embeddings import SentenceTransformerEmbeddings
 
 
 class _MiniLM:

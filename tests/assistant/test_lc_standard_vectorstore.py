@@ -16,8 +16,8 @@ from langchain_tests.integration_tests import (
     VectorStoreIntegrationTests,
 )
 
-from assistant.retriever import GuidelineRetriever
-from assistant.vectorstore import GuidelineVectorStore
+from assistant.retrieval.retriever import GuidelineRetriever
+from assistant.retrieval.vectorstore import GuidelineVectorStore
 
 
 class TestGuidelineVectorStore(VectorStoreIntegrationTests):

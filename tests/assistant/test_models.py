@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from assistant import models
 from assistant.cli import main
-from assistant.models import (
+from assistant.model import presets as models
+from assistant.model.presets import (
     ModelError,
     PyPIWheelModel,
     download_wheel,

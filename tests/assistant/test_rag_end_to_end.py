@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from assistant.answer import CITED, MATCHED, cited_numbers
-from assistant.attribution import MATCH_MIN_WORDS
 from assistant.chain import build_chain
+from assistant.checks.attribution import MATCH_MIN_WORDS
 from assistant.cli import main
 from assistant.config import Settings
 from assistant.notice import ADVISORY_NOTICE

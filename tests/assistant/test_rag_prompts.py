@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from langchain_core.documents import Document
 
-from assistant.chat_format import IM_END, IM_START, ChatFormat, render_chatml, strip_markers
+from assistant.model.chat_format import IM_END, IM_START, ChatFormat, render_chatml, strip_markers
 from assistant.prompts import (
     CITATION_REMINDER,
     DEFAULT_REMINDER,

@@ -13,8 +13,8 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
+from assistant.checks.refusal import RefusalPolicy
 from assistant.config import Settings
-from assistant.refusal import RefusalPolicy
 from tests.conftest import ROOT, shared_path
 
 MIN_REFUSAL = 0.90  # the targets

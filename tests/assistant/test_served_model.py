@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 from assistant.answer import AnswerError
 from assistant.chain import build_chain, stream_tail
 from assistant.config import Settings
-from assistant.models import ModelError, ServedModel, parse_served
+from assistant.model.presets import ModelError, ServedModel, parse_served
 from assistant.notice import ADVISORY_NOTICE
 
 ROOT = Path(__file__).resolve().parents[2]

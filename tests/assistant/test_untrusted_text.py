@@ -21,7 +21,7 @@ import pytest
 from langchain_core.documents import Document
 
 from assistant.answer import Passage, resolve_citations
-from assistant.chat_format import ChatFormat, chat_format_for, strip_markers
+from assistant.model.chat_format import ChatFormat, chat_format_for, strip_markers
 from assistant.notice import ADVISORY_NOTICE
 from assistant.prompts import rag_messages
 from tests.conftest import shared_path

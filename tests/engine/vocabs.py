@@ -19,7 +19,7 @@ def vocab_path(name: str) -> Path:
     if name in LLAMA_CPP_VOCABS:
         return shared_path("tokenizer-tests", f"ggml-vocab-{name}.gguf")
     from assistant.config import Settings
-    from assistant.models import ModelError, resolve_model
+    from assistant.model.presets import ModelError, resolve_model
 
     try:
         return resolve_model(name, Settings.from_env().models_dir)

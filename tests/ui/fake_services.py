@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from assistant.number_guard import count_quantities, unsupported_numbers
+from assistant.checks.number_guard import count_quantities, unsupported_numbers
 from ui.backend import (
     EvidenceBlock,
     EvidenceView,

@@ -6,7 +6,7 @@ import pytest
 
 from assistant.answer import REFUSAL_TEXT, Answer, Passage, resolve_citations
 from assistant.config import Settings
-from assistant.models import PRESETS
+from assistant.model.presets import PRESETS
 from assistant.notice import ADVISORY_NOTICE
 from ui.backend import ModelMissing, NoIndex
 from ui.services import AssistantServices, reply_from_answer

@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from assistant.attribution import CITATION_MARKER
+from assistant.checks.attribution import CITATION_MARKER
 
 # unit spellings (lower case, longest first when matching) -> canonical unit
 UNITS: dict[str, str] = {}

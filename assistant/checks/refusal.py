@@ -26,7 +26,7 @@ docs/assistant.md "Refusals") gives the probability that the index cannot answer
 is refused when it reaches ``policy.threshold``, and always when nothing was retrieved.  Two
 more signals are recorded with every decision but do not decide: ``coverage`` (the same share
 over the passages' texts, titles and headings, and the words they ``miss``) and ``evidence``
-(the best evidence sentence's similarity, :mod:`assistant.evidence`).  A refusal is
+(the best evidence sentence's similarity, :mod:`assistant.checks.evidence`).  A refusal is
 :data:`REFUSAL_TEXT`, the closest passages found, and the notice. The model's own refusal (its
 answer opens with a sentence such as "The passages do not contain ...", :func:`model_refused`)
 also counts as one.

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.config import Settings
-from assistant.models import ModelError, resolve_model
+from assistant.model.presets import ModelError, resolve_model
 
 _lock = threading.Lock()
 _models: dict[Path, Any] = {}

@@ -3,7 +3,7 @@
 Shown above the model's text, each with its passage number, so an answer always starts from
 the sources' own words, whatever the model then writes.  The rule:
 
-    Every sentence of every numbered passage (split as :func:`assistant.attribution.
+    Every sentence of every numbered passage (split as :func:`assistant.checks.attribution.
     sentence_spans` does; :data:`MIN_WORDS` to :data:`MAX_WORDS` words) is scored by the
     cosine similarity of its embedding and the question's, with the index's own embedding
     model.  The best :data:`MAX_SENTENCES` whose score is within :data:`WITHIN` of the best
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from bm25s.stopwords import STOPWORDS_EN_PLUS
 
-from assistant.attribution import CITATION_MARKER, longest_shared_run, sentence_spans
+from assistant.checks.attribution import CITATION_MARKER, longest_shared_run, sentence_spans
 
 MIN_WORDS = 5
 MAX_WORDS = 80

@@ -1,6 +1,6 @@
 """``ChatEngine``: our GGUF engine as a LangChain chat model (messages in, ``AIMessage`` out).
 
-Messages are rendered in the model's chat format (``assistant.chat_format``: the GGUF's own
+Messages are rendered in the model's chat format (``assistant.model.chat_format``: the GGUF's own
 template when it has one, otherwise ChatML — control tokens for SmolLM2, literal text for a
 Llama-2 vocabulary such as Meditron's).  The turn-ending markers are added to the stop strings,
 which the engine matches literally.  Results carry ``usage_metadata`` (input / output tokens)
@@ -34,8 +34,8 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 
-from assistant.chat_format import chat_format_for
-from assistant.engine_params import EngineParams, GenerationRun
+from assistant.model.chat_format import chat_format_for
+from assistant.model.engine_params import EngineParams, GenerationRun
 
 CHAT_TYPE = "guidelines-engine-chat"
 LS_PROVIDER = "guidelines_engine"

@@ -3,7 +3,7 @@
 >>> llm = EngineLLM(model="smollm2-135m", max_tokens=64, temperature=0.0)
 >>> (PromptTemplate.from_template("...{q}...") | llm | StrOutputParser()).invoke({"q": "..."})
 
-The engine model loads once per file and is shared (``assistant.engine_runtime``).  ``batch``
+The engine model loads once per file and is shared (``assistant.model.engine_runtime``).  ``batch``
 (one ``generate`` call with several prompts) runs them on threads, and the engine decodes them
 together, one pass over the weights per step (``engine.batcher``).  ``stream``
 sends each piece through ``run_manager.on_llm_new_token``; the last chunk carries
@@ -23,7 +23,7 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
-from assistant.engine_params import EngineParams, GenerationRun
+from assistant.model.engine_params import EngineParams, GenerationRun
 from engine.batcher import MAX_SEQUENCES
 
 LLM_TYPE = "guidelines-engine"

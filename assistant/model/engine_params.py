@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from assistant.chat_format import ChatFormat, chat_format_for
 from assistant.config import Settings
-from assistant.engine_runtime import get_engine_model
+from assistant.model.chat_format import ChatFormat, chat_format_for
+from assistant.model.engine_runtime import get_engine_model
 from engine.repetition import DEFAULT_SEQUENCE_BREAKERS
 from engine.sampling import SamplingParams
 

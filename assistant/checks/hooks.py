@@ -16,16 +16,16 @@ from dataclasses import replace
 from typing import Any
 
 from assistant.answer import Answer, Passage
-from assistant.evidence import EvidenceSentence, embedder_of, select_evidence
-from assistant.number_guard import count_quantities, unsupported_numbers
-from assistant.refusal import (
+from assistant.checks.evidence import EvidenceSentence, embedder_of, select_evidence
+from assistant.checks.number_guard import count_quantities, unsupported_numbers
+from assistant.checks.refusal import (
     RefusalPolicy,
     RefusalSignals,
     decide,
     model_refused,
     term_counts_of,
 )
-from assistant.term_guard import unsupported_terms
+from assistant.checks.term_guard import unsupported_terms
 
 
 def passage_texts(passages: Sequence[Passage]) -> list[str]:

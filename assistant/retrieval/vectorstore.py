@@ -63,7 +63,7 @@ class GuidelineVectorStore(VectorStore):
 
         store = ingest.IndexStore.open(Path(path))
         if embedding is None:
-            from assistant.embeddings import SentenceTransformerEmbeddings
+            from assistant.retrieval.embeddings import SentenceTransformerEmbeddings
 
             embedding = SentenceTransformerEmbeddings(model_name=str(store.embedding_model))
         return cls(store, embedding)

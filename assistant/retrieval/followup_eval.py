@@ -1,5 +1,5 @@
-"""``python -m assistant.followup_eval``: retrieval of two-turn dialogues, follow-ups searched
-bare and as rewritten by :func:`assistant.followup.rewrite`.
+"""``python -m assistant.retrieval.followup_eval``: retrieval of two-turn dialogues, follow-ups
+searched bare and as rewritten by :func:`assistant.retrieval.followup.rewrite`.
 
 The dialogues are made from the dev questions' even half only (positions 0, 2, 4, … of the
 file; the odd half is kept unseen): for each document with two even-half questions of different
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.followup import rewrite
+from assistant.retrieval.followup import rewrite
 
 # A follow-up for each kind of MedQuAD question (the ``qtype`` field of the dev file).
 FOLLOW_UPS = {
@@ -86,7 +86,9 @@ def evaluate_dialogues(index, items: Sequence[Dialogue], ks: Sequence[int] = (1,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assistant.followup_eval", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m assistant.retrieval.followup_eval", description=__doc__
+    )
     parser.add_argument("--index", required=True, type=Path)
     parser.add_argument("--qa", required=True, type=Path, help="the dev QA file (qa-dev.jsonl)")
     parser.add_argument("--json", type=Path, default=None, help="write the metrics here")

@@ -29,7 +29,7 @@ from typing import Any
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
 
-from assistant.models import ServedModel
+from assistant.model.presets import ServedModel
 
 BYTES_PER_TOKEN = 3  # the token estimate's divisor (high: see the module docstring)
 MAX_RETRIES = 0  # one request: a failure is shown at once
