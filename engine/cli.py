@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.bench import configure_bench, run_bench
+from engine.bench.speed import configure_bench, run_bench
 from engine.constants import ENGINE_WEIGHT_TYPES, GGUFValueType, Keys
 from engine.errors import EngineError
 from engine.gguf import GGUFFile

@@ -26,7 +26,7 @@ Matrix products run on the quantized blocks (``engine.kernels.QuantMatrix``: 8-b
 fused dequantize-dot); the small kernels (``engine.ops``: norm, RoPE + attention, SwiGLU) are
 numba, one compiled call each per layer, working in preallocated buffers.  A decode step of a
 quantized model runs every layer in one compiled call instead
-(``engine.decode_step``).  Nothing is compiled or read from the weights until the first forward.
+(``engine.decode.step``).  Nothing is compiled or read from the weights until the first forward.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 
 from engine.config import ModelConfig
 from engine.constants import ENGINE_WEIGHT_TYPES, GGMLType
-from engine.decode_step import DecodePlan, run_decode_step
+from engine.decode.step import DecodePlan, run_decode_step
 from engine.errors import ContextOverflow, GGUFError, UnsupportedTensorType
 from engine.gguf import GGUFFile
 from engine.kernels import ACT_BLOCK, BLAS_PATH_MIN_TOKENS, QuantMatrix
@@ -318,9 +318,14 @@ def forward(
         raise ContextOverflow(pos0 + n, cache.n_ctx)
     assert 0 < n <= ws.n_batch
     eps = np.float32(c.rms_eps)
+    x, h, o = ws.x[:n], ws.h[:n], ws.o[:n]  # (n, n_embd)
+    if fused and n == 1 and w.decode_plan is not None:  # one decode step: all layers, one call
+        with FORWARD_LOCK:
+            run_decode_step(w, (cache,), tokens, ws)
+            cache.n_past = pos0 + 1
+            return _output(w, x, o, h, eps, ws, logits_out)
     scale = np.float32(parts.attn_scale)
     cos, sin = cache.cos[:, pos0 : pos0 + n], cache.sin[:, pos0 : pos0 + n]  # (n_tab, n, d/2)
-    x, h, o = ws.x[:n], ws.h[:n], ws.o[:n]  # (n, n_embd)
     q = ws.q[:n]  # (n, n_head*hd)
     att, k, v = ws.layer_views(n)  # (n, n_head*hd), (n, n_kv*hd) x 2: in buffers free meanwhile
     gate, up = ws.gate[:n], ws.up[:n]  # (n, n_ff)
@@ -329,12 +334,6 @@ def forward(
     attention = attention_parallel if work >= ATTENTION_PARALLEL_MIN_WORK else attention_serial
     if n >= BLAS_PATH_MIN_TOKENS:
         attention = attention_heads  # per head: two BLAS products and a causal softmax
-    plan = w.decode_plan
-    if fused and n == 1 and plan is not None:  # one decode step: all layers in one compiled call
-        with FORWARD_LOCK:
-            run_decode_step(w, (cache,), tokens, ws)
-            cache.n_past = pos0 + 1
-            return _output(w, x, o, h, eps, ws, logits_out)
     with FORWARD_LOCK:
         x[:] = w.token_embd.rows(tokens)  # (n, n_embd)
         if parts.embd_scale != 1.0:

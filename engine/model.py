@@ -4,7 +4,7 @@ Loading reads the header, metadata and tokenizer only: the weights stay on the m
 the numba kernels compile on the first forward (or load from numba's on-disk cache).  A Model is
 shared between threads: weights are read-only, each call owns its KV cache, sized to what the
 call needs, and forwards are serialised by ``engine.llama.FORWARD_LOCK``; the decode steps of
-concurrent generations run together, one pass over the weights for all (``engine.batcher``).
+concurrent generations run together, one pass over the weights for all (``engine.decode.batcher``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.batcher import DecodeBatcher
 from engine.config import ModelConfig
+from engine.decode.batcher import DecodeBatcher
 from engine.errors import ContextOverflow
 from engine.generation import Generation
 from engine.gguf import GGUFFile

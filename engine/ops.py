@@ -4,7 +4,7 @@ and attention of one (position, head) pair, serial or over the threads.
 
 Exact float code (no fastmath: see the note above ``attend_pair``), working in place in the
 caller's buffers.  ``engine.llama.forward`` calls them op by op for a prompt batch;
-``engine.decode_step`` inlines them into its one-region decode step.
+``engine.decode.step`` inlines them into its one-region decode step.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.bench import bench_engine  # noqa: E402
+from engine.bench.speed import bench_engine  # noqa: E402
 from engine.constants import GGMLType  # noqa: E402
 
 SHAPE = {"n_vocab": 8192, "n_embd": 1024, "n_layer": 6, "n_head": 16, "n_head_kv": 4, "n_ff": 2816}

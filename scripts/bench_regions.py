@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 import engine  # noqa: F401  (sets the OpenMP wait policy before numba loads OpenMP)
-from engine.bench_kernels import random_quant_matrix
+from engine.bench.kernels import random_quant_matrix
 from engine.constants import GGMLType
 from engine.kernels import quantize_activations
 from engine.kernels.kquants import Q4, dot_kquant

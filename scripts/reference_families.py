@@ -57,7 +57,7 @@ MODELS = {
 
 
 def llama_cpp_model(path: Path, n_ctx: int):
-    from engine.bench import llama_cpp_model as load  # weight repacking off (see there)
+    from engine.bench.speed import llama_cpp_model as load  # weight repacking off (see there)
 
     return load(path, n_ctx=n_ctx, n_threads=2, n_threads_batch=2, logits_all=True,
                 verbose=False)

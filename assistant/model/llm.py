@@ -5,7 +5,7 @@
 
 The engine model loads once per file and is shared (``assistant.model.engine_runtime``).  ``batch``
 (one ``generate`` call with several prompts) runs them on threads, and the engine decodes them
-together, one pass over the weights per step (``engine.batcher``).  ``stream``
+together, one pass over the weights per step (``engine.decode.batcher``).  ``stream``
 sends each piece through ``run_manager.on_llm_new_token``; the last chunk carries
 ``generation_info`` (finish reason, token counts, engine timings, model file, quantization).
 Stop strings are matched literally by the engine, so ``<|im_end|>`` or ``<5 mg`` work as
@@ -24,7 +24,7 @@ from langchain_core.language_models import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
 from assistant.model.engine_params import EngineParams, GenerationRun
-from engine.batcher import MAX_SEQUENCES
+from engine.decode.batcher import MAX_SEQUENCES
 
 LLM_TYPE = "guidelines-engine"
 
@@ -66,7 +66,7 @@ class EngineLLM(EngineParams, LLM):
 
         if len(prompts) <= 1:
             generations = [one(p) for p in prompts]
-        else:  # concurrently: the engine decodes them together (engine.batcher)
+        else:  # concurrently: the engine decodes them together (engine.decode.batcher)
             with ThreadPoolExecutor(max_workers=min(len(prompts), MAX_SEQUENCES)) as pool:
                 generations = list(pool.map(one, prompts))
         return LLMResult(generations=generations, llm_output={"model_name": self.model_file})

@@ -79,9 +79,9 @@ F32 = np.float32
 TILE_ROWS = 4  # weight rows decoded together by the float path (register tile 4 x 2 tokens)
 # From this many tokens on, products decode each weight row once to float32 and reuse it for
 # all tokens (prompt batches); below it, 8-bit activations and integer dots (generation).
-FLOAT_PATH_MIN_TOKENS = 6  # measured crossover (python -m engine.bench_kernels --crossover)
+FLOAT_PATH_MIN_TOKENS = 6  # measured crossover (python -m engine.bench.kernels --crossover)
 # From this many tokens on, bands of weight rows are decoded to float32 and multiplied by
-# numpy's BLAS (kernels/blas.py); measured crossover (bench_kernels --crossover).
+# numpy's BLAS (kernels/blas.py); measured crossover (python -m engine.bench.kernels --crossover).
 BLAS_PATH_MIN_TOKENS = 64
 ACT_BLOCK = 32  # activation values per 8-bit block (one scale each)
 # Types whose products use 8-bit activations and integer dot products (the rest: float path).

@@ -1,5 +1,5 @@
-"""Continuous batching (``engine.decode_batch``, ``engine.batcher``): sequences decoded together
-get exactly the logits, and so the greedy text, they get alone."""
+"""Continuous batching (``engine.decode.batch``, ``engine.decode.batcher``): sequences decoded
+together get exactly the logits, and so the greedy text, they get alone."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 import engine
 from engine import llama
-from engine.batcher import DecodeBatcher
-from engine.decode_batch import BatchWorkspace, can_batch, forward_batch
+from engine.decode.batch import BatchWorkspace, can_batch, forward_batch
+from engine.decode.batcher import DecodeBatcher
 from engine.errors import ContextOverflow
 from engine.kernels import QuantMatrix, matmul_int, quantize_activations
 from tests.engine.llama_reference import QT, write_tiny_llama

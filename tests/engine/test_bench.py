@@ -98,7 +98,7 @@ n = int(sys.argv[2])
 gen = m.generate(prompt, max_tokens=n, temperature=0, ignore_eos=True, stream=True)
 text = "".join(gen)
 kv = KVCache(m.config, gen.n_prompt_tokens + n).nbytes
-from engine.bench import peak_rss_mb
+from engine.bench.speed import peak_rss_mb
 peak = peak_rss_mb() * 2**20  # this process's own peak (VmHWM), not the forking parent's
 from numba.core.registry import CPUDispatcher
 import engine.kernels, engine.llama

@@ -337,7 +337,7 @@ def test_k_quant_products_as_accurate_as_llama_cpp(ggml_type: GGMLType) -> None:
     """A generation-step product with a K-quant (8-bit activations with one scale per 32 values)
     is at least as accurate as llama.cpp's scheme (one scale per 256 values, its Q8_K) against
     the exact float64 product."""
-    from engine.bench_kernels import accuracy, random_quant_matrix
+    from engine.bench.kernels import accuracy, random_quant_matrix
 
     m = random_quant_matrix(ggml_type, 64, 1024, seed=3)
     x = np.random.default_rng(4).standard_normal((4, m.n_in)).astype(np.float32)

@@ -4,9 +4,9 @@ Generation is bound by reading the weights: each new token of one sequence strea
 model from memory.  Sequences decoded together share that stream, so four of them cost little
 more than one (llama.cpp's server does the same, "continuous batching").  Here each sequence
 keeps its own KV cache and position; only the matrix products see the batch, as rows of the
-activations.  ``engine.batcher`` decides which sequences step together.
+activations.  ``engine.decode.batcher`` decides which sequences step together.
 
-The step is ``engine.decode_step``'s kernel, the one a single sequence's step runs too: each
+The step is ``engine.decode.step``'s kernel, the one a single sequence's step runs too: each
 sequence gets the same 8-bit activations, the same integer dot products (``dot_int_tokens``
 gives each token the bits ``dot_int_in`` gives it), the same norms, RoPE and attention as
 alone.  So a sequence's logits, and its greedy text, do not depend on what it was batched with.
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from engine.config import ModelConfig
-from engine.decode_step import run_decode_step
+from engine.decode.step import run_decode_step
 from engine.errors import ContextOverflow
 from engine.kernels import ACT_BLOCK, INT_DOT_TYPES, quantize_activations, type_kernels
 from engine.llama import FORWARD_LOCK, KVCache, ModelWeights

@@ -1,6 +1,6 @@
 """Micro-benchmark of the matrix kernels on SmolLM2-135M's shapes (and K-quant variants).
 
-``python -m engine.bench_kernels [--threads N] [--types Q4_1,Q8_0,...] [--n-tok 1,256]``
+``python -m engine.bench.kernels [--threads N] [--types Q4_1,Q8_0,...] [--n-tok 1,256]``
 prints, per weight type and shape, the time of ``QuantMatrix.matmul``, the weight bytes
 streamed per second and output rows per second, then the sum over one SmolLM2 token (30
 layers of q/k/v/o/gate/up/down + the 49152-row output).  Random weights: speed does not

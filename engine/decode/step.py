@@ -12,7 +12,7 @@ A sequence gets the same bits whatever it is batched with: each row's dot produc
 sequence has the bits of ``kernels.dot_int_in`` (``kernels.dot_int_rows``: that function for
 one sequence, ``dot_int_tokens`` for several), and the norms, RoPE and attention run per
 sequence.  ``engine.llama.forward`` runs a single sequence's step here (its
-caches as one-element tuples), ``engine.decode_batch.forward_batch`` several (typed lists).
+caches as one-element tuples), ``engine.decode.batch.forward_batch`` several (typed lists).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from engine.ops import (
 )
 
 if TYPE_CHECKING:
-    from engine.decode_batch import BatchWorkspace
+    from engine.decode.batch import BatchWorkspace
     from engine.llama import KVCache, LayerWeights, ModelWeights, Workspace
 
 
@@ -193,7 +193,7 @@ def run_decode_step(
 ) -> None:  # fmt: skip
     """Every layer for one new token of each sequence: ``tokens[b]`` after ``caches[b]``'s
     positions, in the first ``len(caches)`` rows of ``ws``'s buffers (a ``llama.Workspace`` for
-    one sequence, a ``decode_batch.BatchWorkspace`` for several).  On return ``ws.x + ws.o`` is
+    one sequence, a ``decode.batch.BatchWorkspace`` for several).  On return ``ws.x + ws.o`` is
     each sequence's final residual.  The caller holds ``llama.FORWARD_LOCK``, has checked each
     cache's room, and advances the caches.  One sequence's caches go to the kernel as tuples,
     several as typed lists (numba compiles the two apart)."""

@@ -117,7 +117,7 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
 
 def bench_streams(args: argparse.Namespace) -> dict[str, Any]:
     """Generation throughput of ``args.streams`` concurrent greedy generations (continuous
-    batching, ``engine.batcher``) against the same prompts generated one after another; and
+    batching, ``engine.decode.batcher``) against the same prompts generated one after another; and
     whether each stream's tokens equal its tokens alone.  Throughput = generated tokens / wall
     time of the whole run (prompts included: keep them short); the decode rates leave the
     prompts out (concurrent: from the moment every stream has its first token)."""

@@ -5,10 +5,10 @@ After reading its prompt it asks the model's :class:`DecodeBatcher` for every ne
 logits (``step``).  The first thread to ask while no step is running leads: it waits a moment
 for the other running sequences to ask too (a fraction of the last step's time, so a sequence
 whose reader is slow costs the others little), takes every waiting step, runs them as one
-``decode_batch.forward_batch`` and hands each thread its logits.  Sequences join and leave
+``decode.batch.forward_batch`` and hands each thread its logits.  Sequences join and leave
 between steps; a generation alone takes the single-sequence decode step, as before.
 
-Batched or not, a sequence gets the same logits (``engine.decode_batch``), so greedy output
+Batched or not, a sequence gets the same logits (``engine.decode.batch``), so greedy output
 does not depend on who else is being served.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.decode_batch import BatchWorkspace, can_batch, forward_batch
+from engine.decode.batch import BatchWorkspace, can_batch, forward_batch
 from engine.errors import ContextOverflow
 from engine.llama import KVCache, ModelWeights, Workspace, forward
 
