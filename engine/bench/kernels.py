@@ -208,7 +208,8 @@ def accuracy_cases(types: list[GGMLType], n_toks: list[int], gguf_path: str | No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m engine.bench.kernels", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--types", default="Q4_1,Q4_K,Q6_K")
     parser.add_argument("--n-tok", default="1,256")
