@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Generator, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForChainRun
@@ -55,6 +55,30 @@ from assistant.receipt import prompt_text, safe_receipt
 from assistant.retrieval.followup import rewrite
 
 DEFAULT_CONTEXT = 2048  # for a model that does not say its context length
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What the model step needs once the passages are retrieved, checked and fitted."""
+
+    asked: str  # the question as the user asked it
+    question: str  # what is searched and asked (a follow-up rewritten)
+    search_query: str | None  # the rewritten query, when it was rewritten
+    retriever_kwargs: dict[str, Any]
+    fitted: FittedPrompt
+    evidence: list[Any]
+    shown: list[Passage]
+    refusal: dict[str, Any] | None
+    times: tuple[float, float]  # perf_counter at the start and after retrieval
+
+
+def _drain(pieces: Generator[str, None, Answer]) -> Answer:
+    """Run a generator of text pieces to its end; its return value."""
+    while True:
+        try:
+            next(pieces)
+        except StopIteration as stop:
+            return stop.value
 
 
 class _GenerationCapture(BaseCallbackHandler):
@@ -153,10 +177,10 @@ class RAGChain(Runnable[Any, Answer]):
 
     # -- running -----------------------------------------------------------------------------
 
-    def _pieces(self, value: Any, run_manager: CallbackManagerForChainRun | None,
-                config: RunnableConfig | None, holder: dict[str, Any]) -> Iterator[str]:
-        """Yields the answer's text pieces; leaves the finished Answer in ``holder`` (and the
-        evidence sentences under ``"evidence"`` before the first piece)."""
+    def _prepare(self, value: Any, run_manager: CallbackManagerForChainRun | None,
+                 config: RunnableConfig | None) -> Answer | _Prepared:
+        """Retrieval, the checks before the model and the prompt: a refusal :class:`Answer`
+        (the model is not loaded), or what :meth:`_generate` needs."""
         asked, retriever_kwargs, history = _question_of(value)
         search = rewrite(asked, history)
         # a rewritten follow-up is what is searched and what the model is asked
@@ -178,9 +202,7 @@ class RAGChain(Runnable[Any, Answer]):
                                      "total_s": time.perf_counter() - t0},
                             search_query=search_query)
             answer.receipt = safe_receipt(self, answer, None, retriever_kwargs)
-            holder["answer"] = answer
-            yield REFUSAL_TEXT
-            return
+            return answer
         try:
             fitted = self.fit(question, docs)
         except ModelError as e:  # the model file is missing: say how to fetch it
@@ -188,22 +210,25 @@ class RAGChain(Runnable[Any, Answer]):
         except Exception as e:
             raise AnswerError(f"could not build the prompt: {e}", question) from e
         shown = [Passage.from_document(i, d) for i, d in enumerate(fitted.passages, start=1)]
-        evidence = renumber(evidence, retrieved, shown)
-        holder["evidence"], holder["shown"] = evidence, shown
+        return _Prepared(asked, question, search_query, retriever_kwargs, fitted,
+                         renumber(evidence, retrieved, shown), shown, refusal, (t0, t_retrieved))
+
+    def _generate(self, prep: _Prepared, run_manager: CallbackManagerForChainRun | None,
+                  config: RunnableConfig | None) -> Generator[str, None, Answer]:
+        """Yields the model's text pieces; returns the finished :class:`Answer`."""
         capture = _GenerationCapture()
-        llm_config = child
         if run_manager:
             manager = run_manager.get_child()
             manager.add_handler(capture, inherit=True)
             llm_config = patch_config(config, callbacks=manager)
         else:
             llm_config = {**(config or {}), "callbacks": [capture]}
+        t0, t_retrieved = prep.times
         t_prompt = time.perf_counter()
         parts: list[str] = []
-        model_input = self.model_input(question, fitted.passages)
+        model_input = self.model_input(prep.question, prep.fitted.passages)
         try:
-            for piece in self.llm.stream(model_input, llm_config,
-                                         **self._llm_kwargs()):
+            for piece in self.llm.stream(model_input, llm_config, **self._llm_kwargs()):
                 text = piece if isinstance(piece, str) else str(getattr(piece, "content", piece))
                 if text:
                     parts.append(text)
@@ -211,17 +236,29 @@ class RAGChain(Runnable[Any, Answer]):
         except AnswerError:
             raise
         except Exception as e:
-            raise AnswerError(f"the model failed: {e.__class__.__name__}: {e}", question) from e
+            raise AnswerError(f"the model failed: {e.__class__.__name__}: {e}",
+                              prep.question) from e
         t_end = time.perf_counter()
-        answer = self._build_answer(question, "".join(parts), fitted, capture.info,
+        answer = self._build_answer(prep.question, "".join(parts), prep.fitted, capture.info,
                                     {"retrieve_s": t_retrieved - t0,
                                      "prompt_s": t_prompt - t_retrieved,
                                      "generate_s": t_end - t_prompt,
                                      "total_s": t_end - t0})
-        answer.evidence, answer.refusal = evidence, refusal
-        answer = replace(after_generation(answer), question=asked, search_query=search_query)
-        answer.receipt = safe_receipt(self, answer, prompt_text(model_input), retriever_kwargs)
-        holder["answer"] = answer
+        answer.evidence, answer.refusal = prep.evidence, prep.refusal
+        answer = replace(after_generation(answer), question=prep.asked,
+                         search_query=prep.search_query)
+        answer.receipt = safe_receipt(self, answer, prompt_text(model_input),
+                                      prep.retriever_kwargs)
+        return answer
+
+    def _pieces(self, value: Any, run_manager: CallbackManagerForChainRun | None,
+                config: RunnableConfig | None) -> Generator[str, None, Answer]:
+        """Yields the answer's text pieces (a refusal's text as one); returns the Answer."""
+        prep = self._prepare(value, run_manager, config)
+        if isinstance(prep, Answer):
+            yield REFUSAL_TEXT
+            return prep
+        return (yield from self._generate(prep, run_manager, config))
 
     def _build_answer(self, question: str, text: str, fitted: FittedPrompt, info: dict[str, Any],
                       timings: dict[str, float]) -> Answer:
@@ -239,10 +276,7 @@ class RAGChain(Runnable[Any, Answer]):
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Answer:
         def run(value: Any, run_manager: CallbackManagerForChainRun,
                 config: RunnableConfig) -> Answer:
-            holder: dict[str, Any] = {}
-            for _ in self._pieces(value, run_manager, config, holder):
-                pass
-            return holder["answer"]
+            return _drain(self._pieces(value, run_manager, config))
 
         return self._call_with_config(run, input, config)
 
@@ -256,10 +290,9 @@ class RAGChain(Runnable[Any, Answer]):
 
         def transform(inputs: Iterator[Any], run_manager: CallbackManagerForChainRun,
                       config: RunnableConfig) -> Iterator[str]:
-            holder: dict[str, Any] = {}
             for value in inputs:
-                yield from self._pieces(value, run_manager, config, holder)
-            yield stream_tail(holder["answer"])
+                answer = yield from self._pieces(value, run_manager, config)
+                yield stream_tail(answer)
 
         yield from self._transform_stream_with_config(iter([input]), transform, config)
 
@@ -289,8 +322,19 @@ class AnswerStream:
     """Iterate for the answer's text pieces; then ``.answer`` holds the whole Answer."""
 
     def __init__(self, chain: RAGChain, value: Any, config: RunnableConfig | None) -> None:
-        self._holder: dict[str, Any] = {}
-        self._iterator = chain._pieces(value, None, config, self._holder)
+        self._chain, self._value, self._config = chain, value, config
+        self._prepared: _Prepared | None = None
+        self._answer: Answer | None = None
+        self._iterator = self._run()
+
+    def _run(self) -> Iterator[str]:
+        prep = self._chain._prepare(self._value, None, self._config)
+        if isinstance(prep, Answer):
+            self._answer = prep
+            yield REFUSAL_TEXT
+            return
+        self._prepared = prep
+        self._answer = yield from self._chain._generate(prep, None, self._config)
 
     def __iter__(self) -> Iterator[str]:
         return self._iterator
@@ -299,18 +343,18 @@ class AnswerStream:
     def evidence(self) -> list[Any]:
         """The evidence sentences, once the passages are chosen (before the first piece of
         an answer; empty for a refusal)."""
-        return list(self._holder.get("evidence") or [])
+        return list(self._prepared.evidence) if self._prepared else []
 
     @property
     def passages(self) -> list[Passage]:
         """The numbered passages shown to the model (once chosen, as ``evidence``)."""
-        return list(self._holder.get("shown") or [])
+        return list(self._prepared.shown) if self._prepared else []
 
     @property
     def answer(self) -> Answer:
-        if "answer" not in self._holder:
+        if self._answer is None:
             raise RuntimeError("the stream has not finished yet")
-        return self._holder["answer"]
+        return self._answer
 
 
 def build_chain(settings: Any, *, llm: BaseLanguageModel | None = None,
