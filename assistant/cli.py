@@ -257,16 +257,35 @@ def build_parser() -> argparse.ArgumentParser:
         paths.add_argument(f"--{key.replace('_', '-')}", action="store_true", dest=key)
     paths.set_defaults(func=_cmd_paths)
 
-    ask = sub.add_parser("ask", help="answer a question from the guideline index, with citations")
+    _ask_args(sub.add_parser("ask", help="answer a question from the guideline index, with "
+                                         "citations"))
+    _eval_args(sub.add_parser("eval", help="answer question files and measure the answers"))
+
+    rep = sub.add_parser("replay", help="answer a receipt's question again and compare: exit 0 "
+                                        "identical, 1 different, 2 cannot replay")
+    rep.add_argument("receipt", help="a receipt JSON (ask --receipt) or an ask --json output")
+    rep.add_argument("--model", metavar="PATH", help="GGUF file (default: the receipt's)")
+    rep.add_argument("--index", metavar="DIR", help="index folder (default: the receipt's)")
+    rep.add_argument("--json", action="store_true", help="print one JSON object")
+    rep.set_defaults(func=_cmd_replay)
+    return parser
+
+
+def _answering_args(p: argparse.ArgumentParser) -> None:
+    """The model, the passages and the sampling of an answer (``ask`` and ``eval``)."""
+    p.add_argument("--model", metavar="PATH_OR_PRESET",
+                   help=f"GGUF path or preset ({', '.join(PRESETS)})")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="answer length limit in tokens")
+    p.add_argument("--temperature", type=float, metavar="T", help="0 = greedy (default)")
+    p.add_argument("--k", type=int, metavar="N", help="passages to retrieve")
+    p.add_argument("--seed", type=int, help="sampling seed")
+
+
+def _ask_args(ask: argparse.ArgumentParser) -> None:
     ask.add_argument("question")
     ask.add_argument("--index", metavar="DIR",
                      help="index folder (default: GUIDELINES_INDEX or the sample index)")
-    ask.add_argument("--model", metavar="PATH_OR_PRESET",
-                     help=f"GGUF path or preset ({', '.join(PRESETS)})")
-    ask.add_argument("--max-tokens", type=int, metavar="N", help="answer length limit in tokens")
-    ask.add_argument("--temperature", type=float, metavar="T", help="0 = greedy (default)")
-    ask.add_argument("--k", type=int, metavar="N", help="passages to retrieve")
-    ask.add_argument("--seed", type=int, help="sampling seed")
+    _answering_args(ask)
     ask.add_argument("--source", action="append", metavar="SOURCE",
                      help="only this corpus source (repeatable), e.g. --source cdc")
     ask.add_argument("--history", action="append", metavar="QUESTION",
@@ -280,17 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write the answer's receipt (JSON) to FILE, for `replay`")
     ask.set_defaults(func=_cmd_ask)
 
-    ev = sub.add_parser("eval", help="answer question files and measure the answers")
+
+def _eval_args(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--index", metavar="DIR", help="index folder (default as for ask)")
     ev.add_argument("--qa", required=True, metavar="FILE",
                     help="answerable questions (JSONL: question, doc_id, answer)")
     ev.add_argument("--unanswerable", metavar="FILE",
                     help="questions the index cannot answer (JSONL: question)")
-    ev.add_argument("--model", metavar="PATH_OR_PRESET", help="GGUF path or preset")
-    ev.add_argument("--k", type=int, metavar="N", help="passages to retrieve")
-    ev.add_argument("--max-tokens", type=int, metavar="N", help="answer length limit in tokens")
-    ev.add_argument("--temperature", type=float, metavar="T", help="0 = greedy (default)")
-    ev.add_argument("--seed", type=int, help="sampling seed")
+    _answering_args(ev)
     ev.add_argument("--limit", type=int, metavar="N",
                     help="N questions per file, spread evenly over it")
     ev.add_argument("--half", choices=("all", "even", "odd"), default="all",
@@ -301,14 +317,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_eval)
-    rep = sub.add_parser("replay", help="answer a receipt's question again and compare: exit 0 "
-                                        "identical, 1 different, 2 cannot replay")
-    rep.add_argument("receipt", help="a receipt JSON (ask --receipt) or an ask --json output")
-    rep.add_argument("--model", metavar="PATH", help="GGUF file (default: the receipt's)")
-    rep.add_argument("--index", metavar="DIR", help="index folder (default: the receipt's)")
-    rep.add_argument("--json", action="store_true", help="print one JSON object")
-    rep.set_defaults(func=_cmd_replay)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,8 +38,17 @@ def _ks(text: str) -> list[int]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ingest", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-
     b = sub.add_parser("build", help="build or update an index from a corpus (incremental)")
+    _build_input_args(b)
+    _chunking_args(b)
+    _build_run_args(b)
+    _stats_args(sub.add_parser("stats", help="documents, chunks per source, size, model"))
+    _query_args(sub.add_parser("query", help="the best chunks for a question"))
+    _eval_args(sub.add_parser("eval", help="retrieval quality and latency on a QA file"))
+    return p
+
+
+def _build_input_args(b: argparse.ArgumentParser) -> None:
     b.add_argument(
         "--input",
         required=True,
@@ -58,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="fail (changing nothing) on any bad record"
     )
     b.add_argument("--prune", action="store_true", help="remove documents gone from the input")
+
+
+def _chunking_args(b: argparse.ArgumentParser) -> None:
+    """The chunking settings: None unless given (a build keeps an existing index's own)."""
     chunking = "(default: an existing index's own; for a new one %(default_new)s)"
     b.add_argument(
         "--max-tokens",
@@ -95,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
         help="add the last stand-alone title line before a chunk to its context line "
         + chunking % {"default_new": ChunkingSettings.subheadings},
     )
+
+
+def _build_run_args(b: argparse.ArgumentParser) -> None:
     b.add_argument(
         "--ann",
         choices=["flat", "ivf"],
@@ -135,11 +151,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument("--json", action="store_true", help="print the build report as JSON")
 
-    s = sub.add_parser("stats", help="documents, chunks per source, size, model")
+
+def _stats_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--index", required=True, type=Path)
     s.add_argument("--json", action="store_true")
 
-    q = sub.add_parser("query", help="the best chunks for a question")
+
+def _query_args(q: argparse.ArgumentParser) -> None:
     q.add_argument("--index", required=True, type=Path)
     q.add_argument("text")
     q.add_argument("-k", type=int, default=5)
@@ -148,7 +166,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     _rerank_args(q)
 
-    e = sub.add_parser("eval", help="retrieval quality and latency on a QA file")
+
+def _eval_args(e: argparse.ArgumentParser) -> None:
     e.add_argument("--index", required=True, type=Path)
     e.add_argument("--qa", required=True, type=Path, help="JSONL with question, answer, doc_id")
     e.add_argument("--k", type=_ks, default=[1, 3, 5, 10])
@@ -175,7 +194,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--json", type=Path, default=None, help="write the metrics here")
     e.add_argument("--threads", type=int, default=None)
-    return p
 
 
 def _rerank_args(parser: argparse.ArgumentParser) -> None:
