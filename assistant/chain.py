@@ -180,7 +180,7 @@ class RAGChain(Runnable[Any, Answer]):
     def _prepare(self, value: Any, run_manager: CallbackManagerForChainRun | None,
                  config: RunnableConfig | None) -> Answer | _Prepared:
         """Retrieval, the checks before the model and the prompt: a refusal :class:`Answer`
-        (the model is not loaded), or what :meth:`_generate` needs."""
+        (the model is not loaded), or what :meth:`_answer_pieces` needs."""
         asked, retriever_kwargs, history = _question_of(value)
         search = rewrite(asked, history)
         # a rewritten follow-up is what is searched and what the model is asked
@@ -213,9 +213,14 @@ class RAGChain(Runnable[Any, Answer]):
         return _Prepared(asked, question, search_query, retriever_kwargs, fitted,
                          renumber(evidence, retrieved, shown), shown, refusal, (t0, t_retrieved))
 
-    def _generate(self, prep: _Prepared, run_manager: CallbackManagerForChainRun | None,
-                  config: RunnableConfig | None) -> Generator[str, None, Answer]:
-        """Yields the model's text pieces; returns the finished :class:`Answer`."""
+    def _answer_pieces(self, prep: Answer | _Prepared,
+                       run_manager: CallbackManagerForChainRun | None,
+                       config: RunnableConfig | None) -> Generator[str, None, Answer]:
+        """Yields the answer's text pieces (a refusal's text as one, without the model);
+        returns the finished :class:`Answer`."""
+        if isinstance(prep, Answer):
+            yield REFUSAL_TEXT
+            return prep
         capture = _GenerationCapture()
         if run_manager:
             manager = run_manager.get_child()
@@ -255,10 +260,7 @@ class RAGChain(Runnable[Any, Answer]):
                 config: RunnableConfig | None) -> Generator[str, None, Answer]:
         """Yields the answer's text pieces (a refusal's text as one); returns the Answer."""
         prep = self._prepare(value, run_manager, config)
-        if isinstance(prep, Answer):
-            yield REFUSAL_TEXT
-            return prep
-        return (yield from self._generate(prep, run_manager, config))
+        return (yield from self._answer_pieces(prep, run_manager, config))
 
     def _build_answer(self, question: str, text: str, fitted: FittedPrompt, info: dict[str, Any],
                       timings: dict[str, float]) -> Answer:
@@ -329,12 +331,8 @@ class AnswerStream:
 
     def _run(self) -> Iterator[str]:
         prep = self._chain._prepare(self._value, None, self._config)
-        if isinstance(prep, Answer):
-            self._answer = prep
-            yield REFUSAL_TEXT
-            return
-        self._prepared = prep
-        self._answer = yield from self._chain._generate(prep, None, self._config)
+        self._prepared = None if isinstance(prep, Answer) else prep
+        self._answer = yield from self._chain._answer_pieces(prep, None, self._config)
 
     def __iter__(self) -> Iterator[str]:
         return self._iterator
