@@ -114,7 +114,13 @@ GGML_BLOCK_LAYOUT: dict[GGMLType, BlockLayout] = {
     GGMLType.Q5_K: BlockLayout(QK_K, 2 + 2 + 12 + QK_K // 8 + QK_K // 2),  # d, dmin, scales, qh, qs
     GGMLType.Q6_K: BlockLayout(QK_K, QK_K // 2 + QK_K // 4 + QK_K // 16 + 2),  # ql, qh, scales, d
     GGMLType.Q8_K: BlockLayout(QK_K, 4 + QK_K + QK_K // 16 * 2),  # d:f32, qs, bsums:i16[16]
+    GGMLType.IQ4_NL: BlockLayout(32, 2 + 16),  # d:f16, qs: 16 bytes of 4-bit indices
+    # d:f16, scales_h:u16, scales_l[4], qs[128]
+    GGMLType.IQ4_XS: BlockLayout(QK_K, 2 + 2 + QK_K // 64 + QK_K // 2),
 }
+
+# The 16 signed values a 4-bit IQ4_NL / IQ4_XS index selects (ggml's kvalues_iq4nl).
+IQ4_VALUES = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
 
 # Types the llama forward pass accepts for weights (what TheBloke's and SmolLM2's files hold).
 ENGINE_WEIGHT_TYPES: frozenset[GGMLType] = frozenset(
@@ -132,6 +138,8 @@ ENGINE_WEIGHT_TYPES: frozenset[GGMLType] = frozenset(
         GGMLType.Q4_K,
         GGMLType.Q5_K,
         GGMLType.Q6_K,
+        GGMLType.IQ4_NL,
+        GGMLType.IQ4_XS,
     }
 )
 
@@ -228,10 +236,8 @@ GGML_OTHER_BLOCK_LAYOUT: dict[GGMLType, BlockLayout] = {
     GGMLType.IQ2_XS: BlockLayout(QK_K, 2 + QK_K // 4 + QK_K // 32),
     GGMLType.IQ3_XXS: BlockLayout(QK_K, 2 + QK_K // 4 + QK_K // 8),
     GGMLType.IQ1_S: BlockLayout(QK_K, 2 + QK_K // 8 + QK_K // 16),
-    GGMLType.IQ4_NL: BlockLayout(32, 2 + 16),
     GGMLType.IQ3_S: BlockLayout(QK_K, 2 + QK_K // 4 + QK_K // 8 + QK_K // 32 + 4),
     GGMLType.IQ2_S: BlockLayout(QK_K, 2 + QK_K // 4 + QK_K // 16),
-    GGMLType.IQ4_XS: BlockLayout(QK_K, 2 + 2 + QK_K // 2 + QK_K // 64),
     GGMLType.I8: BlockLayout(1, 1),
     GGMLType.I16: BlockLayout(1, 2),
     GGMLType.I32: BlockLayout(1, 4),

@@ -18,6 +18,9 @@ Block layouts (byte offsets inside one block, as in ggml-common.h):
 * ``Q4_K``  d:f16 | dmin:f16 | scales[12] (eight 6-bit scales and mins) | qs[128]
 * ``Q5_K``  d:f16 | dmin:f16 | scales[12] | qh[32] | qs[128]
 * ``Q6_K``  ql[128] | qh[64] | scales:int8[16] | d:f16
+* ``IQ4_NL`` d:f16 | qs[16] (4-bit indices into ``IQ4_VALUES``, low nibbles first); x = d*v[q]
+* ``IQ4_XS`` d:f16 | scales_h:u16 | scales_l[4] | qs[128]; eight groups of 32 with 6-bit scales
+  (low 4 bits in scales_l, top 2 in scales_h) minus 32; x = d*(scale-32)*v[q]
 
 This module also holds the reference quantizers of 8-bit activation blocks (``Q8_0``,
 ``Q8_1``, ``Q8_K`` as ggml's ``quantize_row_*_ref``) used to judge the kernels' error against
@@ -30,7 +33,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from engine.constants import GGML_BLOCK_LAYOUT, QK_K, GGMLType
+from engine.constants import GGML_BLOCK_LAYOUT, IQ4_VALUES, QK_K, GGMLType
 
 # Shifts that unpack packed bit fields along a new axis.
 _NIBBLE_SHIFTS = np.array([0, 4], dtype=np.uint8)
@@ -82,6 +85,8 @@ class QuantType:
     ggml_type: ClassVar[GGMLType]
     block_size: ClassVar[int]
     type_size: ClassVar[int]
+    # Byte offsets of the f16 scale fields inside one block (random test blocks keep them finite).
+    f16_offsets: ClassVar[tuple[int, ...]] = ()
 
     def __init_subclass__(cls, ggml_type: GGMLType, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -114,6 +119,8 @@ class BF16(QuantType, ggml_type=GGMLType.BF16):
 
 
 class Q4_0(QuantType, ggml_type=GGMLType.Q4_0):
+    f16_offsets = (0,)
+
     @staticmethod
     def dequantize(blocks: np.ndarray) -> np.ndarray:
         d = _f16(blocks, 0)
@@ -122,6 +129,8 @@ class Q4_0(QuantType, ggml_type=GGMLType.Q4_0):
 
 
 class Q4_1(QuantType, ggml_type=GGMLType.Q4_1):
+    f16_offsets = (0, 2)
+
     @staticmethod
     def dequantize(blocks: np.ndarray) -> np.ndarray:
         d, m = _f16(blocks, 0), _f16(blocks, 2)
@@ -130,6 +139,8 @@ class Q4_1(QuantType, ggml_type=GGMLType.Q4_1):
 
 
 class Q5_0(QuantType, ggml_type=GGMLType.Q5_0):
+    f16_offsets = (0,)
+
     @staticmethod
     def dequantize(blocks: np.ndarray) -> np.ndarray:
         d = _f16(blocks, 0)
@@ -138,6 +149,8 @@ class Q5_0(QuantType, ggml_type=GGMLType.Q5_0):
 
 
 class Q5_1(QuantType, ggml_type=GGMLType.Q5_1):
+    f16_offsets = (0, 2)
+
     @staticmethod
     def dequantize(blocks: np.ndarray) -> np.ndarray:
         d, m = _f16(blocks, 0), _f16(blocks, 2)
@@ -146,6 +159,8 @@ class Q5_1(QuantType, ggml_type=GGMLType.Q5_1):
 
 
 class Q8_0(QuantType, ggml_type=GGMLType.Q8_0):
+    f16_offsets = (0,)
+
     @staticmethod
     def dequantize(blocks: np.ndarray) -> np.ndarray:
         d = _f16(blocks, 0)
@@ -153,6 +168,8 @@ class Q8_0(QuantType, ggml_type=GGMLType.Q8_0):
 
 
 class Q2_K(QuantType, ggml_type=GGMLType.Q2_K):
+    f16_offsets = (80, 82)
+
     @staticmethod
     def dequantize(blocks: np.ndarray) -> np.ndarray:
         n = blocks.shape[0]
@@ -167,6 +184,8 @@ class Q2_K(QuantType, ggml_type=GGMLType.Q2_K):
 
 
 class Q3_K(QuantType, ggml_type=GGMLType.Q3_K):
+    f16_offsets = (108,)
+
     @staticmethod
     def dequantize(blocks: np.ndarray) -> np.ndarray:
         n = blocks.shape[0]
@@ -183,6 +202,8 @@ class Q3_K(QuantType, ggml_type=GGMLType.Q3_K):
 
 
 class Q4_K(QuantType, ggml_type=GGMLType.Q4_K):
+    f16_offsets = (0, 2)
+
     @staticmethod
     def dequantize(blocks: np.ndarray) -> np.ndarray:
         n = blocks.shape[0]
@@ -199,6 +220,8 @@ class Q4_K(QuantType, ggml_type=GGMLType.Q4_K):
 
 
 class Q5_K(QuantType, ggml_type=GGMLType.Q5_K):
+    f16_offsets = (0, 2)
+
     @staticmethod
     def dequantize(blocks: np.ndarray) -> np.ndarray:
         n = blocks.shape[0]
@@ -216,6 +239,8 @@ class Q5_K(QuantType, ggml_type=GGMLType.Q5_K):
 
 
 class Q6_K(QuantType, ggml_type=GGMLType.Q6_K):
+    f16_offsets = (208,)
+
     @staticmethod
     def dequantize(blocks: np.ndarray) -> np.ndarray:
         n = blocks.shape[0]
@@ -231,9 +256,39 @@ class Q6_K(QuantType, ggml_type=GGMLType.Q6_K):
         return (dl * q.reshape(n, 16, 16).astype(np.float32)).reshape(n, QK_K)
 
 
+_IQ4_VALUES = np.array(IQ4_VALUES, dtype=np.int8)
+
+
+class IQ4_NL(QuantType, ggml_type=GGMLType.IQ4_NL):
+    f16_offsets = (0,)
+
+    @staticmethod
+    def dequantize(blocks: np.ndarray) -> np.ndarray:
+        d = _f16(blocks, 0)
+        return d * _IQ4_VALUES[_nibbles(blocks[:, 2:18])].astype(np.float32)
+
+
+class IQ4_XS(QuantType, ggml_type=GGMLType.IQ4_XS):
+    f16_offsets = (0,)
+
+    @staticmethod
+    def dequantize(blocks: np.ndarray) -> np.ndarray:
+        n = blocks.shape[0]
+        d = _f16(blocks, 0)
+        high = np.ascontiguousarray(blocks[:, 2:4]).view("<u2")  # (n, 1): bits 2g, 2g+1
+        high = (high >> (2 * np.arange(8, dtype=np.uint16))[None, :]) & np.uint16(3)
+        low = _nibbles(blocks[:, 4:8].reshape(n * 4, 1)).reshape(n, 8)  # nibble g % 2 of g // 2
+        scales = (low | (high.astype(np.uint8) << np.uint8(4))).astype(np.int8) - np.int8(32)
+        dl = (d * scales.astype(np.float32))[:, :, None]  # (n, 8, 1)
+        q = _nibbles(blocks[:, 8:].reshape(n * 8, 16)).reshape(n, 8, 32)
+        return (dl * _IQ4_VALUES[q].astype(np.float32)).reshape(n, QK_K)
+
+
 QUANT_TYPES: dict[GGMLType, type[QuantType]] = {
     cls.ggml_type: cls
-    for cls in (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)
+    for cls in (
+        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS
+    )
 }
 
 

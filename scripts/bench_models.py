@@ -58,7 +58,9 @@ SHAPES = {
 }
 
 # llama.cpp's LLAMA_FTYPE values for the quantization types offered here.
-FTYPES = {"Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18}
+FTYPES = {
+    "Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "IQ4_NL": 25, "IQ4_XS": 30,
+}  # fmt: skip
 
 
 def copy_vocab(writer: Any, vocab_path: Path) -> int:

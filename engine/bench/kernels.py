@@ -34,7 +34,7 @@ SMOLLM2_OUTPUT = ("output", 49152, 576, 1)
 
 def random_quant_matrix(ggml_type: GGMLType, n_out: int, n_in: int, seed: int = 0) -> QuantMatrix:
     """Random bytes with small finite f16 scales (valid blocks of any type)."""
-    from engine.quants import quantize_weights
+    from engine.quants import quant_type, quantize_weights
 
     layout = GGML_BLOCK_LAYOUT[ggml_type]
     if layout.block_size == 1:
@@ -44,25 +44,16 @@ def random_quant_matrix(ggml_type: GGMLType, n_out: int, n_in: int, seed: int = 
     n_blocks = n_out * n_in // layout.block_size
     blocks = rng.integers(0, 256, size=(n_blocks, layout.type_size), dtype=np.uint8)
     scales = (rng.standard_normal((n_blocks, layout.type_size // 2)) * 0.01).astype(np.float16)
-    for offset in _scale_offsets(ggml_type):
+    for offset in quant_type(ggml_type).f16_offsets:
         blocks[:, offset : offset + 2] = scales[:, 0:1].view(np.uint8).reshape(n_blocks, 2)
     return QuantMatrix(blocks.reshape(n_out, -1), ggml_type, n_in)
 
 
-def _scale_offsets(ggml_type: GGMLType) -> tuple[int, ...]:
-    return {
-        GGMLType.Q4_0: (0,),
-        GGMLType.Q4_1: (0, 2),
-        GGMLType.Q5_0: (0,),
-        GGMLType.Q5_1: (0, 2),
-        GGMLType.Q8_0: (0,),
-        GGMLType.Q2_K: (80, 82),
-        GGMLType.Q3_K: (108,),
-        GGMLType.Q4_K: (0, 2),
-        GGMLType.Q5_K: (0, 2),
-        GGMLType.Q6_K: (208,),
-    }[ggml_type]
-
+# Weight types whose products llama.cpp's CPU backend takes with Q8_K activations (its
+# vec_dot_type); the others' with Q8_0 / Q8_1.
+Q8_K_ACTIVATION_TYPES = frozenset(
+    {GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K, GGMLType.IQ4_XS}
+)
 
 CLOCK = time.perf_counter  # --cpu-time: time.process_time (one thread on a busy machine)
 
@@ -124,10 +115,10 @@ def bench_matmuls(
 def llamacpp_scheme_product(w: np.ndarray, x: np.ndarray, ggml_type: GGMLType) -> np.ndarray:
     """x @ w.T as llama.cpp's CPU backend computes it, simulated in float64: activations
     quantized to its vec_dot type (Q8_1 with f16 scale and sum for Q4_1/Q5_1, Q8_0 with f16
-    scale for Q4_0/Q5_0/Q8_0, Q8_K with f32 scale per 256 for the K-quants)."""
+    scale for Q4_0/Q5_0/Q8_0/IQ4_NL, Q8_K with f32 scale per 256 for the K-quants and IQ4_XS)."""
     from engine.quants import quantize_q8_0, quantize_q8_k
 
-    if ggml_type in (GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K):
+    if ggml_type in Q8_K_ACTIVATION_TYPES:
         qs, d = quantize_q8_k(x)
         xs = qs.reshape(*x.shape[:-1], -1, 256) * d[..., None].astype(np.float64)
     else:

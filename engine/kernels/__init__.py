@@ -9,7 +9,8 @@ Three paths, chosen by the number of activation rows (tokens):
 
 * fewer than ``FLOAT_PATH_MIN_TOKENS`` (generation): the activations are quantized once to
   8-bit blocks of 32 and every weight row is streamed once, with integer dot products per
-  block (``kernels/legacy.py``, ``kernels/kquants.py``), as llama.cpp does;
+  block (``kernels/legacy.py``, ``kernels/kquants.py``, ``kernels/iquants.py``), as llama.cpp
+  does;
 * from ``FLOAT_PATH_MIN_TOKENS`` on (short prompt batches): a tile of 4 weight rows is decoded
   once to float32 (exactly, ``kernels/decode.py``) and multiplied with every token in a 4 × 2
   register tile; float32 activations, so this path is more accurate than llama.cpp's;
@@ -29,9 +30,9 @@ types: the first run of SmolLM2 (Q4_1 layers, Q8_0 embedding) on an empty cache 
 instead of 141-145 s when every type was compiled (docs/BENCHMARKS.md, *Start-up*). numba's
 on-disk cache (``cache=True``) keys each kernel on the file that defines it only, while these
 kernels inline helpers from ``kernels/simd.py``, ``kernels/decode.py``, ``kernels/legacy.py``,
-``kernels/kquants.py``, ``kernels/blas.py`` and ``kernels/amx.py``: so ``engine/__init__.py``
-names the cache folder by a hash of every engine source, and an edit to any of them starts a
-fresh cache (``_pin_numba_cache``).
+``kernels/kquants.py``, ``kernels/iquants.py``, ``kernels/blas.py`` and ``kernels/amx.py``: so
+``engine/__init__.py`` names the cache folder by a hash of every engine source, and an edit to
+any of them starts a fresh cache (``_pin_numba_cache``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from engine.constants import ENGINE_WEIGHT_TYPES, GGMLType
 from engine.kernels import amx as kernels_amx
 from engine.kernels import blas as kernels_blas
 from engine.kernels.decode import (
+    T_IQ4_NL,
+    T_IQ4_XS,
     T_Q2_K,
     T_Q3_K,
     T_Q4_0,
@@ -60,6 +63,7 @@ from engine.kernels.decode import (
     T_Q8_0,
     decode_row,
 )
+from engine.kernels.iquants import dot_iq4_nl, dot_iq4_xs
 from engine.kernels.kquants import (
     Q2,
     Q3,
@@ -84,21 +88,9 @@ FLOAT_PATH_MIN_TOKENS = 6  # measured crossover (python -m engine.bench.kernels 
 # numpy's BLAS (kernels/blas.py); measured crossover (python -m engine.bench.kernels --crossover).
 BLAS_PATH_MIN_TOKENS = 64
 ACT_BLOCK = 32  # activation values per 8-bit block (one scale each)
-# Types whose products use 8-bit activations and integer dot products (the rest: float path).
-INT_DOT_TYPES = frozenset(
-    {
-        GGMLType.Q4_0,
-        GGMLType.Q4_1,
-        GGMLType.Q5_0,
-        GGMLType.Q5_1,
-        GGMLType.Q8_0,
-        GGMLType.Q2_K,
-        GGMLType.Q3_K,
-        GGMLType.Q4_K,
-        GGMLType.Q5_K,
-        GGMLType.Q6_K,
-    }
-)
+# Types whose products use 8-bit activations and integer dot products: every quantized weight
+# type (F32 / F16 / BF16: the float path).
+INT_DOT_TYPES = ENGINE_WEIGHT_TYPES - {GGMLType.F32, GGMLType.F16, GGMLType.BF16}
 
 
 def set_threads(n: int) -> None:
@@ -147,6 +139,8 @@ DOT_INT = {
     T_Q4_K: dot_q4_k,
     T_Q5_K: dot_q5_k,
     T_Q6_K: dot_q6_k,
+    T_IQ4_NL: dot_iq4_nl,
+    T_IQ4_XS: dot_iq4_xs,
 }
 
 

@@ -16,7 +16,17 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from engine.constants import GGML_BLOCK_LAYOUT, GGMLType
-from engine.kernels.simd import bits32, f16x2, nib16, qh_bits, vor_shl, vstore, vstore_s8
+from engine.kernels.simd import (
+    bits32,
+    f16x2,
+    iq4_values,
+    nib16,
+    qh_bits,
+    vor_shl,
+    vstore,
+    vstore_s8,
+    vstore_sv,
+)
 
 F32 = np.float32
 I32 = np.int32
@@ -36,6 +46,8 @@ T_Q3_K = int(GGMLType.Q3_K)
 T_Q4_K = int(GGMLType.Q4_K)
 T_Q5_K = int(GGMLType.Q5_K)
 T_Q6_K = int(GGMLType.Q6_K)
+T_IQ4_NL = int(GGMLType.IQ4_NL)
+T_IQ4_XS = int(GGMLType.IQ4_XS)
 
 # Per type code: elements and bytes per block (index = type code; 0 where unsupported).
 _MAX_CODE = max(int(t) for t in GGML_BLOCK_LAYOUT) + 1
@@ -104,6 +116,15 @@ def q3_k_scale(row, s, i):
     """Scale ``i`` (0..15) of a Q3_K block whose 12 scale bytes start at ``s`` (6 bits − 32)."""
     low = (row[s + (i % 8)] >> (4 * (i // 8))) & 15
     high = (row[s + 8 + (i % 4)] >> (2 * (i // 4))) & 3
+    return I32(low | (high << 4)) - I32(32)
+
+
+@njit(inline="always")
+def iq4_xs_scale(row, o, g):
+    """Group ``g`` (0..7) scale of the IQ4_XS block at ``o``: 6 bits minus 32, the low 4 in
+    ``scales_l[g // 2]`` (nibble g % 2), the top 2 in bits 2g, 2g + 1 of the u16 ``scales_h``."""
+    low = (row[o + 4 + g // 2] >> (4 * (g % 2))) & 15
+    high = (row[o + 2 + g // 4] >> (2 * (g % 4))) & 3
     return I32(low | (high << 4)) - I32(32)
 
 
@@ -201,6 +222,19 @@ def decode_q6_k(row, o, out, k):
 
 
 @njit(inline="always")
+def decode_iq4_nl(row, o, out, k):
+    vstore_sv(out, k, iq4_values(row, o + 2), f16x2(row, o)[0])  # d:f16 | qs[16]
+
+
+@njit(inline="always")
+def decode_iq4_xs(row, o, out, k):
+    d = f16x2(row, o)[0]  # d:f16 | scales_h:u16 | scales_l[4] | qs[128]
+    for g in range(8):  # group g: the 16 bytes at 8 + 16g, low nibbles then high
+        dl = d * F32(iq4_xs_scale(row, o, g))
+        vstore_sv(out, k + 32 * g, iq4_values(row, o + 8 + 16 * g), dl)
+
+
+@njit(inline="always")
 def decode_float(code, row, o, out, k):
     """One element of an F32 / F16 / BF16 row."""
     if code == T_F32:
@@ -225,6 +259,8 @@ DECODE_BLOCK = {
     T_Q4_K: decode_q4_k,
     T_Q5_K: decode_q5_k,
     T_Q6_K: decode_q6_k,
+    T_IQ4_NL: decode_iq4_nl,
+    T_IQ4_XS: decode_iq4_xs,
 }
 FLOAT_CODES = (T_F32, T_F16, T_BF16)
 

@@ -14,7 +14,8 @@ which LLVM lowers to the target's instructions (on x86 AVX2: ``vpmaddwd``, ``vcv
   super-block, decoded once per super-block (``scales16``, ``scales16_q3_k``, ``scales16_k``)
   and folded into the pairwise adds of each 32-value group (``vdot_sc``), as ggml does.
 
-The kernels of ``kernels/legacy.py`` and ``kernels/kquants.py`` are written with them.
+The kernels of ``kernels/legacy.py``, ``kernels/kquants.py`` and ``kernels/iquants.py`` are
+written with them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from llvmlite import ir
 from numba import types
 from numba.core import config
 from numba.extending import intrinsic, models, overload, register_model
+
+from engine.constants import IQ4_VALUES
 
 _I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 _F32 = ir.FloatType()
@@ -365,26 +368,69 @@ def vdot(typingctx, q, x, xo):
     return i32x8(q, x, types.intp), codegen
 
 
+def _signed_quad_sums(builder, wv, xv):
+    """Signed bytes ``wv`` · signed bytes ``xv`` (<32 x i8>, weights in −127..127) → <8 x i32>
+    sums of 4 products.  As ggml does on AVX2: |w| (unsigned) times x carrying the sign of w."""
+    if AVX2:
+        v8 = ir.VectorType(_I8, 32)
+        absw = _llvm_call(builder, "llvm.abs.v32i8", v8, [wv, ir.Constant(ir.IntType(1), 0)])
+        signed_x = _llvm_call(builder, "llvm.x86.avx2.psign.b", v8, [xv, wv])
+        return _quad_sums(builder, absw, signed_x)
+    v32 = ir.VectorType(_I32, 32)
+    p = builder.mul(builder.sext(wv, v32), builder.sext(xv, v32))
+    quads = [_shuffle(builder, p, p, list(range(k, 32, 4))) for k in range(4)]
+    return builder.add(builder.add(quads[0], quads[1]), builder.add(quads[2], quads[3]))
+
+
 @intrinsic
 def vdot_s8(typingctx, row, o, x, xo):
-    """Signed weight bytes ``row[o:o+32]`` · int8 ``x[xo:xo+32]`` → sums of 4 products.
-
-    As ggml does: |w| (unsigned) times x carrying the sign of w."""
+    """Signed weight bytes ``row[o:o+32]`` · int8 ``x[xo:xo+32]`` → sums of 4 products."""
 
     def codegen(context, builder, signature, args):
         v8 = ir.VectorType(_I8, 32)
         wv = _load(context, builder, signature.args[0], args[0], args[1], v8)
         xv = _load(context, builder, signature.args[2], args[2], args[3], v8)
-        if AVX2:
-            absw = _llvm_call(builder, "llvm.abs.v32i8", v8, [wv, ir.Constant(ir.IntType(1), 0)])
-            signed_x = _llvm_call(builder, "llvm.x86.avx2.psign.b", v8, [xv, wv])
-            return _quad_sums(builder, absw, signed_x)
-        v32 = ir.VectorType(_I32, 32)
-        p = builder.mul(builder.sext(wv, v32), builder.sext(xv, v32))
-        quads = [_shuffle(builder, p, p, list(range(k, 32, 4))) for k in range(4)]
-        return builder.add(builder.add(quads[0], quads[1]), builder.add(quads[2], quads[3]))
+        return _signed_quad_sums(builder, wv, xv)
 
     return i32x8(row, types.intp, x, types.intp), codegen
+
+
+@intrinsic
+def vdot_sv(typingctx, q, x, xo):
+    """Signed weights ``q`` (int8 values −127..127 in a ``u8x32``, e.g. ``iq4_values``) · int8
+    ``x[xo:xo+32]`` → sums of 4 products."""
+
+    def codegen(context, builder, signature, args):
+        xv = _load(context, builder, signature.args[1], args[1], args[2], ir.VectorType(_I8, 32))
+        return _signed_quad_sums(builder, args[0], xv)
+
+    return i32x8(q, x, types.intp), codegen
+
+
+@intrinsic
+def iq4_values(typingctx, row, o):
+    """16 bytes at ``o`` → the 32 signed values their nibbles index in ``IQ4_VALUES`` (as int8
+    in a ``u8x32``): low nibbles (lanes 0..15), then high nibbles (16..31).  AVX2: one
+    ``vpshufb`` with the table in both 128-bit lanes; elsewhere lane by lane."""
+
+    def codegen(context, builder, signature, args):
+        v = _load(context, builder, signature.args[0], args[0], args[1], ir.VectorType(_I8, 16))
+        lo = builder.and_(v, _const_vec(_I8, [15] * 16))
+        hi = builder.lshr(v, _const_vec(_I8, [4] * 16))
+        idx = _shuffle(builder, lo, hi, list(range(32)))
+        v8 = ir.VectorType(_I8, 32)
+        if AVX2:
+            table = _const_vec(_I8, IQ4_VALUES * 2)
+            return _llvm_call(builder, "llvm.x86.avx2.pshuf.b", v8, [table, idx])
+        table = _const_vec(_I8, IQ4_VALUES)
+        out = ir.Constant(v8, ir.Undefined)
+        for i in range(32):
+            lane = ir.Constant(_I32, i)
+            value = builder.extract_element(table, builder.extract_element(idx, lane))
+            out = builder.insert_element(out, value, lane)
+        return out
+
+    return u8x32(row, types.intp), codegen
 
 
 @intrinsic
@@ -468,6 +514,21 @@ def vstore(typingctx, out, k, q, off, d0, m0, d1, m1):
     f32 = types.float32
     sig = types.void(out, types.intp, q, types.intp, f32, f32, f32, f32)
     return sig, codegen
+
+
+@intrinsic
+def vstore_sv(typingctx, out, k, q, d):
+    """out[k:k+32] = float(int8 lanes of ``q``) * d (IQ4_NL / IQ4_XS values, exact)."""
+
+    def codegen(context, builder, signature, args):
+        dst, kk, qv, dd = args
+        f = builder.sitofp(qv, ir.VectorType(_F32, 32))
+        _store_f32(
+            context, builder, signature.args[0], dst, kk, builder.fmul(f, _splat(builder, dd, 32))
+        )
+        return context.get_dummy_value()
+
+    return types.void(out, types.intp, q, types.float32), codegen
 
 
 @intrinsic
@@ -576,6 +637,57 @@ def vdot_sc(typingctx, q, x, xo, sc, a, b):
 
     t = types.intp
     return i32x8(q, x, t, sc, t, t), codegen
+
+
+@intrinsic
+def scales16_iq4_xs(typingctx, row, o):
+    """The eight 6-bit group scales of the IQ4_XS block at ``o``, minus 32, in lanes 0..7 (and
+    again in 8..15): the low 4 bits from ``scales_l`` (bytes 4..7, nibble g % 2 of byte
+    g // 2), the top 2 from the u16 ``scales_h`` (bytes 2..3, bits 2g and 2g + 1)."""
+
+    def codegen(context, builder, signature, args):
+        v = _load(context, builder, signature.args[0], args[0], args[1], ir.VectorType(_I8, 16))
+        g = [i % 8 for i in range(16)]
+        low = _i16_shift_mask(
+            builder, v, [4 + j // 2 for j in g], [4 * (j % 2) for j in g], [15] * 16
+        )
+        top = _i16_shift_mask(
+            builder, v, [2 + j // 4 for j in g], [2 * (j % 4) for j in g], [3] * 16
+        )
+        both = builder.or_(low, builder.shl(top, _const_vec(_I16, [4] * 16)))
+        return builder.sub(both, _const_vec(_I16, [32] * 16))
+
+    return i16x16(row, types.intp), codegen
+
+
+@intrinsic
+def vdot_sv_sc(typingctx, q, x, xo, sc, a):
+    """Signed weights ``q`` (as ``vdot_sv``) · int8 ``x[xo:xo+32]``, every product times the
+    scale ``sc[a]`` → sums of 4 products (AVX2: |q| times x with q's sign, the scale as
+    pmaddwd's multiplier; ``a`` constant once the group loop is unrolled)."""
+
+    def codegen(context, builder, signature, args):
+        qv, xarr, xoff, scv, ia = args
+        v8 = ir.VectorType(_I8, 32)
+        xv = _load(context, builder, signature.args[1], xarr, xoff, v8)
+        s = builder.extract_element(scv, builder.trunc(ia, _I32))
+        if AVX2:
+            absw = _llvm_call(builder, "llvm.abs.v32i8", v8, [qv, ir.Constant(ir.IntType(1), 0)])
+            signed_x = _llvm_call(builder, "llvm.x86.avx2.psign.b", v8, [xv, qv])
+            pairs = _llvm_call(
+                builder, "llvm.x86.avx2.pmadd.ub.sw", ir.VectorType(_I16, 16), [absw, signed_x]
+            )
+            return _llvm_call(
+                builder,
+                "llvm.x86.avx2.pmadd.wd",
+                ir.VectorType(_I32, 8),
+                [pairs, _splat(builder, s, 16)],
+            )
+        sums = _signed_quad_sums(builder, qv, xv)
+        return builder.mul(sums, _splat(builder, builder.sext(s, _I32), 8))
+
+    t = types.intp
+    return i32x8(q, x, t, sc, t), codegen
 
 
 @intrinsic

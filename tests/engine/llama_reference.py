@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import quants  # only the scale fields' offsets, for random blocks
 from tests.conftest import require_module
 
 gguf = require_module("gguf")
@@ -42,6 +43,7 @@ def _fields(reader: GGUFReader) -> dict:
 _ACT_BLOCK = {
     QT.Q4_0: 32, QT.Q4_1: 32, QT.Q5_0: 32, QT.Q5_1: 32, QT.Q8_0: 32,
     QT.Q2_K: 256, QT.Q3_K: 256, QT.Q4_K: 256, QT.Q5_K: 256, QT.Q6_K: 256,
+    QT.IQ4_NL: 32, QT.IQ4_XS: 256,
 }  # fmt: skip
 
 
@@ -232,12 +234,9 @@ def copy_tokenizer(vocab: Path, w: GGUFWriter) -> int:
     return n_vocab
 
 
-# Byte offsets of the f16 scale fields in one block of each K-type (gguf-py cannot quantize them;
-# their blocks are random bytes with these fields set to moderate, finite scales).
-K_SCALE_FIELDS = {
-    QT.Q2_K: (80, 82), QT.Q3_K: (108,), QT.Q4_K: (0, 2), QT.Q5_K: (0, 2), QT.Q6_K: (208,),
-}  # fmt: skip
-BLOCK_BYTES = {QT.Q2_K: 84, QT.Q3_K: 110, QT.Q4_K: 144, QT.Q5_K: 176, QT.Q6_K: 210}
+# Types gguf-py cannot quantize: their blocks are random bytes with the f16 scale fields
+# (``engine.quants``' ``f16_offsets``) set to moderate, finite scales.
+RANDOM_BLOCK_TYPES = (QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K, QT.IQ4_NL, QT.IQ4_XS)
 
 
 def quantized_tensor(w: np.ndarray, qtype: QT, rng: np.random.Generator) -> np.ndarray:
@@ -246,20 +245,22 @@ def quantized_tensor(w: np.ndarray, qtype: QT, rng: np.random.Generator) -> np.n
         return w.astype(np.float32)
     if qtype == QT.F16:
         return w.astype(np.float16)
-    if qtype not in K_SCALE_FIELDS:
+    if qtype not in RANDOM_BLOCK_TYPES:
         return quantize(w.astype(np.float32), qtype)
+    layout = quants.quant_type(int(qtype))
+    offsets = layout.f16_offsets
     n_out, n_in = w.shape
-    nb = n_in // 256
-    blocks = rng.integers(0, 256, size=(n_out * nb, BLOCK_BYTES[qtype]), dtype=np.uint8)
-    for off in K_SCALE_FIELDS[qtype]:
+    nb = n_in // layout.block_size
+    blocks = rng.integers(0, 256, size=(n_out * nb, layout.type_size), dtype=np.uint8)
+    for off in offsets:
         d = rng.uniform(0.5, 1.5, n_out * nb).astype(np.float16)
         blocks[:, off : off + 2] = d.view(np.uint8).reshape(-1, 2)
     target = float(np.std(w))  # rescale every scale field so the weights have w's spread
     got = float(np.std(dequantize(blocks, qtype)))
-    for off in K_SCALE_FIELDS[qtype]:
+    for off in offsets:
         d = blocks[:, off : off + 2].copy().view(np.float16).astype(np.float32) * (target / got)
         blocks[:, off : off + 2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
-    return blocks.reshape(n_out, nb * BLOCK_BYTES[qtype])
+    return blocks.reshape(n_out, nb * layout.type_size)
 
 
 SPM_WORDS = ["▁the", "▁a", "▁of", "▁and", "▁to", "▁in", "▁is", "▁blood", "▁pressure", "▁dose"]

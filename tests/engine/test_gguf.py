@@ -222,11 +222,11 @@ def test_unknown_tensor_type_id(tmp_path):
 
 
 def test_unsupported_type_opens_but_fails_the_type_check(tmp_path):
-    c = llama_craft().add_tensor("blk.0.ffn_down.weight", (256, 4), GGMLType.IQ4_XS)
+    c = llama_craft().add_tensor("blk.0.ffn_down.weight", (256, 4), GGMLType.IQ2_XXS)
     with GGUFFile.open(c.write(tmp_path / "iq.gguf")) as g:
-        with pytest.raises(UnsupportedTensorType, match=r"blk\.0\.ffn_down\.weight.*IQ4_XS"):
+        with pytest.raises(UnsupportedTensorType, match=r"blk\.0\.ffn_down\.weight.*IQ2_XXS"):
             g.check_types(ENGINE_WEIGHT_TYPES)
-        g.check_types([*ENGINE_WEIGHT_TYPES, GGMLType.IQ4_XS])
+        g.check_types([*ENGINE_WEIGHT_TYPES, GGMLType.IQ2_XXS])
 
 
 def test_unknown_architecture(tmp_path):

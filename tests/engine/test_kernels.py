@@ -13,7 +13,8 @@ import pytest
 from numba import njit
 
 from engine import kernels, quants
-from engine.constants import GGML_BLOCK_LAYOUT, GGMLType
+from engine.bench.kernels import Q8_K_ACTIVATION_TYPES
+from engine.constants import ENGINE_WEIGHT_TYPES, GGML_BLOCK_LAYOUT, GGMLType
 from engine.kernels import amx as kernels_amx
 from engine.kernels import blas as kernels_blas
 from tests.engine.test_quants import random_blocks
@@ -52,6 +53,16 @@ def activation_error_bound(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     bound = half_step @ wp.sum(axis=2).T  # (n_tok, n_out)
     slack = 1e-5 * (np.abs(x) @ np.abs(w).T) + 1e-6
     return bound * 1.001 + slack
+
+
+def test_every_weight_type_has_a_reference_a_decoder_and_a_dot_product() -> None:
+    """The engine's one list of weight types (``ENGINE_WEIGHT_TYPES``) is what the reference
+    classes, the numba decoders and the integer dot products cover."""
+    from engine.kernels.decode import DECODE_BLOCK, FLOAT_CODES
+
+    assert set(quants.QUANT_TYPES) == set(ENGINE_WEIGHT_TYPES)
+    assert {int(t) for t in ENGINE_WEIGHT_TYPES} == set(DECODE_BLOCK) | set(FLOAT_CODES)
+    assert {int(t) for t in kernels.INT_DOT_TYPES} == set(kernels.DOT_INT)
 
 
 @pytest.mark.parametrize("ggml_type", ALL_TYPES, ids=lambda t: t.name)
@@ -330,13 +341,12 @@ def test_amx_path_is_used_for_quantized_types_only(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "ggml_type", [t for t in sorted(kernels.INT_DOT_TYPES) if t.name.endswith("_K")],
-    ids=lambda t: t.name,
+    "ggml_type", sorted(Q8_K_ACTIVATION_TYPES), ids=lambda t: t.name,
 )  # fmt: skip
 def test_k_quant_products_as_accurate_as_llama_cpp(ggml_type: GGMLType) -> None:
-    """A generation-step product with a K-quant (8-bit activations with one scale per 32 values)
-    is at least as accurate as llama.cpp's scheme (one scale per 256 values, its Q8_K) against
-    the exact float64 product."""
+    """A generation-step product with a K-quant or IQ4_XS (8-bit activations with one scale per
+    32 values) is at least as accurate as llama.cpp's scheme (one scale per 256 values, its
+    Q8_K) against the exact float64 product."""
     from engine.bench.kernels import accuracy, random_quant_matrix
 
     m = random_quant_matrix(ggml_type, 64, 1024, seed=3)

@@ -24,7 +24,7 @@ from tests.engine.llama_reference import QT, reference_logits, write_tiny_llama
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHT_TYPES = [
     QT.F32, QT.F16, QT.BF16, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0,
-    QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K,
+    QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K, QT.IQ4_NL, QT.IQ4_XS,
 ]  # fmt: skip
 TEXT = "the blood pressure of a dose is the dose of a blood pressure"
 
@@ -67,6 +67,33 @@ def test_every_weight_type_as_accurate_as_llama_cpp(tiny_dir: Path, qtype: QT) -
         llama.prefill(w, cache, np.asarray(ids[:-1]), ws)
         last.append(llama.forward(w, cache, np.asarray(ids[-1:]), ws, fused=fused).copy())
     np.testing.assert_allclose(last[0], last[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("ftype", ["IQ4_NL", "IQ4_XS"])
+def test_files_quantized_by_llama_cpp_as_accurate_as_llama_cpp(tiny_dir: Path, ftype: str) -> None:
+    """The i-quants as llama.cpp's own quantizer writes them (fitted scales, its choice of type
+    per tensor), not random blocks: the same bar."""
+    llama_cpp = require_module("llama_cpp")
+    src = write_tiny_llama(tiny_dir / "llama-cpp-source.f32.gguf", QT.F32, seed=11)
+    dst = tiny_dir / f"llama-cpp-{ftype}.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
+    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params) == 0
+    types = {t.tensor_type.name for t in require_module("gguf").GGUFReader(str(dst)).tensors}
+    assert ftype in types, types
+    model = engine.load(dst)
+    ids = model.tokenize(TEXT * 3)
+    check_against_exact(dst, ids, model)  # a prompt batch: rows decoded to float32
+    # one decode step after the prompt: the fused step's 8-bit integer products
+    w, c = model._weights(), model.config
+    assert w.decode_plan is not None
+    cache, ws = llama.KVCache(c, len(ids)), llama.Workspace(c, 8)
+    llama.prefill(w, cache, np.asarray(ids[:-1]), ws)
+    out = llama.forward(w, cache, np.asarray(ids[-1:]), ws, fused=True)
+    last = out.reshape(-1, c.n_vocab)[-1]
+    exact = reference_logits(dst, ids)[-1]
+    like_llama_cpp = reference_logits(dst, ids, emulate_llama_cpp=True)[-1]
+    assert rms(last, exact) <= 1.5 * rms(like_llama_cpp, exact) + 1e-4 * exact.std()
 
 
 @pytest.mark.parametrize(
@@ -151,7 +178,7 @@ def test_missing_and_unsupported_tensors(tiny_dir: Path) -> None:
     good = write_tiny_llama(tiny_dir / "good.gguf", QT.Q8_0, n_layer=1)
     reader = gguf.GGUFReader(str(good))
     for name, drop, retype in [("missing", "blk.0.ffn_up.weight", None),
-                               ("iq4", None, "blk.0.ffn_up.weight")]:  # fmt: skip
+                               ("iq2", None, "blk.0.ffn_up.weight")]:  # fmt: skip
         path = tiny_dir / f"{name}.gguf"
         w = gguf.GGUFWriter(str(path), "llama")
         for key, field in reader.fields.items():
@@ -163,9 +190,9 @@ def test_missing_and_unsupported_tensors(tiny_dir: Path) -> None:
             if t.name == drop:
                 continue
             data = np.asarray(t.data)
-            if t.name == retype:  # IQ4_NL: 18-byte blocks of 32, not a type the engine runs
-                data = np.zeros((data.shape[0], 256 // 32 * 18), np.uint8)
-                w.add_tensor(t.name, data, raw_dtype=gguf.GGMLQuantizationType.IQ4_NL)
+            if t.name == retype:  # IQ2_XXS: 66-byte blocks of 256, not a type the engine runs
+                data = np.zeros((data.shape[0], 66), np.uint8)
+                w.add_tensor(t.name, data, raw_dtype=gguf.GGMLQuantizationType.IQ2_XXS)
             else:
                 w.add_tensor(t.name, data, raw_dtype=t.tensor_type)
         w.write_header_to_file()
@@ -174,8 +201,8 @@ def test_missing_and_unsupported_tensors(tiny_dir: Path) -> None:
         w.close()
     with pytest.raises(GGUFError, match=r"ffn_up\.weight"):
         engine.load(tiny_dir / "missing.gguf").logits([1, 2])
-    with pytest.raises(UnsupportedTensorType, match="IQ4_NL"):
-        engine.load(tiny_dir / "iq4.gguf")
+    with pytest.raises(UnsupportedTensorType, match="IQ2_XXS"):
+        engine.load(tiny_dir / "iq2.gguf")
 
 
 def test_load_compiles_and_reads_nothing(tiny_dir: Path) -> None:

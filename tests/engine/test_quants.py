@@ -13,21 +13,6 @@ gguf = require_module("gguf")
 
 ALL_TYPES = list(quants.QUANT_TYPES)
 
-# Byte offsets of the f16 scales inside one block, per type (kept finite in random blocks).
-F16_FIELDS: dict[GGMLType, tuple[int, ...]] = {
-    GGMLType.Q4_0: (0,),
-    GGMLType.Q4_1: (0, 2),
-    GGMLType.Q5_0: (0,),
-    GGMLType.Q5_1: (0, 2),
-    GGMLType.Q8_0: (0,),
-    GGMLType.Q2_K: (80, 82),
-    GGMLType.Q3_K: (108,),
-    GGMLType.Q4_K: (0, 2),
-    GGMLType.Q5_K: (0, 2),
-    GGMLType.Q6_K: (208,),
-}
-
-
 def random_blocks(ggml_type: GGMLType, n_blocks: int, rng: np.random.Generator) -> np.ndarray:
     """Random bytes with finite, moderate f16 scales (as a real quantizer would write)."""
     layout = GGML_BLOCK_LAYOUT[ggml_type]
@@ -36,7 +21,7 @@ def random_blocks(ggml_type: GGMLType, n_blocks: int, rng: np.random.Generator) 
         # Any finite values: draw floats and store them in the type.
         values = rng.standard_normal((n_blocks, 1)).astype(np.float32) * 3
         return quants.quantize_weights(values, ggml_type).reshape(n_blocks, layout.type_size)
-    for offset in F16_FIELDS[ggml_type]:
+    for offset in quants.quant_type(ggml_type).f16_offsets:
         scale = (rng.standard_normal(n_blocks) * 0.05).astype(np.float16)
         blocks[:, offset : offset + 2] = scale.view(np.uint8).reshape(n_blocks, 2)
     return blocks

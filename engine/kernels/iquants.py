@@ -1,0 +1,64 @@
+"""Row · activation dot products for the non-linear 4-bit types IQ4_NL and IQ4_XS.
+
+Same contract as ``kernels/legacy.py``: one quantized weight row against one activation row in
+8-bit blocks of 32 (``xq``, ``xd`` per 32; ``xs`` unused: these types have no offset or
+minimum).  Each 4-bit index selects one of 16 signed values (``constants.IQ4_VALUES``, one
+``vpshufb`` on AVX2); the 32 values of a group times ``xq`` are summed in integers
+(``vdot_sv``) and scaled by weight scale × activation scale into a float vector accumulator.
+llama.cpp multiplies IQ4_NL against Q8_0 activations (one scale per 32, as here) and IQ4_XS
+against Q8_K (one per 256); ours keeps one activation scale per 32 for both.
+
+* ``IQ4_NL``  d:f16 | qs[16]; x = d · v[q]
+* ``IQ4_XS``  d:f16 | scales_h:u16 | scales_l[4] | qs[128]; x = d · (scale − 32) · v[q], eight
+  groups of 32 with a 6-bit scale each (``simd.scales16_iq4_xs``, ``decode.iq4_xs_scale``)
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from engine.kernels.simd import (
+    PREFETCH_AHEAD,
+    f16,
+    iq4_values,
+    prefetch,
+    scales16_iq4_xs,
+    vadd,
+    vaxpy,
+    vdot_sv,
+    vdot_sv_sc,
+    vfma,
+    vsum,
+    vzero,
+)
+
+
+@njit(inline="always")
+def dot_iq4_nl(row, xq, xd, xs):
+    acc = vzero()
+    for b in range(xd.shape[0]):
+        o = b * 18  # d:f16 | qs[16]
+        prefetch(row, o + PREFETCH_AHEAD)
+        acc = vfma(acc, vdot_sv(iq4_values(row, o + 2), xq, b * 32), f16(row, o) * xd[b])
+    return vsum(acc)
+
+
+@njit(inline="always")
+def dot_iq4_xs(row, xq, xd, xs):
+    """As the K-quants (``kernels/kquants.py``): the eight group scales decoded once per
+    super-block into a vector and folded into the pairwise adds, each group's integer sums
+    times its activation block's scale, ``d`` once per super-block; two accumulators."""
+    acc = vzero()
+    for i in range(xd.shape[0] // 8):
+        o = i * 136  # d:f16 | scales_h:u16 | scales_l[4] | qs[128]
+        for j in range(0, 136, 64):
+            prefetch(row, o + PREFETCH_AHEAD + j)
+        sc = scales16_iq4_xs(row, o)
+        a0, a1 = vzero(), vzero()
+        for g in range(0, 8, 2):
+            b = 8 * i + g
+            q0, q1 = iq4_values(row, o + 8 + 16 * g), iq4_values(row, o + 24 + 16 * g)
+            a0 = vfma(a0, vdot_sv_sc(q0, xq, 32 * b, sc, g), xd[b])
+            a1 = vfma(a1, vdot_sv_sc(q1, xq, 32 * b + 32, sc, g + 1), xd[b + 1])
+        acc = vaxpy(acc, vadd(a0, a1), f16(row, o))
+    return vsum(acc)
