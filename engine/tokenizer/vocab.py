@@ -300,35 +300,35 @@ def special_token_ids(md: dict[str, Any], path: Path | str = "<metadata>") -> tu
     return bos, eos, eot
 
 
-def read_vocab(md: dict[str, Any], path: Path | str) -> Vocab:
-    """Read the vocabulary the way ``llama_vocab::impl::load`` does."""
-    path = Path(path)
-    model, d = _defaults(md, path)
-    tokens = _token_list(md, path)
-    n = len(tokens)
-    token_to_id = dict(zip(tokens, range(n), strict=True))
-    if len(token_to_id) != n:
+def _token_ids(tokens: list[str], path: Path) -> dict[str, int]:
+    """Each token's id; ``GGUFError`` naming the first duplicate and both its ids."""
+    token_to_id = dict(zip(tokens, range(len(tokens)), strict=True))
+    if len(token_to_id) != len(tokens):
         first: dict[str, int] = {}
         for i, t in enumerate(tokens):
             if first.setdefault(t, i) != i:
                 raise GGUFError(
                     path, f"duplicate token {t!r} in the vocabulary (ids {first[t]}, {i})"
                 )
-    scores = _array(md, Keys.SCORES, n, path)
-    scores = np.zeros(n, np.float32) if scores is None else scores.astype(np.float32)
-    types = _array(md, Keys.TOKEN_TYPE, n, path)
-    if types is None:
-        attrs = [int(TokenAttr.NORMAL)] * n
-    else:
-        _check_byte_tokens(tokens, types, path)
-        known = (types >= 0) & (types < len(_ATTR_OF_TYPE))  # other values: UNDEFINED
-        attrs = _ATTR_OF_TYPE[np.where(known, types, TokenType.UNDEFINED)].tolist()
+    return token_to_id
 
-    bos = _special_id(md, Keys.BOS_ID, d.bos_id, n)
-    eos = _special_id(md, Keys.EOS_ID, d.eos_id, n)
-    unk = _special_id(md, Keys.UNK_ID, d.unk_id, n)
-    eot = _special_id(md, Keys.EOT_ID, None, n)
-    eom = None
+
+def _token_attrs(md: dict[str, Any], tokens: list[str], path: Path) -> list[int]:
+    """Each token's attributes from ``tokenizer.ggml.token_type`` (all NORMAL without it)."""
+    types = _array(md, Keys.TOKEN_TYPE, len(tokens), path)
+    if types is None:
+        return [int(TokenAttr.NORMAL)] * len(tokens)
+    _check_byte_tokens(tokens, types, path)
+    known = (types >= 0) & (types < len(_ATTR_OF_TYPE))  # other values: UNDEFINED
+    return _ATTR_OF_TYPE[np.where(known, types, TokenType.UNDEFINED)].tolist()
+
+
+def _generation_ends(
+    token_to_id: dict[str, int], attrs: list[int], eos: int | None, eot: int | None
+) -> tuple[int | None, frozenset[int]]:
+    """EOT (when the metadata names none) and every end-of-generation id (EOS, EOT, EOM, the
+    FIM ends), found by their texts as llama.cpp does; the tokens found by text are marked
+    CONTROL in ``attrs``."""
     control = int(TokenAttr.CONTROL)
 
     def by_text(texts: tuple[str, ...]) -> int | None:
@@ -348,7 +348,24 @@ def read_vocab(md: dict[str, Any], path: Path | str) -> Vocab:
             eog.add(i)
             attrs[i] |= control
     eog.update(i for i in (eos, eot, eom) if i is not None)
+    return eot, frozenset(eog)
 
+
+def read_vocab(md: dict[str, Any], path: Path | str) -> Vocab:
+    """Read the vocabulary the way ``llama_vocab::impl::load`` does."""
+    path = Path(path)
+    model, d = _defaults(md, path)
+    tokens = _token_list(md, path)
+    n = len(tokens)
+    token_to_id = _token_ids(tokens, path)
+    scores = _array(md, Keys.SCORES, n, path)
+    scores = np.zeros(n, np.float32) if scores is None else scores.astype(np.float32)
+    attrs = _token_attrs(md, tokens, path)
+    bos = _special_id(md, Keys.BOS_ID, d.bos_id, n)
+    eos = _special_id(md, Keys.EOS_ID, d.eos_id, n)
+    unk = _special_id(md, Keys.UNK_ID, d.unk_id, n)
+    eot = _special_id(md, Keys.EOT_ID, None, n)
+    eot, eog = _generation_ends(token_to_id, attrs, eos, eot)
     _apply_strip_rules(md, token_to_id, attrs)
 
     pre = resolve_pre(md, path, warn=True) if d.kind == "bpe" else None
@@ -374,7 +391,7 @@ def read_vocab(md: dict[str, Any], path: Path | str) -> Vocab:
         eos_id=eos,
         eot_id=eot,
         unk_id=unk,
-        eog_ids=frozenset(eog),
+        eog_ids=eog,
         add_bos=add_bos,
         add_eos=add_eos,
         add_space_prefix=bool(md.get(Keys.ADD_SPACE_PREFIX, d.add_space_prefix)),

@@ -60,34 +60,36 @@ class IndexReads:
         finally:
             conn.execute("COMMIT")
 
-    def get(self, ids: Sequence[str]) -> list[StoredChunk]:
-        """The chunks with these ids, in that order (unknown ids are left out)."""
-        out: dict[str, StoredChunk] = {}
+    def _visible(self, columns: str, ids: Sequence[str]) -> list[tuple]:
+        """(chunk_id, *columns) of the chunks with these ids visible in one snapshot."""
+        found: list[tuple] = []
         with self.snapshot() as (conn, gen):
-            for part, marks in sql.in_batches([str(i) for i in ids]):
+            for part, marks in sql.in_batches(list(ids)):
                 q = (
-                    f"SELECT chunk_id, text, metadata FROM chunks WHERE {sql.VISIBLE_AT} AND "
+                    f"SELECT chunk_id, {columns} FROM chunks WHERE {sql.VISIBLE_AT} AND "
                     f"chunk_id IN ({marks})"
                 )
-                for cid, text, md in conn.execute(q, [gen, gen, *part]):
-                    out[cid] = StoredChunk(cid, text, json.loads(md))
-        return [out[str(i)] for i in ids if str(i) in out]
+                found.extend(conn.execute(q, [gen, gen, *part]))
+        return found
+
+    def get(self, ids: Sequence[str]) -> list[StoredChunk]:
+        """The chunks with these ids, in that order (unknown ids are left out)."""
+        keys = [str(i) for i in ids]
+        out = {
+            cid: StoredChunk(cid, text, json.loads(md))
+            for cid, text, md in self._visible("text, metadata", keys)
+        }
+        return [out[k] for k in keys if k in out]
 
     def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
         """Stored vectors (n, dim) of these chunk ids, in order; unknown ids raise KeyError."""
-        found: dict[str, bytes] = {}
-        with self.snapshot() as (conn, gen):
-            for part, marks in sql.in_batches([str(i) for i in ids]):
-                q = (
-                    f"SELECT chunk_id, {sql.vector_sql(self.dim)} FROM chunks WHERE "
-                    f"{sql.VISIBLE_AT} AND chunk_id IN ({marks})"
-                )
-                found.update(conn.execute(q, [gen, gen, *part]).fetchall())
+        keys = [str(i) for i in ids]
+        found = dict(self._visible(sql.vector_sql(self.dim), keys))
         missing = [i for i in ids if str(i) not in found]
         if missing:
             raise KeyError(f"unknown chunk ids: {missing[:5]}")
         try:
-            return decode_vectors([found[str(i)] for i in ids], self.dim)
+            return decode_vectors([found[k] for k in keys], self.dim)
         except VectorDataError as e:
             raise database_damaged(self.path, f"holds a bad vector ({e})") from e
 
