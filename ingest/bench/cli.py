@@ -226,20 +226,7 @@ def cmd_ann(args) -> None:
     print(json.dumps(out, indent=2))
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        prog="python -m ingest.bench",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-    for name in ("speed", "anchor-eval", "ann", "latency"):
-        s = sub.add_parser(name)
-        s.add_argument("--threads", type=int, default=2)
-        s.add_argument("--embedding-model", default=None)
-        if name not in ("ann", "latency"):
-            s.add_argument("--input", default=str(SAMPLE_CORPUS))
-    speed = sub.choices["speed"]
+def _speed_args(speed: argparse.ArgumentParser) -> None:
     speed.add_argument("--docs", type=int, default=40, help="documents (an even spread)")
     speed.add_argument(
         "--max-tokens",
@@ -248,16 +235,22 @@ def main(argv: list[str] | None = None) -> None:
         help="our chunk bound; 208 matches the anchor's mean tokens per chunk",
     )
     speed.add_argument("--repeats", type=int, default=2)
-    ae = sub.choices["anchor-eval"]
+
+
+def _anchor_eval_args(ae: argparse.ArgumentParser) -> None:
     ae.add_argument("--qa", required=True)
     ae.add_argument("--k", type=lambda s: [int(x) for x in s.split(",")], default=[1, 3, 5, 10])
     ae.add_argument("--json", default=None)
-    an = sub.choices["ann"]
+
+
+def _ann_args(an: argparse.ArgumentParser) -> None:
     an.add_argument("--index", required=True)
     an.add_argument("--qa", required=True)
     an.add_argument("--nlist", type=int, default=None)
     an.add_argument("--nprobe", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16])
-    lat = sub.choices["latency"]
+
+
+def _latency_args(lat: argparse.ArgumentParser) -> None:
     lat.add_argument("--index", required=True)
     lat.add_argument("--qa", required=True)
     lat.add_argument(
@@ -273,7 +266,9 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="embed the questions beforehand and time the rest of the search alone",
     )
-    var = sub.add_parser("variants", help="retrieval metrics of several settings, one process")
+
+
+def _variants_args(var: argparse.ArgumentParser) -> None:
     var.add_argument("--threads", type=int, default=2)
     var.add_argument("--index", required=True)
     var.add_argument("--qa", required=True)
@@ -286,13 +281,38 @@ def main(argv: list[str] | None = None) -> None:
         help="LABEL=SETTINGS, settings space-separated: rerank:STEP+STEP (empty: none), "
         "context_weight:F, lexical_weight:F, dense_weight:F, abbreviations:0|1",
     )
-    args = p.parse_args(argv)
-    commands = {
-        "variants": cmd_variants,
-        "speed": cmd_speed,
-        "anchor-eval": cmd_anchor_eval,
-        "ann": cmd_ann,
-        "latency": cmd_latency,
-    }
-    commands[args.command](args)
+
+
+# command → (its arguments beyond the shared ones, what it runs)
+_COMMANDS = {
+    "speed": (_speed_args, cmd_speed),
+    "anchor-eval": (_anchor_eval_args, cmd_anchor_eval),
+    "ann": (_ann_args, cmd_ann),
+    "latency": (_latency_args, cmd_latency),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ingest.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, (add_args, _) in _COMMANDS.items():
+        s = sub.add_parser(name)
+        s.add_argument("--threads", type=int, default=2)
+        s.add_argument("--embedding-model", default=None)
+        if name not in ("ann", "latency"):
+            s.add_argument("--input", default=str(SAMPLE_CORPUS))
+        add_args(s)
+    var = sub.add_parser("variants", help="retrieval metrics of several settings, one process")
+    _variants_args(var)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    run = cmd_variants if args.command == "variants" else _COMMANDS[args.command][1]
+    run(args)
 
