@@ -60,11 +60,14 @@ _X86 = llvm_binding.get_process_triple().startswith(("x86_64", "i386", "i686"))
 
 
 def _has_native_f16() -> bool:
-    """True where LLVM converts half floats in one instruction (x86 F16C, any AArch64)."""
+    """True where LLVM converts half floats in one instruction (x86 F16C, any AArch64).  On x86
+    only when compiling for this host's CPU: for a named CPU (``NUMBA_CPU_NAME``, e.g.
+    ``generic``) LLVM would call a runtime helper numba does not link (``__extendhfsf2``)."""
     triple = llvm_binding.get_process_triple()
     if not triple.startswith(("x86_64", "i386", "i686")):
         return triple.startswith(("aarch64", "arm64"))
-    return "+f16c" in llvm_binding.get_host_cpu_features().flatten().split(",")
+    host = "+f16c" in llvm_binding.get_host_cpu_features().flatten().split(",")
+    return config.CPU_NAME is None and host
 
 
 NATIVE_F16 = _has_native_f16()

@@ -197,6 +197,41 @@ def test_a_type_compiles_only_its_own_kernels(tmp_path) -> None:
         assert args.startswith(f"({q4_1},") or args.startswith(f"({q4_1_set},"), (name, args)
 
 
+GENERIC_TYPES = (GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.Q6_K, GGMLType.IQ4_NL, GGMLType.IQ4_XS)
+
+
+def _products(types=GENERIC_TYPES) -> list[list[float]]:
+    """Generation-step products (8-bit activations) and row gathers of one random matrix per
+    type, as plain lists (the same numbers in any process)."""
+    x = np.random.default_rng(5).standard_normal((2, 768)).astype(np.float32)
+    out = []
+    for t in types:
+        m = random_matrix(t, 6, 768 // GGML_BLOCK_LAYOUT[t].block_size, seed=int(t))
+        out += [m.matmul(x).ravel().tolist(), m.rows([5, 0]).ravel().tolist()]
+    return out
+
+
+def test_kernels_compiled_for_a_named_cpu_use_portable_code(tmp_path) -> None:
+    """With ``NUMBA_CPU_NAME=generic`` (machine code for any x86-64, e.g. a cache shared across
+    machines) the kernels take the portable IR (no AVX2 intrinsics, no native half conversions,
+    whose runtime helper numba does not link: LLVM aborted the process) and give the host
+    path's numbers."""
+    code = (
+        "import json\n"
+        "from engine.kernels import simd\n"
+        "from tests.engine.test_kernels import _products\n"
+        "print(json.dumps([simd.AVX2, _products()]))\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_CPU_NAME": "generic"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=900)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    avx2, generic = json.loads(out.stdout.strip().splitlines()[-1])
+    assert avx2 is False
+    for got, want in zip(generic, _products(), strict=True):  # float sums in another order
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 MIXED = kernels.type_mask([GGMLType.Q4_K, GGMLType.Q6_K, GGMLType.Q8_0])  # as in Q4_K_M files
 
 
