@@ -1,4 +1,5 @@
-"""Test-only yardsticks for the forward pass of every family, independent of ``engine``.
+"""Test-only yardsticks for the forward pass of every family, independent of ``engine`` (whose
+type classes give only the byte offsets of the scale fields, for writing random blocks).
 
 * :func:`reference_logits` — the exact computation: float64 numpy on the weights dequantized by
   gguf-py (``gguf.quants.dequantize``), read with gguf-py's ``GGUFReader``; architectures

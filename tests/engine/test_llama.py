@@ -82,6 +82,7 @@ def test_files_quantized_by_llama_cpp_as_accurate_as_llama_cpp(tiny_dir: Path, f
     types = {t.tensor_type.name for t in require_module("gguf").GGUFReader(str(dst)).tensors}
     assert ftype in types, types
     model = engine.load(dst)
+    assert model.config.file_type == ftype  # general.file_type, llama.cpp's name for the mix
     ids = model.tokenize(TEXT * 3)
     check_against_exact(dst, ids, model)  # a prompt batch: rows decoded to float32
     # one decode step after the prompt: the fused step's 8-bit integer products
