@@ -63,14 +63,13 @@ from engine.kernels.decode import (
     T_Q8_0,
     decode_row,
 )
-from engine.kernels.iquants import dot_iq4_nl, dot_iq4_xs
+from engine.kernels.iquants import dot4_iq4_xs, dot_iq4_nl, dot_iq4_xs
 from engine.kernels.kquants import (
-    Q2,
-    Q3,
-    Q4,
-    Q5,
-    Q6,
-    dot4_kquant,
+    dot4_q2_k,
+    dot4_q3_k,
+    dot4_q4_k,
+    dot4_q5_k,
+    dot4_q6_k,
     dot_q2_k,
     dot_q3_k,
     dot_q4_k,
@@ -180,14 +179,21 @@ def _dot_int_in(codes, code, row, xq, xd, xs):
     return dot_first_or_rest
 
 
-# The K-quant kind (kernels.kquants' Q2..Q6) of each K-quant type code: four tokens at once.
-DOT4_KIND = {T_Q2_K: Q2, T_Q3_K: Q3, T_Q4_K: Q4, T_Q5_K: Q5, T_Q6_K: Q6}
+# Four activation rows at once, each weight group unpacked once for all four (super-block types).
+DOT4 = {
+    T_Q2_K: dot4_q2_k,
+    T_Q3_K: dot4_q3_k,
+    T_Q4_K: dot4_q4_k,
+    T_Q5_K: dot4_q5_k,
+    T_Q6_K: dot4_q6_k,
+    T_IQ4_XS: dot4_iq4_xs,
+}
 
 
 def dot_int_tokens(codes, code, row, xq, xd, xs, y, r):
     """``y[t, r]`` = weight row ``row`` · 8-bit activation row t, for every t (compiled code
-    only; ``codes`` as for ``dot_int_in``).  K-quant rows are unpacked once per four tokens
-    (``kernels.kquants.dot4_kquant``); every value has the bits ``dot_int_in`` gives it, so a
+    only; ``codes`` as for ``dot_int_in``).  K-quant and IQ4_XS rows are unpacked once per four
+    tokens (``DOT4``); every value has the bits ``dot_int_in`` gives it, so a
     sequence decoded in a batch gets exactly the logits it gets alone."""
     raise NotImplementedError("dot_int_tokens is only callable from numba-compiled code")
 
@@ -199,21 +205,24 @@ def _dot_int_tokens(codes, code, row, xq, xd, xs, y, r):
     if not known or mask != type_mask(known):
         return None
     head, rest = known[0], type_mask(known[1:])
-    one, kind = DOT_INT[head], DOT4_KIND.get(head, 0)
-    if not rest:
+    one, four = DOT_INT[head], DOT4.get(head)
+    if not rest and four is None:
 
-        def tokens_one(codes, code, row, xq, xd, xs, y, r):
-            n, t = xq.shape[0], 0
-            if kind:
-                for t in range(0, n - 3, 4):
-                    y[t, r], y[t + 1, r], y[t + 2, r], y[t + 3, r] = dot4_kquant(
-                        kind, row, xq, xd, xs, t
-                    )
-                t = n - n % 4
-            for u in range(t, n):
+        def tokens_each(codes, code, row, xq, xd, xs, y, r):
+            for u in range(xq.shape[0]):
                 y[u, r] = one(row, xq[u], xd[u], xs[u])
 
-        return tokens_one
+        return tokens_each
+    if not rest:
+
+        def tokens_by_four(codes, code, row, xq, xd, xs, y, r):
+            n = xq.shape[0]
+            for t in range(0, n - 3, 4):
+                y[t, r], y[t + 1, r], y[t + 2, r], y[t + 3, r] = four(row, xq, xd, xs, t)
+            for u in range(n - n % 4, n):
+                y[u, r] = one(row, xq[u], xd[u], xs[u])
+
+        return tokens_by_four
 
     only_head = 1 << head
 

@@ -62,3 +62,42 @@ def dot_iq4_xs(row, xq, xd, xs):
             a1 = vfma(a1, vdot_sv_sc(q1, xq, 32 * b + 32, sc, g + 1), xd[b + 1])
         acc = vaxpy(acc, vadd(a0, a1), f16(row, o))
     return vsum(acc)
+
+
+@njit(inline="always")
+def _groups4(acc, q, xq, xd, t, b, sc, g):
+    """One group's ``vfma`` of ``dot_iq4_xs`` for activation rows t..t+3, the same values ``q``."""
+    return (
+        vfma(acc[0], vdot_sv_sc(q, xq[t], 32 * b, sc, g), xd[t, b]),
+        vfma(acc[1], vdot_sv_sc(q, xq[t + 1], 32 * b, sc, g), xd[t + 1, b]),
+        vfma(acc[2], vdot_sv_sc(q, xq[t + 2], 32 * b, sc, g), xd[t + 2, b]),
+        vfma(acc[3], vdot_sv_sc(q, xq[t + 3], 32 * b, sc, g), xd[t + 3, b]),
+    )
+
+
+@njit(inline="always")
+def dot4_iq4_xs(row, xq, xd, xs, t):
+    """The dot products of one IQ4_XS row with activation rows t..t+3 (2-D ``xq``/``xd``),
+    each group's values looked up once for all four, every row's sums formed in
+    ``dot_iq4_xs``'s order (so each result has exactly its bits)."""
+    z = vzero()
+    acc = (z, z, z, z)
+    for i in range(xd.shape[1] // 8):
+        o = i * 136
+        for j in range(0, 136, 64):
+            prefetch(row, o + PREFETCH_AHEAD + j)
+        sc = scales16_iq4_xs(row, o)
+        a0, a1 = (z, z, z, z), (z, z, z, z)
+        for g in range(0, 8, 2):
+            b = 8 * i + g
+            q0, q1 = iq4_values(row, o + 8 + 16 * g), iq4_values(row, o + 24 + 16 * g)
+            a0 = _groups4(a0, q0, xq, xd, t, b, sc, g)
+            a1 = _groups4(a1, q1, xq, xd, t, b + 1, sc, g + 1)
+        d = f16(row, o)
+        acc = (
+            vaxpy(acc[0], vadd(a0[0], a1[0]), d),
+            vaxpy(acc[1], vadd(a0[1], a1[1]), d),
+            vaxpy(acc[2], vadd(a0[2], a1[2]), d),
+            vaxpy(acc[3], vadd(a0[3], a1[3]), d),
+        )
+    return vsum(acc[0]), vsum(acc[1]), vsum(acc[2]), vsum(acc[3])

@@ -219,3 +219,28 @@ def dot4_kquant(kind, row, xq, xd, xs, t):
             vaxpy(acc[3], s4[3], d),
         )
     return vsum(acc[0]), vsum(acc[1]), vsum(acc[2]), vsum(acc[3])
+
+
+@njit(inline="always")
+def dot4_q2_k(row, xq, xd, xs, t):
+    return dot4_kquant(Q2, row, xq, xd, xs, t)
+
+
+@njit(inline="always")
+def dot4_q3_k(row, xq, xd, xs, t):
+    return dot4_kquant(Q3, row, xq, xd, xs, t)
+
+
+@njit(inline="always")
+def dot4_q4_k(row, xq, xd, xs, t):
+    return dot4_kquant(Q4, row, xq, xd, xs, t)
+
+
+@njit(inline="always")
+def dot4_q5_k(row, xq, xd, xs, t):
+    return dot4_kquant(Q5, row, xq, xd, xs, t)
+
+
+@njit(inline="always")
+def dot4_q6_k(row, xq, xd, xs, t):
+    return dot4_kquant(Q6, row, xq, xd, xs, t)

@@ -19,9 +19,9 @@ from engine.kernels import QuantMatrix, matmul_int, quantize_activations
 from tests.engine.llama_reference import QT, write_tiny_llama
 
 # The four-token K-quant dot products in both scale layouts (one scale per 32 values: Q4_K;
-# two: Q3_K, Q6_K) and a legacy type; the default model adds Q4_1 and Q8_0.  Each type compiles
-# its own batched step (about half a minute on an empty cache), so not all ten are here.
-INT_TYPES = [QT.Q4_0, QT.Q3_K, QT.Q4_K, QT.Q6_K]
+# two: Q3_K, Q6_K), IQ4_XS's, and a legacy type; the default model adds Q4_1 and Q8_0.  Each type
+# compiles its own batched step (about half a minute on an empty cache), so not all are here.
+INT_TYPES = [QT.Q4_0, QT.Q3_K, QT.Q4_K, QT.Q6_K, QT.IQ4_XS]
 PROMPT = "the blood pressure of a dose"
 
 
