@@ -324,31 +324,30 @@ def _token_attrs(md: dict[str, Any], tokens: list[str], path: Path) -> list[int]
 
 
 def _generation_ends(
-    token_to_id: dict[str, int], attrs: list[int], eos: int | None, eot: int | None
-) -> tuple[int | None, frozenset[int]]:
-    """EOT (when the metadata names none) and every end-of-generation id (EOS, EOT, EOM, the
-    FIM ends), found by their texts as llama.cpp does; the tokens found by text are marked
-    CONTROL in ``attrs``."""
-    control = int(TokenAttr.CONTROL)
+    token_to_id: dict[str, int], eos: int | None, eot: int | None
+) -> tuple[int | None, frozenset[int], set[int]]:
+    """EOT (when the metadata names none), every end-of-generation id (EOS, EOT, EOM, the FIM
+    ends) and the ids found by their texts as llama.cpp finds them (to be marked CONTROL)."""
+    by_text: set[int] = set()
 
-    def by_text(texts: tuple[str, ...]) -> int | None:
+    def find(texts: tuple[str, ...]) -> int | None:
         i = _find_by_text(token_to_id, texts)
         if i is not None:
-            attrs[i] |= control
+            by_text.add(i)
         return i
 
     if eot is None:
-        eot = by_text(EOT_TEXTS)
-    eom = by_text(EOM_TEXTS)
-    fim = {kind: by_text(texts) for kind, texts in FIM_TEXTS.items()}
+        eot = find(EOT_TEXTS)
+    eom = find(EOM_TEXTS)
+    fim = {kind: find(texts) for kind, texts in FIM_TEXTS.items()}
     eog = {fim[k] for k in FIM_EOG_KINDS if fim[k] is not None}
     for t in EOG_TEXTS:
         i = token_to_id.get(t)
         if i is not None:
             eog.add(i)
-            attrs[i] |= control
+            by_text.add(i)
     eog.update(i for i in (eos, eot, eom) if i is not None)
-    return eot, frozenset(eog)
+    return eot, frozenset(eog), by_text
 
 
 def read_vocab(md: dict[str, Any], path: Path | str) -> Vocab:
@@ -364,8 +363,9 @@ def read_vocab(md: dict[str, Any], path: Path | str) -> Vocab:
     bos = _special_id(md, Keys.BOS_ID, d.bos_id, n)
     eos = _special_id(md, Keys.EOS_ID, d.eos_id, n)
     unk = _special_id(md, Keys.UNK_ID, d.unk_id, n)
-    eot = _special_id(md, Keys.EOT_ID, None, n)
-    eot, eog = _generation_ends(token_to_id, attrs, eos, eot)
+    eot, eog, control = _generation_ends(token_to_id, eos, _special_id(md, Keys.EOT_ID, None, n))
+    for i in control:
+        attrs[i] |= int(TokenAttr.CONTROL)
     _apply_strip_rules(md, token_to_id, attrs)
 
     pre = resolve_pre(md, path, warn=True) if d.kind == "bpe" else None
