@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from numba import njit
 
+from engine.kernels.kquants import prefetch_super_block
 from engine.kernels.simd import (
     PREFETCH_AHEAD,
     f16,
@@ -51,8 +52,7 @@ def dot_iq4_xs(row, xq, xd, xs):
     acc = vzero()
     for i in range(xd.shape[0] // 8):
         o = i * 136  # d:f16 | scales_h:u16 | scales_l[4] | qs[128]
-        for j in range(0, 136, 64):
-            prefetch(row, o + PREFETCH_AHEAD + j)
+        prefetch_super_block(row, o, 136)
         sc = scales16_iq4_xs(row, o)
         a0, a1 = vzero(), vzero()
         for g in range(0, 8, 2):
@@ -84,8 +84,7 @@ def dot4_iq4_xs(row, xq, xd, xs, t):
     acc = (z, z, z, z)
     for i in range(xd.shape[1] // 8):
         o = i * 136
-        for j in range(0, 136, 64):
-            prefetch(row, o + PREFETCH_AHEAD + j)
+        prefetch_super_block(row, o, 136)
         sc = scales16_iq4_xs(row, o)
         a0, a1 = (z, z, z, z), (z, z, z, z)
         for g in range(0, 8, 2):

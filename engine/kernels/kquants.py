@@ -63,7 +63,7 @@ def _weights(kind, row, o, g):
 
 
 @njit(inline="always")
-def _prefetch_super_block(row, o, size):
+def prefetch_super_block(row, o, size):
     """Ask for the ``size`` bytes ``PREFETCH_AHEAD`` after the super-block at byte ``o``."""
     for j in range(0, size, 64):
         prefetch(row, o + PREFETCH_AHEAD + j)
@@ -102,24 +102,24 @@ def _head(kind, row, i):
     scales of its groups and of its minima (or offset)."""
     if kind == Q2:
         o = i * 84  # scales[16] (low nibble scale, high nibble min) | qs[64] | d | dmin
-        _prefetch_super_block(row, o, 84)
+        prefetch_super_block(row, o, 84)
         d, dmin = f16x2(row, o + 80)
         return o, d, -dmin, scales16(row, o, 0, 15, False), scales16(row, o, 4, 15, False)
     if kind == Q3:
         o = i * 110  # hmask[32] | qs[64] | scales[12] | d
-        _prefetch_super_block(row, o, 110)
+        prefetch_super_block(row, o, 110)
         d = f16(row, o + 108)
         sc = scales16_q3_k(row, o + 94)
         return o, d, F32(-4.0) * d, sc, sc
     if kind == Q6:
         o = i * 210  # ql[128] | qh[64] | scales:int8[16] | d
-        _prefetch_super_block(row, o, 210)
+        prefetch_super_block(row, o, 210)
         d = f16(row, o + 208)
         sc = scales16(row, o + 192, 0, 255, True)
         return o, d, F32(-32.0) * d, sc, sc
     size = 144 if kind == Q4 else 176  # d | dmin | scales[12] | (Q5_K: qh[32] |) qs[128]
     o = i * size
-    _prefetch_super_block(row, o, size)
+    prefetch_super_block(row, o, size)
     d, dmin = f16x2(row, o)
     sc = scales16_k(row, o + 4)
     return o, d, -dmin, sc, sc

@@ -289,15 +289,20 @@ def vsum(typingctx, acc):
     return types.float32(acc), codegen
 
 
+def _nibbles(context, builder, arrty, arr, o):
+    """16 bytes at ``o`` → <32 x i8>: low nibbles (lanes 0..15), then high nibbles (16..31)."""
+    v = _load(context, builder, arrty, arr, o, ir.VectorType(_I8, 16))
+    lo = builder.and_(v, _const_vec(_I8, [15] * 16))
+    hi = builder.lshr(v, _const_vec(_I8, [4] * 16))
+    return _shuffle(builder, lo, hi, list(range(32)))
+
+
 @intrinsic
 def nib16(typingctx, row, o):
     """16 bytes at ``o`` → 32 values: low nibbles (lanes 0..15), then high nibbles (16..31)."""
 
     def codegen(context, builder, signature, args):
-        v = _load(context, builder, signature.args[0], args[0], args[1], ir.VectorType(_I8, 16))
-        lo = builder.and_(v, _const_vec(_I8, [15] * 16))
-        hi = builder.lshr(v, _const_vec(_I8, [4] * 16))
-        return _shuffle(builder, lo, hi, list(range(32)))
+        return _nibbles(context, builder, signature.args[0], args[0], args[1])
 
     return u8x32(row, types.intp), codegen
 
@@ -355,7 +360,11 @@ def _quad_sums(builder, u, s):
         ones = _const_vec(_I16, [1] * 16)
         return _llvm_call(builder, "llvm.x86.avx2.pmadd.wd", ir.VectorType(_I32, 8), [pairs, ones])
     v32 = ir.VectorType(_I32, 32)
-    p = builder.mul(builder.zext(u, v32), builder.sext(s, v32))
+    return _add_quads(builder, builder.mul(builder.zext(u, v32), builder.sext(s, v32)))
+
+
+def _add_quads(builder, p):
+    """<32 x i32> products → <8 x i32>, lane i the sum of products 4i..4i+3."""
     quads = [_shuffle(builder, p, p, list(range(k, 32, 4))) for k in range(4)]
     return builder.add(builder.add(quads[0], quads[1]), builder.add(quads[2], quads[3]))
 
@@ -371,18 +380,21 @@ def vdot(typingctx, q, x, xo):
     return i32x8(q, x, types.intp), codegen
 
 
+def _sign_moved(builder, wv, xv):
+    """AVX2: (|w|, x carrying the sign of w), so the unsigned × signed ``vpmaddubsw`` gives the
+    signed products w · x, as ggml does (weights in −127..127)."""
+    v8 = ir.VectorType(_I8, 32)
+    absw = _llvm_call(builder, "llvm.abs.v32i8", v8, [wv, ir.Constant(ir.IntType(1), 0)])
+    return absw, _llvm_call(builder, "llvm.x86.avx2.psign.b", v8, [xv, wv])
+
+
 def _signed_quad_sums(builder, wv, xv):
     """Signed bytes ``wv`` · signed bytes ``xv`` (<32 x i8>, weights in −127..127) → <8 x i32>
-    sums of 4 products.  As ggml does on AVX2: |w| (unsigned) times x carrying the sign of w."""
+    sums of 4 products."""
     if AVX2:
-        v8 = ir.VectorType(_I8, 32)
-        absw = _llvm_call(builder, "llvm.abs.v32i8", v8, [wv, ir.Constant(ir.IntType(1), 0)])
-        signed_x = _llvm_call(builder, "llvm.x86.avx2.psign.b", v8, [xv, wv])
-        return _quad_sums(builder, absw, signed_x)
+        return _quad_sums(builder, *_sign_moved(builder, wv, xv))
     v32 = ir.VectorType(_I32, 32)
-    p = builder.mul(builder.sext(wv, v32), builder.sext(xv, v32))
-    quads = [_shuffle(builder, p, p, list(range(k, 32, 4))) for k in range(4)]
-    return builder.add(builder.add(quads[0], quads[1]), builder.add(quads[2], quads[3]))
+    return _add_quads(builder, builder.mul(builder.sext(wv, v32), builder.sext(xv, v32)))
 
 
 @intrinsic
@@ -417,10 +429,7 @@ def iq4_values(typingctx, row, o):
     ``vpshufb`` with the table in both 128-bit lanes; elsewhere lane by lane."""
 
     def codegen(context, builder, signature, args):
-        v = _load(context, builder, signature.args[0], args[0], args[1], ir.VectorType(_I8, 16))
-        lo = builder.and_(v, _const_vec(_I8, [15] * 16))
-        hi = builder.lshr(v, _const_vec(_I8, [4] * 16))
-        idx = _shuffle(builder, lo, hi, list(range(32)))
+        idx = _nibbles(context, builder, signature.args[0], args[0], args[1])
         v8 = ir.VectorType(_I8, 32)
         if AVX2:
             table = _const_vec(_I8, IQ4_VALUES * 2)
@@ -498,6 +507,12 @@ def _store_f32(context, builder, arrty, arr, k, vec):
     builder.store(vec, builder.bitcast(ptr, vec.type.as_pointer()), align=4)
 
 
+def _store_scaled_s8(context, builder, arrty, arr, k, qv, d):
+    """arr[k:k+32] = float(int8 lanes of ``qv``) * d (one multiply: exact decodes)."""
+    f = builder.sitofp(qv, ir.VectorType(_F32, 32))
+    _store_f32(context, builder, arrty, arr, k, builder.fmul(f, _splat(builder, d, 32)))
+
+
 @intrinsic
 def vstore(typingctx, out, k, q, off, d0, m0, d1, m1):
     """out[k:k+32] = d * float(q - off) + m, with (d0, m0) for values 0..15, (d1, m1) for 16..31.
@@ -525,10 +540,7 @@ def vstore_sv(typingctx, out, k, q, d):
 
     def codegen(context, builder, signature, args):
         dst, kk, qv, dd = args
-        f = builder.sitofp(qv, ir.VectorType(_F32, 32))
-        _store_f32(
-            context, builder, signature.args[0], dst, kk, builder.fmul(f, _splat(builder, dd, 32))
-        )
+        _store_scaled_s8(context, builder, signature.args[0], dst, kk, qv, dd)
         return context.get_dummy_value()
 
     return types.void(out, types.intp, q, types.float32), codegen
@@ -541,10 +553,7 @@ def vstore_s8(typingctx, out, k, row, o, d):
     def codegen(context, builder, signature, args):
         dst, kk, src, oo, dd = args
         wv = _load(context, builder, signature.args[2], src, oo, ir.VectorType(_I8, 32))
-        f = builder.sitofp(wv, ir.VectorType(_F32, 32))
-        _store_f32(
-            context, builder, signature.args[0], dst, kk, builder.fmul(f, _splat(builder, dd, 32))
-        )
+        _store_scaled_s8(context, builder, signature.args[0], dst, kk, wv, dd)
         return context.get_dummy_value()
 
     return types.void(out, types.intp, row, types.intp, types.float32), codegen
@@ -675,8 +684,7 @@ def vdot_sv_sc(typingctx, q, x, xo, sc, a):
         xv = _load(context, builder, signature.args[1], xarr, xoff, v8)
         s = builder.extract_element(scv, builder.trunc(ia, _I32))
         if AVX2:
-            absw = _llvm_call(builder, "llvm.abs.v32i8", v8, [qv, ir.Constant(ir.IntType(1), 0)])
-            signed_x = _llvm_call(builder, "llvm.x86.avx2.psign.b", v8, [xv, qv])
+            absw, signed_x = _sign_moved(builder, qv, xv)
             pairs = _llvm_call(
                 builder, "llvm.x86.avx2.pmadd.ub.sw", ir.VectorType(_I16, 16), [absw, signed_x]
             )
